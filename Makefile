@@ -1,0 +1,28 @@
+# offrl: `make train` and `make test` each set up the local virtualenv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install train test bench clean
+
+install: $(STAMP)
+
+# Re-installs only when the dependency pins change.
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==26.3
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
+	touch $(STAMP)
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+train: install
+	$(PY) -m offrl.main_job
+
+bench: install
+	$(PY) experiments/bench_data_load.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

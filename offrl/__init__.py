@@ -1,0 +1,3 @@
+"""offrl: offline reinforcement learning on JAX."""
+
+__version__ = "0.1.0"

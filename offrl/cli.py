@@ -1,0 +1,116 @@
+"""The `offrl` command line.
+
+    offrl datasets list
+    offrl datasets info ID
+    offrl datasets convert {d4rl,neorl,neorl2} FILE [--id ID] [--overwrite] [--ref-min-score X --ref-max-score Y] [--eval-env ENV]
+    offrl datasets remove ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from rich.console import Console
+from rich.table import Table
+
+from offrl import data
+
+console = Console()
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def datasets_list(_: argparse.Namespace) -> int:
+    table = Table("id", "episodes", "steps", "ref min", "ref max", title=f"Local datasets in {data.store.datasets_root()}")
+    for dataset_id in data.local_dataset_ids():
+        raw = data.store.raw_metadata(dataset_id)
+        table.add_row(dataset_id, _fmt(raw.get("total_episodes")), _fmt(raw.get("total_steps")),
+                      _fmt(raw.get("ref_min_score")), _fmt(raw.get("ref_max_score")))
+    if table.row_count == 0:
+        console.print("No local datasets. Convert one with `offrl datasets convert` or generate one.")
+    else:
+        console.print(table)
+    return 0
+
+
+def datasets_info(args: argparse.Namespace) -> int:
+    dataset = data.load_dataset(args.id, download=args.download)
+    summary = dataset.summary()
+    table = Table(show_header=False, title=args.id)
+    for key, value in summary.items():
+        table.add_row(key, _fmt(value))
+    table.add_row("source", _fmt(dataset.metadata.extra.get("source")))
+    console.print(table)
+    return 0
+
+
+def datasets_convert(args: argparse.Namespace) -> int:
+    if (args.ref_min_score is None) != (args.ref_max_score is None):
+        raise data.DatasetError("Pass both --ref-min-score and --ref-max-score, or neither.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = data.convert(args.format, args.file, args.id, overwrite=args.overwrite,
+                              ref_min_score=args.ref_min_score, ref_max_score=args.ref_max_score,
+                              eval_env=args.eval_env)
+    for warning in caught:
+        console.print(f"[yellow]warning:[/] {warning.message}", highlight=False)
+    console.print(f"Wrote [bold]{result.dataset_id}[/]: {result.episodes:,} episodes, "
+                  f"{result.steps:,} steps -> {result.path}")
+    for note in result.notes:
+        console.print(f"  note: {note}")
+    return 0
+
+
+def datasets_remove(args: argparse.Namespace) -> int:
+    data.remove_dataset(args.id)
+    console.print(f"Removed {args.id}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="offrl", description="Offline RL on JAX.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    datasets = commands.add_parser("datasets", help="manage local Minari datasets")
+    actions = datasets.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="local ids with steps, episodes and reference scores").set_defaults(run=datasets_list)
+    info = actions.add_parser("info", help="episodes, steps, returns and scores of a dataset")
+    info.add_argument("id")
+    info.add_argument("--download", action="store_true", help="fetch it from Minari's remote if not local")
+    info.set_defaults(run=datasets_info)
+    convert = actions.add_parser("convert", help="convert a D4RL/NeoRL/NeoRL-2 file into a Minari dataset")
+    convert.add_argument("format", choices=data.FORMATS)
+    convert.add_argument("file")
+    convert.add_argument("--id", help="dataset id (default: derived from the file name)")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    convert.add_argument("--ref-min-score", type=float, help="random-policy return for normalization")
+    convert.add_argument("--ref-max-score", type=float, help="expert return for normalization")
+    convert.add_argument("--eval-env", help="Gymnasium env id that evaluates policies on this data")
+    convert.set_defaults(run=datasets_convert)
+    remove = actions.add_parser("remove", help="delete a local dataset")
+    remove.add_argument("id")
+    remove.set_defaults(run=datasets_remove)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except data.DatasetError as error:
+        console.print(f"[red]error:[/] {error}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

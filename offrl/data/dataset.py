@@ -1,0 +1,123 @@
+"""The in-memory form of an offline dataset: flat float32 transitions plus metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.envs.registration import EnvSpec
+
+from offrl.data.errors import DatasetError
+from offrl.data.reference import normalized_score
+
+TRANSITION_KEYS = (
+    "observations",
+    "actions",
+    "rewards",
+    "next_observations",
+    "terminals",
+    "timeouts",
+)
+
+
+@dataclass
+class DatasetMetadata:
+    """What evaluation and reporting need to know about a dataset, without its data."""
+
+    dataset_id: str
+    observation_space: spaces.Space  # as stored; transitions hold it flattened
+    action_space: spaces.Space
+    eval_env_spec: EnvSpec | None = None  # None when no Gymnasium env reproduces the data
+    ref_min_score: float | None = None
+    ref_max_score: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # offrl's own metadata (provenance, ...)
+
+    @property
+    def has_reference_scores(self) -> bool:
+        return self.ref_min_score is not None and self.ref_max_score is not None
+
+    def normalized_score(self, returns):
+        """Returns on the D4RL 0-100 scale: 0 is the random policy, 100 the expert."""
+        if not self.has_reference_scores:
+            raise DatasetError(
+                f"Dataset {self.dataset_id} has no ref_min_score/ref_max_score, so its returns "
+                "cannot be normalized. Convert it again with --ref-min-score and --ref-max-score."
+            )
+        return normalized_score(np.asarray(returns, dtype=np.float64),
+                                self.ref_min_score, self.ref_max_score)
+
+
+@dataclass
+class OfflineDataset:
+    """Flat transitions of a dataset. All arrays are float32 with one row per transition.
+
+    `terminals` marks true terminations (no bootstrapping from next_observations);
+    `timeouts` marks truncations (time limits: bootstrap from next_observations).
+    `episode_starts[i]` is the row where episode i begins; episodes are contiguous.
+    """
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_observations: np.ndarray
+    terminals: np.ndarray
+    timeouts: np.ndarray
+    episode_starts: np.ndarray
+    metadata: DatasetMetadata
+
+    @property
+    def dataset_id(self) -> str:
+        return self.metadata.dataset_id
+
+    @property
+    def num_transitions(self) -> int:
+        return int(self.rewards.shape[0])
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self.episode_starts.shape[0])
+
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        return np.diff(np.append(self.episode_starts, self.num_transitions))
+
+    @property
+    def episode_returns(self) -> np.ndarray:
+        """Undiscounted return of each episode, summed in float64."""
+        return np.add.reduceat(self.rewards.astype(np.float64), self.episode_starts)
+
+    @property
+    def episode_ids(self) -> np.ndarray:
+        """The episode index of every transition."""
+        return np.repeat(np.arange(self.num_episodes), self.episode_lengths)
+
+    def normalized_score(self, returns):
+        return self.metadata.normalized_score(returns)
+
+    def summary(self) -> dict[str, Any]:
+        """Episodes, steps, and the mean/min/max episode return (normalized where possible)."""
+        returns = self.episode_returns
+        stats: dict[str, Any] = {
+            "dataset_id": self.dataset_id,
+            "episodes": self.num_episodes,
+            "steps": self.num_transitions,
+            "observation_dim": int(self.observations.shape[1]),
+            "action_dim": int(self.actions.shape[1]),
+            "terminals": int(self.terminals.sum()),
+            "timeouts": int(self.timeouts.sum()),
+            "return_mean": float(returns.mean()),
+            "return_min": float(returns.min()),
+            "return_max": float(returns.max()),
+            "ref_min_score": self.metadata.ref_min_score,
+            "ref_max_score": self.metadata.ref_max_score,
+            "eval_env": self.metadata.eval_env_spec.id if self.metadata.eval_env_spec else None,
+        }
+        if self.metadata.has_reference_scores:
+            stats["normalized_return_mean"] = float(self.normalized_score(returns.mean()))
+        return stats
+
+    def transitions(self) -> dict[str, np.ndarray]:
+        """The six transition arrays by name, e.g. to move them onto a device."""
+        return {key: getattr(self, key) for key in TRANSITION_KEYS}

@@ -1,0 +1,295 @@
+"""Reading and writing datasets in the local Minari store (MINARI_DATASETS_PATH).
+
+Writes are atomic: a dataset is built in a hidden temporary directory beside its final
+place and renamed into it, so a failed or interrupted write leaves nothing behind.
+Reads never touch the network unless `download=True` is asked for.
+"""
+
+from __future__ import annotations
+
+import difflib
+import errno
+import json
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import gymnasium as gym
+import minari
+import numpy as np
+from gymnasium import spaces
+from gymnasium.envs.registration import EnvSpec
+from minari.data_collector.episode_buffer import EpisodeBuffer
+from minari.dataset.minari_dataset import parse_dataset_id
+from minari.dataset.minari_storage import MinariStorage
+from minari.namespace import create_namespace, list_local_namespaces
+from minari.storage.datasets_root_dir import get_dataset_path
+
+from offrl.data.dataset import DatasetMetadata, OfflineDataset
+from offrl.data.episodes import Episode, check_arrays
+from offrl.data.errors import (
+    DatasetError,
+    DatasetExistsError,
+    DatasetFormatError,
+    DatasetNotFoundError,
+)
+from offrl.data.spaces import flat_dim, flatten_batch
+
+OFFRL_KEY = "offrl"  # our own entries in a Minari dataset's metadata.json
+MINARI_REMOTE_HOST = ("huggingface.co", 443)
+
+
+def datasets_root() -> Path:
+    return Path(get_dataset_path())
+
+
+def dataset_path(dataset_id: str) -> Path:
+    _check_id(dataset_id)
+    return datasets_root() / dataset_id
+
+
+def _check_id(dataset_id: str) -> None:
+    try:
+        _, _, version = parse_dataset_id(dataset_id)
+    except Exception as error:  # minari raises several types for malformed ids
+        raise DatasetError(
+            f"'{dataset_id}' is not a valid dataset id ({error}). Ids look like "
+            "'namespace/env/name-v0', e.g. 'd4rl/hopper/medium-v2'."
+        ) from None
+    if version is None:
+        raise DatasetError(
+            f"'{dataset_id}' has no version. Ids end in -vN, e.g. 'd4rl/hopper/medium-v2'."
+        )
+
+
+def local_dataset_ids() -> list[str]:
+    return sorted(minari.list_local_datasets().keys())
+
+
+def _network_reachable(timeout_s: float = 1.0) -> bool:
+    try:
+        with socket.create_connection(MINARI_REMOTE_HOST, timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _not_found(dataset_id: str) -> DatasetNotFoundError:
+    close = difflib.get_close_matches(dataset_id, local_dataset_ids(), n=3)
+    hint = f" Similar local ids: {', '.join(close)}." if close else ""
+    return DatasetNotFoundError(
+        f"Dataset '{dataset_id}' is not in the local Minari store ({datasets_root()}).{hint}\n"
+        "Get it one of these ways:\n"
+        "  - convert a file you have:  offrl datasets convert {d4rl,neorl,neorl2} FILE --id ID\n"
+        "  - download from Minari's remote (needs network): `offrl datasets info ID --download` or load_dataset(ID, download=True)\n"
+        "  - or point MINARI_DATASETS_PATH at the store that holds it; `offrl datasets list` "
+        "shows what is local."
+    )
+
+
+def read_metadata(dataset_id: str) -> DatasetMetadata:
+    """Metadata of a local dataset, without reading its episodes."""
+    return _metadata_from_storage(dataset_id, _open_storage(dataset_id))
+
+
+def _open_storage(dataset_id: str, download: bool = False) -> MinariStorage:
+    data_path = dataset_path(dataset_id) / "data"
+    if not data_path.is_dir():
+        if not download:
+            raise _not_found(dataset_id)
+        if not _network_reachable():
+            raise DatasetNotFoundError(
+                f"Dataset '{dataset_id}' is not local and {MINARI_REMOTE_HOST[0]} cannot be "
+                "reached, so it cannot be downloaded. Convert or generate it instead."
+            )
+        minari.download_dataset(dataset_id)
+    try:
+        return MinariStorage.read(data_path)
+    except Exception as error:
+        raise DatasetFormatError(
+            f"Dataset '{dataset_id}' at {data_path} cannot be read ({type(error).__name__}: "
+            f"{error}). It may be corrupt or half-written: remove it with "
+            f"`offrl datasets remove {dataset_id}` and convert or generate it again."
+        ) from error
+
+
+def _metadata_from_storage(dataset_id: str, storage: MinariStorage) -> DatasetMetadata:
+    raw = storage.metadata
+    eval_spec = raw.get("eval_env_spec") or raw.get("env_spec")
+    return DatasetMetadata(
+        dataset_id=dataset_id,
+        observation_space=storage.observation_space,
+        action_space=storage.action_space,
+        eval_env_spec=EnvSpec.from_json(eval_spec) if eval_spec else None,
+        ref_min_score=raw.get("ref_min_score"),
+        ref_max_score=raw.get("ref_max_score"),
+        extra=raw.get(OFFRL_KEY, {}),
+    )
+
+
+def load_dataset(dataset_id: str, download: bool = False) -> OfflineDataset:
+    """Load a Minari dataset by id into flat float32 transition arrays.
+
+    Observations and actions are flattened (Box, or Dict/Tuple of Box); any other space
+    raises UnsupportedSpaceError. Truncated steps are bootstrapped through, terminal ones not.
+    """
+    storage = _open_storage(dataset_id, download)
+    metadata = _metadata_from_storage(dataset_id, storage)
+    obs_space, act_space = storage.observation_space, storage.action_space
+    flat_dim(obs_space, "observation")
+    flat_dim(act_space, "action")
+
+    columns: dict[str, list[np.ndarray]] = {key: [] for key in
+                                            ("obs", "next_obs", "act", "rew", "term", "trunc")}
+    lengths = []
+    try:
+        for episode in storage.get_episodes(range(storage.total_episodes)):
+            observations = flatten_batch(obs_space, episode["observations"], "observation")
+            steps = len(episode["rewards"])
+            if observations.shape[0] != steps + 1:
+                raise DatasetFormatError(
+                    f"Dataset '{dataset_id}' episode {episode['id']} has {observations.shape[0]} "
+                    f"observations for {steps} steps (expected {steps + 1})."
+                )
+            columns["obs"].append(observations[:-1])
+            columns["next_obs"].append(observations[1:])
+            columns["act"].append(flatten_batch(act_space, episode["actions"], "action"))
+            columns["rew"].append(episode["rewards"])
+            columns["term"].append(episode["terminations"])
+            columns["trunc"].append(episode["truncations"])
+            lengths.append(steps)
+    except (OSError, KeyError) as error:
+        raise DatasetFormatError(
+            f"Dataset '{dataset_id}' is corrupt ({type(error).__name__}: {error}). Remove it with "
+            f"`offrl datasets remove {dataset_id}` and convert or generate it again."
+        ) from error
+    if not lengths:
+        raise DatasetFormatError(f"Dataset '{dataset_id}' holds no episodes.")
+
+    def stack(key: str) -> np.ndarray:
+        return np.concatenate(columns.pop(key)).astype(np.float32, copy=False)
+
+    dataset = OfflineDataset(
+        observations=stack("obs"),
+        next_observations=stack("next_obs"),
+        actions=stack("act"),
+        rewards=stack("rew").reshape(-1),
+        terminals=stack("term").reshape(-1),
+        timeouts=stack("trunc").reshape(-1),
+        episode_starts=np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64),
+        metadata=metadata,
+    )
+    check_arrays(dataset.transitions(), f"dataset '{dataset_id}'")
+    return dataset
+
+
+def write_dataset(
+    dataset_id: str,
+    episodes: Iterable[Episode],
+    observation_space: spaces.Space,
+    action_space: spaces.Space,
+    *,
+    eval_env: str | EnvSpec | None = None,
+    ref_min_score: float | None = None,
+    ref_max_score: float | None = None,
+    description: str = "",
+    offrl_metadata: dict[str, Any] | None = None,
+    episode_infos: Iterable[dict] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write episodes as a Minari dataset, atomically. Returns the dataset's directory."""
+    final = dataset_path(dataset_id)
+    if final.exists() and not overwrite:
+        raise DatasetExistsError(
+            f"Dataset '{dataset_id}' already exists at {final}. Pass --overwrite (overwrite=True) "
+            "to replace it, or choose another --id."
+        )
+    eval_spec = gym.spec(eval_env) if isinstance(eval_env, str) else eval_env
+    root = datasets_root()
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".offrl-staging-", dir=root))
+    except OSError as error:
+        raise _write_error(dataset_id, root, error) from error
+    try:
+        storage = MinariStorage.new(staging / "data", observation_space=observation_space,
+                                    action_space=action_space)
+        metadata: dict[str, Any] = {
+            "dataset_id": dataset_id,
+            "minari_version": minari.__version__,
+            "description": description,
+            "algorithm_name": (offrl_metadata or {}).get("source", "offrl"),
+            OFFRL_KEY: offrl_metadata or {},
+        }
+        if eval_spec is not None:
+            metadata["eval_env_spec"] = eval_spec.to_json()
+        if ref_min_score is not None and ref_max_score is not None:
+            metadata["ref_min_score"] = float(ref_min_score)
+            metadata["ref_max_score"] = float(ref_max_score)
+        storage.update_metadata(metadata)
+        infos = iter(episode_infos) if episode_infos is not None else None
+        storage.update_episodes(
+            EpisodeBuffer(
+                id=index,
+                observations=episode.observations,
+                actions=episode.actions,
+                rewards=episode.rewards,
+                terminations=episode.terminations,
+                truncations=episode.truncations,
+                infos=next(infos) if infos is not None else None,
+            )
+            for index, episode in enumerate(episodes)
+        )
+        _move_into_place(staging, final, dataset_id)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _write_error(dataset_id, root, error) from error
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def _move_into_place(staging: Path, final: Path, dataset_id: str) -> None:
+    namespace = parse_dataset_id(dataset_id)[0]
+    if namespace is not None and namespace not in list_local_namespaces():
+        create_namespace(namespace)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+        retired = staging.with_name(staging.name + "-old")
+        os.replace(final, retired)
+        os.replace(staging, final)
+        shutil.rmtree(retired)
+    else:
+        os.replace(staging, final)
+
+
+def _write_error(dataset_id: str, root: Path, error: OSError) -> DatasetError:
+    if error.errno == errno.ENOSPC:
+        problem, fix = "the disk is full", "free space, or point MINARI_DATASETS_PATH at a larger disk"
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        problem, fix = "the directory is write-protected", (
+            "make it writable, or point MINARI_DATASETS_PATH at a writable directory")
+    else:
+        problem, fix = f"{type(error).__name__}: {error}", "check the directory and try again"
+    return DatasetError(
+        f"Could not write dataset '{dataset_id}' under {root}: {problem}. Nothing was written; "
+        f"{fix}."
+    )
+
+
+def remove_dataset(dataset_id: str) -> None:
+    path = dataset_path(dataset_id)
+    if not path.exists():
+        raise _not_found(dataset_id)
+    shutil.rmtree(path)
+
+
+def raw_metadata(dataset_id: str) -> dict[str, Any]:
+    """metadata.json exactly as stored (for `offrl datasets info`)."""
+    path = dataset_path(dataset_id) / "data" / "metadata.json"
+    if not path.is_file():
+        raise _not_found(dataset_id)
+    return json.loads(path.read_text())
