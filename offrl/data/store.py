@@ -11,6 +11,7 @@ import difflib
 import errno
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -51,17 +52,14 @@ def dataset_path(dataset_id: str) -> Path:
     return datasets_root() / dataset_id
 
 
+DATASET_ID = re.compile(r"(?:[A-Za-z0-9_.-]+/)*[A-Za-z0-9_.-]+-v\d+")
+
+
 def _check_id(dataset_id: str) -> None:
-    try:
-        _, _, version = parse_dataset_id(dataset_id)
-    except Exception as error:  # minari raises several types for malformed ids
+    if not DATASET_ID.fullmatch(dataset_id):
         raise DatasetError(
-            f"'{dataset_id}' is not a valid dataset id ({error}). Ids look like "
-            "'namespace/env/name-v0', e.g. 'd4rl/hopper/medium-v2'."
-        ) from None
-    if version is None:
-        raise DatasetError(
-            f"'{dataset_id}' has no version. Ids end in -vN, e.g. 'd4rl/hopper/medium-v2'."
+            f"'{dataset_id}' is not a valid dataset id: ids are 'namespace/env/name-vN' with a "
+            "version at the end, e.g. 'd4rl/hopper/medium-v2'."
         )
 
 

@@ -1,0 +1,64 @@
+"""Shared fixtures: every test gets its own empty Minari store and no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+SHARED_NEORL2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "neorl2"
+
+
+@pytest.fixture(autouse=True)
+def minari_store(tmp_path, monkeypatch) -> Path:
+    store = tmp_path / "minari"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return store
+
+
+def synthetic_flat(episode_lengths, end_flags, obs_dim=3, act_dim=2, seed=0):
+    """Flat transitions with contiguous episodes. end_flags[i] is 'terminal', 'timeout' or None
+    (the data stops mid-episode). Observations are continuous across each episode."""
+    rng = np.random.default_rng(seed)
+    obs, next_obs, terminals, timeouts = [], [], [], []
+    for length, flag in zip(episode_lengths, end_flags):
+        states = rng.normal(size=(length + 1, obs_dim)).astype(np.float32)
+        obs.append(states[:-1])
+        next_obs.append(states[1:])
+        term = np.zeros(length, np.float32)
+        tout = np.zeros(length, np.float32)
+        if flag == "terminal":
+            term[-1] = 1
+        elif flag == "timeout":
+            tout[-1] = 1
+        terminals.append(term)
+        timeouts.append(tout)
+    n = sum(episode_lengths)
+    return {
+        "observations": np.concatenate(obs),
+        "next_observations": np.concatenate(next_obs),
+        "actions": rng.uniform(-1, 1, size=(n, act_dim)).astype(np.float32),
+        "rewards": rng.normal(size=n).astype(np.float32),
+        "terminals": np.concatenate(terminals),
+        "timeouts": np.concatenate(timeouts),
+    }
+
+
+def write_d4rl_hdf5(path: Path, arrays: dict, with_next_observations=True) -> Path:
+    with h5py.File(path, "w") as file:
+        for key, value in arrays.items():
+            if key == "next_observations" and not with_next_observations:
+                continue
+            file.create_dataset(key, data=value)
+        file.create_dataset("infos/qpos", data=np.zeros((len(arrays["rewards"]), 2)))
+    return path
+
+
+def write_neorl2_npz(path: Path, arrays: dict) -> Path:
+    np.savez(path, obs=arrays["observations"], action=arrays["actions"],
+             next_obs=arrays["next_observations"], reward=arrays["rewards"],
+             done=arrays["terminals"], truncated=arrays["timeouts"])
+    return path
