@@ -1,4 +1,5 @@
-"""Preprocessing shared by the algorithms: state normalization and reward transforms.
+"""Preprocessing shared by the algorithms: state normalization, reward transforms, and
+rescaling bounded actions to [-1, 1] (the range of every tanh actor).
 
 Everything is recorded in a `Preprocessing` value that is saved with each run, so that
 evaluation and exported policies see observations exactly as training did.
@@ -13,9 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from gymnasium import spaces
+
 from offrl.data.dataset import OfflineDataset
 
 REWARD_TRANSFORMS = ("none", "locomotion", "antmaze", "scale_bias")
+ARRAY_FIELDS = ("obs_mean", "obs_std", "action_low", "action_high")
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,19 @@ class Preprocessing:
     reward_transform: str = "none"  # the rule that produced scale and bias
     reward_scale: float = 1.0
     reward_bias: float = 0.0
+    action_low: np.ndarray | None = None  # finite action bounds: the learner sees [-1, 1]
+    action_high: np.ndarray | None = None
+
+    def normalize_actions(self, actions):
+        if self.action_low is None:
+            return actions
+        return 2.0 * (actions - self.action_low) / (self.action_high - self.action_low) - 1.0
+
+    def denormalize_actions(self, actions):
+        """Policy output in [-1, 1] -> the environment's action bounds."""
+        if self.action_low is None:
+            return actions
+        return self.action_low + (actions + 1.0) * 0.5 * (self.action_high - self.action_low)
 
     def normalize_observations(self, observations):
         """(obs - mean) / std; works on numpy and jax arrays alike."""
@@ -41,11 +58,12 @@ class Preprocessing:
         arrays["observations"] = self.normalize_observations(arrays["observations"])
         arrays["next_observations"] = self.normalize_observations(arrays["next_observations"])
         arrays["rewards"] = self.transform_rewards(arrays["rewards"])
+        arrays["actions"] = self.normalize_actions(arrays["actions"])
         return {key: np.asarray(value, dtype=np.float32) for key, value in arrays.items()}
 
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
-        for key in ("obs_mean", "obs_std"):
+        for key in ARRAY_FIELDS:
             if record[key] is not None:
                 record[key] = np.asarray(record[key]).tolist()
         return record
@@ -53,7 +71,7 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> "Preprocessing":
         record = dict(record)
-        for key in ("obs_mean", "obs_std"):
+        for key in ARRAY_FIELDS:
             if record.get(key) is not None:
                 record[key] = np.asarray(record[key], dtype=np.float32)
         return cls(**record)
@@ -102,8 +120,15 @@ def fit_preprocessing(
     elif reward_transform == "none":
         reward_scale, reward_bias = 1.0, 0.0
 
+    action_low = action_high = None
+    bounds = spaces.flatten_space(dataset.metadata.action_space)
+    finite = np.all(np.isfinite(bounds.low)) and np.all(np.isfinite(bounds.high))
+    if finite and not (np.all(bounds.low == -1.0) and np.all(bounds.high == 1.0)):
+        action_low = bounds.low.astype(np.float32)
+        action_high = bounds.high.astype(np.float32)
     obs_mean = obs_std = None
     if normalize_observations:
         obs_mean = dataset.observations.mean(axis=0, dtype=np.float64).astype(np.float32)
         obs_std = (dataset.observations.std(axis=0, dtype=np.float64) + obs_std_eps).astype(np.float32)
-    return Preprocessing(obs_mean, obs_std, reward_transform, float(reward_scale), float(reward_bias))
+    return Preprocessing(obs_mean, obs_std, reward_transform, float(reward_scale),
+                         float(reward_bias), action_low, action_high)

@@ -1,0 +1,47 @@
+"""Checkpoints: the whole training state of all seeds as one msgpack file, written atomically.
+
+A checkpoint holds the stacked algorithm states, the training rngs and the update count.
+Together with the run's config.yaml and preprocessing.json it resumes a run bit for bit,
+and `load_policy` turns it into a plain `obs -> action` function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from flax import serialization
+
+CHECKPOINT_DIR = "checkpoints"
+LATEST = "latest.json"
+
+
+def save(run_dir: Path, step: int, payload: dict[str, Any], keep: int = 2) -> Path:
+    """Write checkpoints/step_<N>.msgpack via a temporary file and rename, then point
+    latest.json at it; keeps the newest `keep` checkpoints."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"step_{step:09d}.msgpack"
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(serialization.to_bytes({"step": step, **payload}))
+    os.replace(temporary, path)
+    latest_tmp = directory / (LATEST + ".tmp")
+    latest_tmp.write_text(json.dumps({"step": step, "file": path.name}))
+    os.replace(latest_tmp, directory / LATEST)
+    for old in sorted(directory.glob("step_*.msgpack"))[:-keep]:
+        old.unlink()
+    return path
+
+
+def latest(run_dir: Path) -> Path | None:
+    pointer = Path(run_dir) / CHECKPOINT_DIR / LATEST
+    if not pointer.is_file():
+        return None
+    return pointer.parent / json.loads(pointer.read_text())["file"]
+
+
+def restore(path: Path, template: dict[str, Any]) -> dict[str, Any]:
+    """Fill `template` (same structure as saved, e.g. freshly initialized states)."""
+    return serialization.from_bytes({"step": 0, **template}, Path(path).read_bytes())

@@ -1,0 +1,104 @@
+"""Configs: dataclass defaults (published hyperparameters) < per-dataset YAML < command line.
+
+Per-dataset values live in experiments/configs/<algo>/<env>-<name>.yaml, e.g.
+experiments/configs/rebrac/hopper-medium.yaml for d4rl/hopper/medium-v2 and for the
+suite's offrl/hopper/medium-v0 alike. Overrides use `--key value`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tyro
+import yaml
+
+CONFIG_ROOT = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+C = TypeVar("C")
+
+
+@dataclass
+class TrainConfig:
+    """Settings every algorithm shares: data, seeds, the update budget, logging, checkpoints."""
+
+    dataset: str = "offrl/pendulum/medium-v0"
+    seeds: str = "0"  # comma-separated; all seeds train side by side in one program
+    num_updates: int = 1_000_000
+    batch_size: int = 256
+    log_every: int = 1000  # updates per compiled call; eval/checkpoint periods are multiples
+    eval_every: int = 5000
+    eval_episodes: int = 10
+    eval_env: str = ""  # Gymnasium id; empty: the dataset's eval env
+    checkpoint_every: int = 50_000
+    run_dir: str = ""  # empty: runs/<algo>/<dataset>/<time>
+    resume: str = ""  # a run directory to continue from its last checkpoint
+    wandb: str = "auto"  # online | offline | disabled | auto (online when an API key is set)
+    wandb_project: str = "offrl"
+    normalize_observations: bool = False
+    reward_transform: str = "none"  # none | locomotion | antmaze | scale_bias
+    reward_scale: float = 1.0
+    reward_bias: float = 0.0
+    divergence_threshold: float = 1e8  # |metric| above this stops the run
+
+    def seed_list(self) -> list[int]:
+        return [int(seed) for seed in str(self.seeds).split(",") if seed.strip()]
+
+    def validate(self) -> None:
+        for name in ("eval_every", "checkpoint_every", "num_updates"):
+            if getattr(self, name) % self.log_every:
+                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of "
+                                 f"log_every={self.log_every} (updates per compiled call).")
+        if not self.seed_list():
+            raise ValueError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
+        if self.wandb not in ("online", "offline", "disabled", "auto"):
+            raise ValueError("--wandb must be one of online, offline, disabled, auto")
+
+
+def dataset_config_name(dataset_id: str) -> str:
+    """'d4rl/hopper/medium-v2' -> 'hopper-medium'."""
+    parts = re.sub(r"-v\d+$", "", dataset_id).split("/")
+    return "-".join(parts[-2:]) if len(parts) >= 2 else parts[-1]
+
+
+def yaml_overrides(algo: str, dataset_id: str) -> dict[str, Any]:
+    path = CONFIG_ROOT / algo / f"{dataset_config_name(dataset_id)}.yaml"
+    if not path.is_file():
+        return {}
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def apply(config: C, values: dict[str, Any], source: str) -> C:
+    names = {field.name for field in dataclasses.fields(config)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{source}: unknown config keys {unknown}; known keys: {sorted(names)}")
+    return dataclasses.replace(config, **values)
+
+
+def _cli(config_cls: type[C], default: C, argv: list[str] | None) -> C:
+    return tyro.cli(config_cls, default=default, args=argv, use_underscores=True,
+                    config=(tyro.conf.FlagConversionOff,))
+
+
+def parse_config(config_cls: type[C], algo: str, argv: list[str] | None = None) -> C:
+    """Resolve a config: defaults, then the dataset's YAML, then the command line.
+
+    With --resume RUN_DIR the saved config of that run replaces the first two layers."""
+    first = _cli(config_cls, config_cls(), argv)
+    if first.resume:
+        saved = yaml.safe_load((Path(first.resume) / "config.yaml").read_text())
+        base = apply(config_cls(), saved, f"{first.resume}/config.yaml")
+    else:
+        base = apply(config_cls(), yaml_overrides(algo, first.dataset), f"configs/{algo}")
+    config = _cli(config_cls, base, argv)
+    config.validate()
+    return config
+
+
+def save_config(config, path: Path) -> None:
+    values = dataclasses.asdict(config)
+    values.pop("resume", None)
+    path.write_text(yaml.safe_dump(values, sort_keys=False))

@@ -1,0 +1,47 @@
+"""Policy evaluation in vectorized Gymnasium environments."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import gymnasium as gym
+import jax
+import numpy as np
+from gymnasium.envs.registration import EnvSpec
+
+from offrl.data.preprocess import Preprocessing
+
+
+def make_policy(act: Callable, state, preprocessing: Preprocessing) -> Callable[[np.ndarray], np.ndarray]:
+    """A host-side deterministic policy: raw env observations -> env actions."""
+    act_jit = jax.jit(lambda s, obs: act(s, obs, jax.random.PRNGKey(0), True))
+
+    def policy(observations: np.ndarray) -> np.ndarray:
+        obs = preprocessing.normalize_observations(np.asarray(observations, np.float32))
+        action = np.asarray(act_jit(state, obs))
+        return preprocessing.denormalize_actions(action)
+
+    return policy
+
+
+def evaluate_policy(
+    policy: Callable[[np.ndarray], np.ndarray],
+    env: str | EnvSpec,
+    num_episodes: int,
+    seed: int,
+) -> np.ndarray:
+    """Undiscounted returns of `num_episodes` episodes, run side by side, one per sub-env."""
+    envs = gym.make_vec(env, num_envs=num_episodes, vectorization_mode="sync")
+    try:
+        obs, _ = envs.reset(seed=[seed + i for i in range(num_episodes)])
+        returns = np.zeros(num_episodes)
+        running = np.ones(num_episodes, dtype=bool)
+        low, high = envs.single_action_space.low, envs.single_action_space.high
+        while running.any():
+            action = np.clip(policy(obs), low, high)
+            obs, reward, terminated, truncated, _ = envs.step(action)
+            returns += reward * running
+            running &= ~(terminated | truncated)
+    finally:
+        envs.close()
+    return returns

@@ -1,0 +1,98 @@
+"""The JIT core: many updates in one `lax.scan`, many seeds in one program via `vmap`.
+
+An algorithm is four pure functions over a pytree state (see `Algorithm`). The core
+samples batches on the device, inside the compiled program, from a data pytree that is
+passed in (never closed over, so it is not baked into the program as a constant and can
+change between calls, e.g. a model-rollout or online replay buffer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+State = Any
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """The four pure functions of an algorithm.
+
+    init(rng) -> state
+    update(state, batch, rng, step) -> (state, metrics)
+        `step` is the global update index, shared by all seeds (not vmapped), so schedules
+        such as TD3's delayed actor stay real branches (`lax.cond`) under `vmap` instead of
+        becoming selects that compute both sides. A metric not computed at a step (the
+        delayed actor's loss) is NaN there; the core averages with nanmean.
+    act(state, obs, rng, deterministic) -> action in [-1, 1]
+    """
+
+    name: str
+    init: Callable[[jax.Array], State]
+    update: Callable[[State, Batch, jax.Array, jax.Array], tuple[State, Metrics]]
+    act: Callable[[State, jax.Array, jax.Array, bool], jax.Array]
+
+
+def soft_update(target_params, online_params, tau: float):
+    """Polyak averaging: target <- tau * online + (1 - tau) * target."""
+    return jax.tree.map(lambda t, o: t + tau * (o - t), target_params, online_params)
+
+
+def all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
+                              if jnp.issubdtype(leaf.dtype, jnp.floating)]))
+
+
+def sample_uniform(batch_size: int) -> Callable[[Batch, jax.Array], Batch]:
+    """Uniform sampling with replacement from a dict of equally long arrays."""
+
+    def sample(data: Batch, rng: jax.Array) -> Batch:
+        size = next(iter(data.values())).shape[0]
+        index = jax.random.randint(rng, (batch_size,), 0, size)
+        return {key: value[index] for key, value in data.items()}
+
+    return sample
+
+
+def make_train_steps(
+    update: Callable[[State, Batch, jax.Array, jax.Array], tuple[State, Metrics]],
+    sample: Callable[[Any, jax.Array], Batch],
+    num_updates: int,
+) -> Callable:
+    """Compile `num_updates` updates for a stack of seeds.
+
+    Returns train_steps(states, rngs, data, first_step) -> (states, rngs, metrics, finite):
+    states and rngs carry a leading seed axis; data and first_step are shared by all seeds;
+    metrics are per-seed nan-means over the scanned updates; finite says, per seed, whether
+    every float in the final state is finite. States and rngs are donated (updated in place).
+    """
+
+    def one_seed(state, rng, data, first_step):
+        def body(carry, step):
+            state, rng = carry
+            rng, sample_rng, update_rng = jax.random.split(rng, 3)
+            state, metrics = update(state, sample(data, sample_rng), update_rng, step)
+            return (state, rng), metrics
+
+        steps = first_step + jnp.arange(num_updates)
+        (state, rng), metrics = jax.lax.scan(body, (state, rng), steps)
+        return state, rng, jax.tree.map(jnp.nanmean, metrics), all_finite(state)
+
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, None, None)), donate_argnums=(0, 1))
+
+
+def init_states(algorithm: Algorithm, seeds: list[int]) -> tuple[State, jax.Array]:
+    """Per-seed initial states and training rngs, stacked on a leading axis."""
+    keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, dtype=jnp.uint32))
+    init_keys, train_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+    return jax.jit(jax.vmap(algorithm.init))(init_keys), train_keys
+
+
+def seed_slice(tree, index: int):
+    """One seed's slice of a stacked pytree."""
+    return jax.tree.map(lambda leaf: leaf[index], tree)

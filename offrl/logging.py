@@ -1,0 +1,89 @@
+"""Run logging: a live console progress bar, metrics.jsonl in the run directory, and wandb.
+
+wandb gets one run per seed, grouped by algorithm and dataset, tagged with algorithm,
+dataset and seed, so dashboards can filter and aggregate. Without an API key it runs
+offline into <run_dir>/wandb; `wandb sync <run_dir>/wandb/offline-run-*` uploads later.
+"""
+
+from __future__ import annotations
+
+import json
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def resolve_wandb_mode(mode: str) -> str:
+    if mode != "auto":
+        return mode
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (FileNotFoundError, netrc.NetrcParseError):
+        pass
+    return "offline"
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path, config: dict[str, Any], algo: str, seeds: list[int],
+                 total_updates: int, start_update: int = 0, wandb_mode: str = "auto",
+                 wandb_project: str = "offrl", show_progress: bool = True):
+        self.run_dir = Path(run_dir)
+        self.seeds = seeds
+        self.metrics_path = self.run_dir / METRICS_FILE
+        self.wandb_mode = resolve_wandb_mode(wandb_mode)
+        self.wandb_runs = []
+        if self.wandb_mode != "disabled":
+            import wandb
+
+            dataset = config.get("dataset", "")
+            for seed in seeds:
+                self.wandb_runs.append(wandb.init(
+                    project=wandb_project, dir=str(self.run_dir), mode=self.wandb_mode,
+                    group=f"{algo}/{dataset}", name=f"{algo}-{dataset.replace('/', '_')}-s{seed}",
+                    tags=[algo, dataset, f"seed{seed}"], config={**config, "seed": seed},
+                    id=f"{self.run_dir.name}-s{seed}".replace("/", "_")[-64:], resume="allow",
+                    reinit="create_new",
+                ))
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+            TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            TextColumn("{task.fields[last_eval]}"), disable=not show_progress,
+        )
+        self.task = self.progress.add_task(algo, total=total_updates, completed=start_update,
+                                           speed="", last_eval="")
+        self.progress.start()
+
+    def log(self, step: int, metrics: dict[str, np.ndarray], updates_per_s: float) -> None:
+        """metrics: name -> per-seed values. Appends one JSON line per seed."""
+        with open(self.metrics_path, "a") as handle:
+            for index, seed in enumerate(self.seeds):
+                row = {"step": step, "seed": seed, "updates_per_s": updates_per_s}
+                row.update({key: float(np.asarray(value)[index]) for key, value in metrics.items()})
+                handle.write(json.dumps(row) + "\n")
+                if self.wandb_runs:
+                    self.wandb_runs[index].log(row, step=step)
+        fields = {"speed": f"{updates_per_s:,.0f} upd/s"}
+        if "eval/normalized_score" in metrics:
+            fields["last_eval"] = f"score {np.mean(metrics['eval/normalized_score']):.1f}"
+        elif "eval/return" in metrics:
+            fields["last_eval"] = f"return {np.mean(metrics['eval/return']):.1f}"
+        self.progress.update(self.task, completed=step, **fields)
+
+    def close(self) -> None:
+        self.progress.stop()
+        for run in self.wandb_runs:
+            run.finish()
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,133 @@
+"""Networks shared by the algorithms: MLPs, critic ensembles, actors and value nets.
+
+Actions live in [-1, 1]^act_dim (datasets store Box actions; evaluation rescales to the
+environment's bounds), so every actor ends in tanh.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def kernel_init(orthogonal: bool, scale: float = float(np.sqrt(2.0))):
+    """Orthogonal init (CQL/ReBRAC style), or flax's default lecun-normal."""
+    return nn.initializers.orthogonal(scale) if orthogonal else nn.initializers.lecun_normal()
+
+
+class MLP(nn.Module):
+    hidden_dims: Sequence[int]
+    output_dim: int
+    layer_norm: bool = False
+    orthogonal_init: bool = False
+    output_scale: float = 1.0  # scale of the last layer's orthogonal init
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, x):
+        act = getattr(nn, self.activation)
+        for width in self.hidden_dims:
+            x = nn.Dense(width, kernel_init=kernel_init(self.orthogonal_init))(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = act(x)
+        return nn.Dense(self.output_dim,
+                        kernel_init=kernel_init(self.orthogonal_init, self.output_scale))(x)
+
+
+class Critic(nn.Module):
+    """Q(s, a) -> scalar."""
+
+    hidden_dims: Sequence[int] = (256, 256)
+    layer_norm: bool = False
+    orthogonal_init: bool = False
+
+    @nn.compact
+    def __call__(self, obs, action):
+        x = jnp.concatenate([obs, action], axis=-1)
+        return MLP(self.hidden_dims, 1, self.layer_norm, self.orthogonal_init)(x)[..., 0]
+
+
+class CriticEnsemble(nn.Module):
+    """N independent critics evaluated in one batched call: returns (N, batch) Q-values."""
+
+    num_critics: int = 2
+    hidden_dims: Sequence[int] = (256, 256)
+    layer_norm: bool = False
+    orthogonal_init: bool = False
+
+    @nn.compact
+    def __call__(self, obs, action):
+        ensemble = nn.vmap(
+            Critic,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=None,
+            out_axes=0,
+            axis_size=self.num_critics,
+        )
+        return ensemble(self.hidden_dims, self.layer_norm, self.orthogonal_init)(obs, action)
+
+
+class ValueNet(nn.Module):
+    """V(s) -> scalar."""
+
+    hidden_dims: Sequence[int] = (256, 256)
+    layer_norm: bool = False
+    orthogonal_init: bool = False
+
+    @nn.compact
+    def __call__(self, obs):
+        return MLP(self.hidden_dims, 1, self.layer_norm, self.orthogonal_init)(obs)[..., 0]
+
+
+class DeterministicActor(nn.Module):
+    """a = tanh(MLP(s))."""
+
+    action_dim: int
+    hidden_dims: Sequence[int] = (256, 256)
+    layer_norm: bool = False
+    orthogonal_init: bool = False
+
+    @nn.compact
+    def __call__(self, obs):
+        return jnp.tanh(MLP(self.hidden_dims, self.action_dim, self.layer_norm,
+                            self.orthogonal_init, output_scale=1e-2 if self.orthogonal_init else 1.0)(obs))
+
+
+class TanhGaussianActor(nn.Module):
+    """A diagonal Gaussian squashed by tanh (SAC, CQL). Returns (mean, log_std) pre-squash."""
+
+    action_dim: int
+    hidden_dims: Sequence[int] = (256, 256)
+    layer_norm: bool = False
+    orthogonal_init: bool = False
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, obs):
+        out = MLP(self.hidden_dims, 2 * self.action_dim, self.layer_norm, self.orthogonal_init,
+                  output_scale=1e-2 if self.orthogonal_init else 1.0)(obs)
+        mean, log_std = jnp.split(out, 2, axis=-1)
+        return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
+
+
+def tanh_gaussian_sample(mean, log_std, rng):
+    """Reparameterized sample of tanh(N(mean, std)) and its log-probability."""
+    std = jnp.exp(log_std)
+    pre_tanh = mean + std * jax.random.normal(rng, mean.shape)
+    action = jnp.tanh(pre_tanh)
+    return action, tanh_gaussian_log_prob(mean, log_std, pre_tanh)
+
+
+def tanh_gaussian_log_prob(mean, log_std, pre_tanh):
+    """log pi(tanh(u)) for u ~ N(mean, std), with the tanh change of variables in a stable form."""
+    gaussian = -0.5 * (((pre_tanh - mean) / jnp.exp(log_std)) ** 2 + 2 * log_std + jnp.log(2 * jnp.pi))
+    # log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u))
+    log_det = 2.0 * (jnp.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
+    return jnp.sum(gaussian - log_det, axis=-1)

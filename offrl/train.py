@@ -1,0 +1,168 @@
+"""The shared offline training loop behind every algorithm script.
+
+dataset id -> offrl.data (flat arrays) -> preprocessing -> device arrays -> compiled
+chunks of `log_every` updates for all seeds -> logging, evaluation, checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from offrl import checkpoint
+from offrl.config import TrainConfig, dataset_config_name, parse_config, save_config
+from offrl.data import OfflineDataset, Preprocessing, fit_preprocessing, load_dataset
+from offrl.evaluate import evaluate_policy, make_policy
+from offrl.learner import Algorithm, init_states, make_train_steps, sample_uniform, seed_slice
+from offrl.logging import RunLogger
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MakeAlgorithm = Callable[[Any, int, int], Algorithm]  # (config, obs_dim, act_dim) -> Algorithm
+
+
+class TrainingDiverged(RuntimeError):
+    """NaN/inf in the state, or a metric beyond the divergence threshold."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    final_step: int
+    final_eval: dict[str, np.ndarray]  # per-seed eval metrics of the last evaluation
+    dataset: OfflineDataset
+
+
+def _default_run_dir(algo: str, config: TrainConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return REPO_ROOT / "runs" / algo / dataset_config_name(config.dataset) / f"{stamp}-s{config.seeds.replace(',', '_')}"
+
+
+def _eval_env(config: TrainConfig, dataset: OfflineDataset):
+    return config.eval_env or dataset.metadata.eval_env_spec
+
+
+def _evaluate(algorithm, states, seeds, preprocessing, dataset, config) -> dict[str, np.ndarray]:
+    env = _eval_env(config, dataset)
+    returns = np.array([
+        evaluate_policy(make_policy(algorithm.act, seed_slice(states, index), preprocessing),
+                        env, config.eval_episodes, seed=100_000 + seed).mean()
+        for index, seed in enumerate(seeds)
+    ])
+    result = {"eval/return": returns}
+    if dataset.metadata.has_reference_scores:
+        result["eval/normalized_score"] = dataset.normalized_score(returns)
+    return result
+
+
+def _check_divergence(step: int, finite: np.ndarray, metrics: dict[str, np.ndarray],
+                      seeds: list[int], threshold: float, run_dir: Path) -> None:
+    problems = [f"seed {seed}: NaN/inf in the training state" for seed, ok in zip(seeds, finite) if not ok]
+    for name, values in metrics.items():
+        for seed, value in zip(seeds, values):
+            if abs(value) > threshold:
+                problems.append(f"seed {seed}: |{name}| = {abs(value):.3g} > {threshold:g}")
+    if problems:
+        good = checkpoint.latest(run_dir)
+        raise TrainingDiverged(
+            f"Training diverged by update {step}: " + "; ".join(problems) + ". Last good "
+            f"checkpoint: {good or 'none yet'}. Lower the learning rates, check the data for "
+            "outliers, or resume from that checkpoint with --resume " + str(run_dir) + "."
+        )
+
+
+def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str,
+          show_progress: bool = True) -> RunResult:
+    dataset = load_dataset(config.dataset)
+    run_dir = Path(config.resume or config.run_dir or _default_run_dir(algo, config))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config.resume:
+        preprocessing = Preprocessing.load(run_dir / "preprocessing.json")
+    else:
+        preprocessing = fit_preprocessing(dataset, config.normalize_observations, config.reward_transform,
+                                          config.reward_scale, config.reward_bias)
+        preprocessing.save(run_dir / "preprocessing.json")
+        save_config(config, run_dir / "config.yaml")
+        (run_dir / "run.json").write_text(json.dumps({
+            "algorithm": algo, "dataset": config.dataset,
+            "observation_dim": dataset.observations.shape[1], "action_dim": dataset.actions.shape[1],
+        }))
+    data = jax.device_put(preprocessing.apply(dataset))
+
+    algorithm = make_algorithm(config, dataset.observations.shape[1], dataset.actions.shape[1])
+    seeds = config.seed_list()
+    states, rngs = init_states(algorithm, seeds)
+    start = 0
+    if config.resume:
+        saved = checkpoint.latest(run_dir)
+        if saved is None:
+            raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from; start a new run.")
+        restored = checkpoint.restore(saved, {"states": states, "rngs": rngs})
+        states, rngs, start = restored["states"], restored["rngs"], int(restored["step"])
+
+    train_steps = make_train_steps(algorithm.update, sample_uniform(config.batch_size), config.log_every)
+    can_evaluate = _eval_env(config, dataset) is not None
+    logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.num_updates, start,
+                       config.wandb, config.wandb_project, show_progress)
+    final_eval: dict[str, np.ndarray] = {}
+    try:
+        for step in range(start, config.num_updates, config.log_every):
+            began = time.perf_counter()
+            states, rngs, metrics, finite = jax.block_until_ready(train_steps(states, rngs, data, step))
+            speed = config.log_every * len(seeds) / (time.perf_counter() - began)
+            end = step + config.log_every
+            metrics = {key: np.asarray(value) for key, value in metrics.items()}
+            _check_divergence(end, np.asarray(finite), metrics, seeds, config.divergence_threshold, run_dir)
+            if can_evaluate and (end % config.eval_every == 0 or end == config.num_updates):
+                final_eval = _evaluate(algorithm, states, seeds, preprocessing, dataset, config)
+                metrics.update(final_eval)
+            logger.log(end, metrics, speed)
+            if end % config.checkpoint_every == 0 or end == config.num_updates:
+                checkpoint.save(run_dir, end, {"states": states, "rngs": rngs})
+    finally:
+        logger.close()
+    return RunResult(run_dir, config.num_updates, final_eval, dataset)
+
+
+def main(make_algorithm: MakeAlgorithm, config_cls: type, algo: str, argv: list[str] | None = None) -> RunResult:
+    """Entry point of an algorithm script: parse the config, train, print a summary."""
+    config = parse_config(config_cls, algo, argv)
+    result = train(make_algorithm, config, algo)
+    if result.final_eval:
+        score = result.final_eval.get("eval/normalized_score", result.final_eval["eval/return"])
+        print(f"{algo} on {config.dataset}: final score {np.mean(score):.1f} ± {np.std(score):.1f} "
+              f"over seeds {config.seeds}")
+    print(f"run directory: {result.run_dir}")
+    return result
+
+
+def load_policy(run_dir: str | Path, seed_index: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """A trained policy as a plain function: raw env observations -> env actions.
+
+    Rebuilds the algorithm from the run's saved config, restores the latest checkpoint,
+    and applies the run's recorded preprocessing."""
+    run_dir = Path(run_dir)
+    run = json.loads((run_dir / "run.json").read_text())
+    module = _algorithm_module(run["algorithm"])
+    config = parse_config(module.Config, run["algorithm"], ["--resume", str(run_dir)])
+    preprocessing = Preprocessing.load(run_dir / "preprocessing.json")
+    algorithm = module.make(config, run["observation_dim"], run["action_dim"])
+    states, rngs = init_states(algorithm, config.seed_list())
+    restored = checkpoint.restore(checkpoint.latest(run_dir), {"states": states, "rngs": rngs})
+    return make_policy(algorithm.act, seed_slice(restored["states"], seed_index), preprocessing)
+
+
+def _algorithm_module(algo: str):
+    path = REPO_ROOT / "algorithms" / f"{algo}.py"
+    spec = importlib.util.spec_from_file_location(f"offrl_algorithms_{algo}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
