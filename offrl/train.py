@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -151,7 +152,7 @@ def load_policy(run_dir: str | Path, seed_index: int = 0) -> Callable[[np.ndarra
     and applies the run's recorded preprocessing."""
     run_dir = Path(run_dir)
     run = json.loads((run_dir / "run.json").read_text())
-    module = _algorithm_module(run["algorithm"])
+    module = algorithm_module(run["algorithm"])
     config = parse_config(module.Config, run["algorithm"], ["--resume", str(run_dir)])
     preprocessing = Preprocessing.load(run_dir / "preprocessing.json")
     algorithm = module.make(config, run["observation_dim"], run["action_dim"])
@@ -160,9 +161,13 @@ def load_policy(run_dir: str | Path, seed_index: int = 0) -> Callable[[np.ndarra
     return make_policy(algorithm.act, seed_slice(restored["states"], seed_index), preprocessing)
 
 
-def _algorithm_module(algo: str):
+def algorithm_module(algo: str):
     path = REPO_ROOT / "algorithms" / f"{algo}.py"
-    spec = importlib.util.spec_from_file_location(f"offrl_algorithms_{algo}", path)
+    name = f"offrl_algorithms_{algo}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the file executes
     spec.loader.exec_module(module)
     return module
