@@ -75,6 +75,8 @@ def apply(config: C, values: dict[str, Any], source: str) -> C:
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"{source}: unknown config keys {unknown}; known keys: {sorted(names)}")
+    # YAML has no tuples: tuple-typed fields (layer widths) come back as lists.
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
     return dataclasses.replace(config, **values)
 
 
