@@ -18,8 +18,9 @@ import optax
 from flax.training.train_state import TrainState
 
 from offrl.config import TrainConfig
-from offrl.learner import Algorithm, soft_update
+from offrl.learner import Algorithm
 from offrl.nets import CriticEnsemble, DeterministicActor
+from offrl.rl import create_train_state, run_every, soft_update, td_target
 from offrl.train import main
 
 
@@ -51,11 +52,6 @@ def td3_bc_lambda(q_values: jax.Array, alpha: float) -> jax.Array:
     return jax.lax.stop_gradient(alpha / jnp.abs(q_values).mean())
 
 
-def td_target(rewards, terminals, next_q, gamma):
-    """r + gamma * (1 - terminal) * Q(s', a'): bootstraps through timeouts, not terminations."""
-    return rewards + gamma * (1.0 - terminals) * next_q
-
-
 def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
     actor_net = DeterministicActor(act_dim, config.hidden_dims)
     critic_net = CriticEnsemble(2, config.hidden_dims)
@@ -66,10 +62,8 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
         actor_params = actor_net.init(actor_rng, obs)
         critic_params = critic_net.init(critic_rng, obs, action)
         return State(
-            actor=TrainState.create(apply_fn=actor_net.apply, params=actor_params,
-                                    tx=optax.adam(config.actor_lr)),
-            critic=TrainState.create(apply_fn=critic_net.apply, params=critic_params,
-                                     tx=optax.adam(config.critic_lr)),
+            actor=create_train_state(actor_net, actor_params, optax.adam(config.actor_lr)),
+            critic=create_train_state(critic_net, critic_params, optax.adam(config.critic_lr)),
             actor_target=actor_params,
             critic_target=critic_params,
         )
@@ -100,14 +94,10 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
             critic_target=soft_update(state.critic_target, state.critic.params, config.tau),
         ), metrics
 
-    def skip_actor(state, batch):
-        return state, {"actor_loss": jnp.float32(jnp.nan), "bc_mse": jnp.float32(jnp.nan)}
-
     def update(state, batch, rng, step):
         grads, critic_metrics = jax.grad(critic_loss, has_aux=True)(state.critic.params, state, batch, rng)
         state = state.replace(critic=state.critic.apply_gradients(grads=grads))
-        state, actor_metrics = jax.lax.cond(step % config.policy_freq == 0, update_actor, skip_actor,
-                                            state, batch)
+        state, actor_metrics = run_every(config.policy_freq, step, update_actor, state, batch)
         return state, {**critic_metrics, **actor_metrics}
 
     def act(state, obs, rng, deterministic=True):

@@ -38,11 +38,6 @@ class Algorithm:
     act: Callable[[State, jax.Array, jax.Array, bool], jax.Array]
 
 
-def soft_update(target_params, online_params, tau: float):
-    """Polyak averaging: target <- tau * online + (1 - tau) * target."""
-    return jax.tree.map(lambda t, o: t + tau * (o - t), target_params, online_params)
-
-
 def all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
                               if jnp.issubdtype(leaf.dtype, jnp.floating)]))

@@ -19,6 +19,20 @@ def kernel_init(orthogonal: bool, scale: float = float(np.sqrt(2.0))):
     return nn.initializers.orthogonal(scale) if orthogonal else nn.initializers.lecun_normal()
 
 
+class LayerNorm(nn.Module):
+    """LayerNorm with the centred variance written out."""
+
+    epsilon: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],))
+        centred = x - x.mean(axis=-1, keepdims=True)
+        variance = (centred * centred).mean(axis=-1, keepdims=True)
+        return centred * jax.lax.rsqrt(variance + self.epsilon) * scale + bias
+
+
 class MLP(nn.Module):
     hidden_dims: Sequence[int]
     output_dim: int
@@ -33,7 +47,7 @@ class MLP(nn.Module):
         for width in self.hidden_dims:
             x = nn.Dense(width, kernel_init=kernel_init(self.orthogonal_init))(x)
             if self.layer_norm:
-                x = nn.LayerNorm()(x)
+                x = LayerNorm()(x)
             x = act(x)
         return nn.Dense(self.output_dim,
                         kernel_init=kernel_init(self.orthogonal_init, self.output_scale))(x)
@@ -131,3 +145,25 @@ def tanh_gaussian_log_prob(mean, log_std, pre_tanh):
     # log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u))
     log_det = 2.0 * (jnp.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
     return jnp.sum(gaussian - log_det, axis=-1)
+
+
+class GaussianActor(nn.Module):
+    """N(tanh(MLP(s)), exp(log_std)) with a state-independent log_std (IQL's policy).
+    Returns (mean, log_std); log-probabilities are of unsquashed actions."""
+
+    action_dim: int
+    hidden_dims: Sequence[int] = (256, 256)
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, obs):
+        mean = jnp.tanh(MLP(self.hidden_dims, self.action_dim)(obs))
+        log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+        return mean, jnp.broadcast_to(jnp.clip(log_std, self.log_std_min, self.log_std_max), mean.shape)
+
+
+def gaussian_log_prob(mean, log_std, actions):
+    """Log-density of a diagonal Gaussian, summed over action dimensions."""
+    return jnp.sum(-0.5 * (((actions - mean) / jnp.exp(log_std)) ** 2 + 2 * log_std + jnp.log(2 * jnp.pi)),
+                   axis=-1)

@@ -13,6 +13,7 @@ from offrl.config import parse_config
 from offrl.data import load_dataset
 from offrl.data.scripted import make_pendulum_dataset
 from offrl.logging import read_metrics
+from offrl.rl import td_target
 from offrl.train import TrainingDiverged, algorithm_module, load_policy, train
 
 td3_bc = algorithm_module("td3_bc")
@@ -34,7 +35,7 @@ def _config(tmp_path: Path, *extra: str, name: str = "run"):
 
 def test_td3_bc_lambda_and_terminal_masking_by_hand():
     assert float(td3_bc.td3_bc_lambda(jnp.array([1.0, -3.0]), 2.5)) == pytest.approx(2.5 / 2.0)
-    target = td3_bc.td_target(jnp.array([1.0, 1.0]), jnp.array([0.0, 1.0]), jnp.array([10.0, 10.0]), 0.9)
+    target = td_target(jnp.array([1.0, 1.0]), jnp.array([0.0, 1.0]), jnp.array([10.0, 10.0]), 0.9)
     np.testing.assert_allclose(target, [1.0 + 0.9 * 10.0, 1.0])
 
 

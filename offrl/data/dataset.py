@@ -19,6 +19,7 @@ TRANSITION_KEYS = (
     "next_observations",
     "terminals",
     "timeouts",
+    "next_actions",
 )
 
 
@@ -93,6 +94,17 @@ class OfflineDataset:
         """The episode index of every transition."""
         return np.repeat(np.arange(self.num_episodes), self.episode_lengths)
 
+    @property
+    def next_actions(self) -> np.ndarray:
+        """The dataset's action at the next step of the same episode (ReBRAC's critic
+        penalty). At an episode's last step there is none: its own action stands in; after
+        a termination it is masked out of the target anyway."""
+        following = np.empty_like(self.actions)
+        following[:-1] = self.actions[1:]
+        last = np.append(self.episode_starts[1:] - 1, self.num_transitions - 1)
+        following[last] = self.actions[last]
+        return following
+
     def normalized_score(self, returns):
         return self.metadata.normalized_score(returns)
 
@@ -119,5 +131,5 @@ class OfflineDataset:
         return stats
 
     def transitions(self) -> dict[str, np.ndarray]:
-        """The six transition arrays by name, e.g. to move them onto a device."""
+        """The transition arrays by name (with next_actions), e.g. to move them onto a device."""
         return {key: getattr(self, key) for key in TRANSITION_KEYS}

@@ -59,6 +59,7 @@ class Preprocessing:
         arrays["next_observations"] = self.normalize_observations(arrays["next_observations"])
         arrays["rewards"] = self.transform_rewards(arrays["rewards"])
         arrays["actions"] = self.normalize_actions(arrays["actions"])
+        arrays["next_actions"] = self.normalize_actions(arrays["next_actions"])
         return {key: np.asarray(value, dtype=np.float32) for key, value in arrays.items()}
 
     def to_dict(self) -> dict[str, Any]:

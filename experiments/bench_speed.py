@@ -1,0 +1,135 @@
+"""Benchmark: learner updates/s on a Hopper-shaped dataset, against the matmul roofline.
+
+    python experiments/bench_speed.py [--algos td3_bc,iql,cql,rebrac] [--seeds 1,3,8]
+
+For each algorithm at its default hyperparameters: jit compile time, updates/s for 1, 3
+and 8 seeds in one vmapped program, and FLOP per update from XLA's cost analysis. The
+roofline is the rate of a jitted chain of batch x 256 x 256 matmuls measured in the same
+run; an algorithm's ceiling is roofline / FLOP per update. One update is one critic step
+plus the actor step on its schedule (CORL's unit). Writes experiments/results/speed.json
+and speed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from offrl.learner import init_states, make_train_steps, sample_uniform
+from offrl.train import algorithm_module
+
+RESULTS = Path(__file__).resolve().parent / "results"
+OBS_DIM, ACT_DIM, SIZE = 11, 3, 1_000_000
+
+
+def hopper_shaped_data(size: int) -> dict[str, jax.Array]:
+    rng = np.random.default_rng(0)
+    return jax.device_put({
+        "observations": rng.normal(size=(size, OBS_DIM)).astype(np.float32),
+        "next_observations": rng.normal(size=(size, OBS_DIM)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, (size, ACT_DIM)).astype(np.float32),
+        "next_actions": rng.uniform(-1, 1, (size, ACT_DIM)).astype(np.float32),
+        "rewards": rng.normal(size=size).astype(np.float32),
+        "terminals": (rng.random(size) < 0.001).astype(np.float32),
+        "timeouts": np.zeros(size, np.float32),
+    })
+
+
+def matmul_roofline(batch: int, width: int = 256, repeats: int = 200) -> float:
+    """GFLOP/s of a jitted chain of (batch x width) @ (width x width) matmuls."""
+    weights = jax.random.normal(jax.random.PRNGKey(0), (8, width, width)) / np.sqrt(width)
+
+    @jax.jit
+    def chain(x):
+        def body(x, _):
+            for w in weights:
+                x = jnp.tanh(x @ w)
+            return x, None
+        return jax.lax.scan(body, x, length=repeats)[0]
+
+    x = jnp.ones((batch, width))
+    chain(x).block_until_ready()
+    began = time.perf_counter()
+    chain(x).block_until_ready()
+    seconds = time.perf_counter() - began
+    return 2 * batch * width * width * 8 * repeats / seconds / 1e9
+
+
+def flop_per_update(algorithm, states, data, batch_size: int) -> float:
+    """XLA's FLOP count of one update, averaged over a two-step schedule period (delayed
+    actors update on even steps; a Python step lets XLA drop the untaken branch)."""
+    state = jax.tree.map(lambda leaf: leaf[0], states)
+    batch = sample_uniform(batch_size)(data, jax.random.PRNGKey(0))
+    flops = []
+    for step in (0, 1):
+        compiled = jax.jit(lambda s, b, r: algorithm.update(s, b, r, step)).lower(
+            state, batch, jax.random.PRNGKey(1)).compile()
+        cost = compiled.cost_analysis()
+        flops.append((cost[0] if isinstance(cost, list) else cost)["flops"])
+    return float(np.mean(flops))
+
+
+def bench_algorithm(name: str, seed_counts: list[int], data, chunk: int, rounds: int) -> dict:
+    module = algorithm_module(name)
+    config = module.Config()
+    algorithm = module.make(config, OBS_DIM, ACT_DIM)
+    result = {"algorithm": name, "batch_size": config.batch_size, "chunk": chunk}
+    for seeds in seed_counts:
+        states, rngs = init_states(algorithm, list(range(seeds)))
+        train_steps = make_train_steps(algorithm.update, sample_uniform(config.batch_size), chunk)
+        began = time.perf_counter()
+        compiled = train_steps.lower(states, rngs, data, 0).compile()
+        compile_s = time.perf_counter() - began
+        if seeds == 1:
+            result["compile_s"] = round(compile_s, 1)
+            result["gflop_per_update"] = round(flop_per_update(algorithm, states, data, config.batch_size) / 1e9, 3)
+        states, rngs, _, _ = jax.block_until_ready(compiled(states, rngs, data, 0))  # warm up
+        rates = []
+        for round_index in range(rounds):
+            began = time.perf_counter()
+            states, rngs, _, _ = jax.block_until_ready(compiled(states, rngs, data, (round_index + 1) * chunk))
+            rates.append(chunk / (time.perf_counter() - began))
+        result[f"updates_per_s_{seeds}_seeds"] = round(float(np.median(rates)), 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algos", default="td3_bc")
+    parser.add_argument("--seeds", default="1,3,8")
+    parser.add_argument("--chunk", type=int, default=1000, help="updates per compiled call")
+    parser.add_argument("--rounds", type=int, default=5, help="timed calls; the median is reported")
+    args = parser.parse_args()
+
+    data = hopper_shaped_data(SIZE)
+    roofline = {batch: round(matmul_roofline(batch), 1) for batch in (256, 1024)}
+    rows = []
+    for name in args.algos.split(","):
+        row = bench_algorithm(name, [int(s) for s in args.seeds.split(",")], data, args.chunk, args.rounds)
+        batch_roofline = roofline[1024 if row["batch_size"] >= 1024 else 256]
+        row["ceiling_updates_per_s"] = round(batch_roofline / row["gflop_per_update"], 1)
+        row["share_of_ceiling"] = round(row["updates_per_s_1_seeds"] / row["ceiling_updates_per_s"], 3)
+        rows.append(row)
+        print(json.dumps(row))
+    report = {
+        "device": str(jax.devices()[0]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "matmul_roofline_gflop_s": roofline,
+        "command": "python experiments/bench_speed.py --algos " + args.algos,
+        "results": rows,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "speed.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report["matmul_roofline_gflop_s"]))
+
+
+if __name__ == "__main__":
+    main()
