@@ -21,44 +21,74 @@ C = TypeVar("C")
 
 
 @dataclass
-class TrainConfig:
-    """Settings every algorithm shares: data, seeds, the update budget, logging, checkpoints."""
+class RunConfig:
+    """What every run shares: seeds, batches, evaluation, logging, checkpoints."""
 
-    dataset: str = "offrl/pendulum/medium-v0"
     seeds: str = "0"  # comma-separated; all seeds train side by side in one program
-    num_updates: int = 1_000_000
     batch_size: int = 256
-    log_every: int = 1000  # updates per compiled call; eval/checkpoint periods are multiples
     eval_every: int = 5000
     eval_episodes: int = 10
-    eval_env: str = ""  # Gymnasium id; empty: the dataset's eval env
     checkpoint_every: int = 50_000
-    run_dir: str = ""  # empty: runs/<algo>/<dataset>/<time>
+    run_dir: str = ""  # empty: runs/<algo>/<dataset or env>/<time>
     resume: str = ""  # a run directory to continue from its last checkpoint
     wandb: str = "auto"  # online | offline | disabled | auto (online when an API key is set)
     wandb_project: str = "offrl"
-    normalize_observations: bool = False
-    reward_transform: str = "none"  # none | locomotion | antmaze | scale_bias
-    reward_scale: float = 1.0
-    reward_bias: float = 0.0
     divergence_threshold: float = 1e8  # |metric| above this stops the run
 
     def seed_list(self) -> list[int]:
         return [int(seed) for seed in str(self.seeds).split(",") if seed.strip()]
 
     def validate(self) -> None:
-        for name in ("eval_every", "checkpoint_every", "num_updates"):
-            if getattr(self, name) % self.log_every:
-                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of "
-                                 f"log_every={self.log_every} (updates per compiled call).")
         if not self.seed_list():
             raise ValueError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
         if self.wandb not in ("online", "offline", "disabled", "auto"):
             raise ValueError("--wandb must be one of online, offline, disabled, auto")
 
 
+@dataclass
+class TrainConfig(RunConfig):
+    """Offline training: the dataset, the update budget and its preprocessing."""
+
+    dataset: str = "offrl/pendulum/medium-v0"
+    num_updates: int = 1_000_000
+    log_every: int = 1000  # updates per compiled call; eval/checkpoint periods are multiples
+    eval_env: str = ""  # Gymnasium id; empty: the dataset's eval env
+    normalize_observations: bool = False
+    reward_transform: str = "none"  # none | locomotion | antmaze | scale_bias
+    reward_scale: float = 1.0
+    reward_bias: float = 0.0
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("eval_every", "checkpoint_every", "num_updates"):
+            if getattr(self, name) % self.log_every:
+                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of "
+                                 f"log_every={self.log_every} (updates per compiled call).")
+
+
+@dataclass
+class OnlineConfig(RunConfig):
+    """Online training in a Gymnasium env. Periods count env steps of one seed."""
+
+    env: str = "Pendulum-v1"
+    env_steps: int = 100_000
+    num_envs: int = 1  # parallel envs per seed
+    start_steps: int = 5000  # uniform random actions before the policy acts
+    updates_per_step: int = 1  # update-to-data ratio
+    update_every: int = 50  # env steps collected between compiled chunks of updates
+    buffer_size: int = 1_000_000
+    eval_every: int = 10_000
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("eval_every", "checkpoint_every", "env_steps", "start_steps"):
+            if getattr(self, name) % self.update_every:
+                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of "
+                                 f"update_every={self.update_every}.")
+
+
 def dataset_config_name(dataset_id: str) -> str:
-    """'d4rl/hopper/medium-v2' -> 'hopper-medium'."""
+    """'d4rl/hopper/medium-v2' -> 'hopper-medium'; an env id 'Hopper-v5' -> 'Hopper'."""
     parts = re.sub(r"-v\d+$", "", dataset_id).split("/")
     return "-".join(parts[-2:]) if len(parts) >= 2 else parts[-1]
 
@@ -94,7 +124,8 @@ def parse_config(config_cls: type[C], algo: str, argv: list[str] | None = None) 
         saved = yaml.safe_load((Path(first.resume) / "config.yaml").read_text())
         base = apply(config_cls(), saved, f"{first.resume}/config.yaml")
     else:
-        base = apply(config_cls(), yaml_overrides(algo, first.dataset), f"configs/{algo}")
+        target = getattr(first, "dataset", None) or getattr(first, "env", "")
+        base = apply(config_cls(), yaml_overrides(algo, target), f"configs/{algo}")
     config = _cli(config_cls, base, argv)
     config.validate()
     return config

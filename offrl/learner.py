@@ -58,12 +58,14 @@ def make_train_steps(
     update: Callable[[State, Batch, jax.Array, jax.Array], tuple[State, Metrics]],
     sample: Callable[[Any, jax.Array], Batch],
     num_updates: int,
+    data_per_seed: bool = False,
 ) -> Callable:
     """Compile `num_updates` updates for a stack of seeds.
 
     Returns train_steps(states, rngs, data, first_step) -> (states, rngs, metrics, finite):
-    states and rngs carry a leading seed axis; data and first_step are shared by all seeds;
-    metrics are per-seed nan-means over the scanned updates; finite says, per seed, whether
+    states and rngs carry a leading seed axis; data is shared by all seeds, or has a
+    leading seed axis too with data_per_seed (each seed's own replay buffer); first_step is
+    shared; metrics are per-seed nan-means over the scanned updates; finite says, per seed, whether
     every float in the final state is finite. States and rngs are donated (updated in place).
     """
 
@@ -78,7 +80,8 @@ def make_train_steps(
         (state, rng), metrics = jax.lax.scan(body, (state, rng), steps)
         return state, rng, jax.tree.map(jnp.nanmean, metrics), all_finite(state)
 
-    return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, None, None)), donate_argnums=(0, 1))
+    data_axis = 0 if data_per_seed else None
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, data_axis, None)), donate_argnums=(0, 1))
 
 
 def init_states(algorithm: Algorithm, seeds: list[int]) -> tuple[State, jax.Array]:

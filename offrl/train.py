@@ -42,29 +42,31 @@ class RunResult:
     dataset: OfflineDataset
 
 
-def _default_run_dir(algo: str, config: TrainConfig) -> Path:
+def default_run_dir(algo: str, target: str, seeds: str) -> Path:
+    """runs/<algo>/<dataset or env>/<time>-s<seeds>"""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return REPO_ROOT / "runs" / algo / dataset_config_name(config.dataset) / f"{stamp}-s{config.seeds.replace(',', '_')}"
+    return REPO_ROOT / "runs" / algo / dataset_config_name(target) / f"{stamp}-s{seeds.replace(',', '_')}"
 
 
 def _eval_env(config: TrainConfig, dataset: OfflineDataset):
     return config.eval_env or dataset.metadata.eval_env_spec
 
 
-def _evaluate(algorithm, states, seeds, preprocessing, dataset, config) -> dict[str, np.ndarray]:
-    env = _eval_env(config, dataset)
+def evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes: int,
+                   normalized_score=None) -> dict[str, np.ndarray]:
+    """Mean return of each seed's deterministic policy (and its normalized score)."""
     returns = np.array([
         evaluate_policy(make_policy(algorithm.act, seed_slice(states, index), preprocessing),
-                        env, config.eval_episodes, seed=100_000 + seed).mean()
+                        env, episodes, seed=100_000 + seed).mean()
         for index, seed in enumerate(seeds)
     ])
     result = {"eval/return": returns}
-    if dataset.metadata.has_reference_scores:
-        result["eval/normalized_score"] = dataset.normalized_score(returns)
+    if normalized_score is not None:
+        result["eval/normalized_score"] = normalized_score(returns)
     return result
 
 
-def _check_divergence(step: int, finite: np.ndarray, metrics: dict[str, np.ndarray],
+def check_divergence(step: int, finite: np.ndarray, metrics: dict[str, np.ndarray],
                       seeds: list[int], threshold: float, run_dir: Path) -> None:
     problems = [f"seed {seed}: NaN/inf in the training state" for seed, ok in zip(seeds, finite) if not ok]
     for name, values in metrics.items():
@@ -83,7 +85,7 @@ def _check_divergence(step: int, finite: np.ndarray, metrics: dict[str, np.ndarr
 def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str,
           show_progress: bool = True) -> RunResult:
     dataset = load_dataset(config.dataset)
-    run_dir = Path(config.resume or config.run_dir or _default_run_dir(algo, config))
+    run_dir = Path(config.resume or config.run_dir or default_run_dir(algo, config.dataset, config.seeds))
     run_dir.mkdir(parents=True, exist_ok=True)
     if config.resume:
         preprocessing = Preprocessing.load(run_dir / "preprocessing.json")
@@ -121,9 +123,11 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str,
             speed = config.log_every * len(seeds) / (time.perf_counter() - began)
             end = step + config.log_every
             metrics = {key: np.asarray(value) for key, value in metrics.items()}
-            _check_divergence(end, np.asarray(finite), metrics, seeds, config.divergence_threshold, run_dir)
+            check_divergence(end, np.asarray(finite), metrics, seeds, config.divergence_threshold, run_dir)
             if can_evaluate and (end % config.eval_every == 0 or end == config.num_updates):
-                final_eval = _evaluate(algorithm, states, seeds, preprocessing, dataset, config)
+                final_eval = evaluate_seeds(
+                    algorithm, states, seeds, preprocessing, _eval_env(config, dataset), config.eval_episodes,
+                    dataset.normalized_score if dataset.metadata.has_reference_scores else None)
                 metrics.update(final_eval)
             logger.log(end, metrics, speed)
             if end % config.checkpoint_every == 0 or end == config.num_updates:
