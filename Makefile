@@ -23,6 +23,7 @@ train: install
 
 bench: install
 	$(PY) experiments/bench_data_load.py
+	$(PY) experiments/bench_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

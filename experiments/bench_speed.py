@@ -1,6 +1,6 @@
 """Benchmark: learner updates/s on a Hopper-shaped dataset, against the matmul roofline.
 
-    python experiments/bench_speed.py [--algos td3_bc,iql,cql,rebrac] [--seeds 1,3,8]
+    python experiments/bench_speed.py [--algos bc,td3_bc,iql,sac,rebrac,cql] [--seeds 1,3,8]
 
 For each algorithm at its default hyperparameters: jit compile time, updates/s for 1, 3
 and 8 seeds in one vmapped program, and FLOP per update from XLA's cost analysis. The
@@ -28,6 +28,10 @@ from offrl.train import algorithm_module
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OBS_DIM, ACT_DIM, SIZE = 11, 3, 1_000_000
+# Updates per compiled call, sized so one call takes seconds, not minutes, at 8 seeds.
+CHUNKS = {"bc": 2000, "td3_bc": 1000, "iql": 1000, "sac": 1000, "rebrac": 100, "cql": 50}
+# Best peer, updates/s on this kind of machine (../shared/REFERENCE.md).
+PEERS = {"td3_bc": 296, "iql": 265, "cql": 11, "rebrac": 43}
 
 
 def hopper_shaped_data(size: int) -> dict[str, jax.Array]:
@@ -82,6 +86,8 @@ def bench_algorithm(name: str, seed_counts: list[int], data, chunk: int, rounds:
     config = module.Config()
     algorithm = module.make(config, OBS_DIM, ACT_DIM)
     result = {"algorithm": name, "batch_size": config.batch_size, "chunk": chunk}
+    module_config_hidden = getattr(config, "hidden_dims", None)
+    result["hidden_dims"] = list(module_config_hidden) if module_config_hidden else None
     for seeds in seed_counts:
         states, rngs = init_states(algorithm, list(range(seeds)))
         train_steps = make_train_steps(algorithm.update, sample_uniform(config.batch_size), chunk)
@@ -103,17 +109,17 @@ def bench_algorithm(name: str, seed_counts: list[int], data, chunk: int, rounds:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algos", default="td3_bc")
+    parser.add_argument("--algos", default=",".join(CHUNKS))
     parser.add_argument("--seeds", default="1,3,8")
-    parser.add_argument("--chunk", type=int, default=1000, help="updates per compiled call")
-    parser.add_argument("--rounds", type=int, default=5, help="timed calls; the median is reported")
+    parser.add_argument("--rounds", type=int, default=3, help="timed calls; the median is reported")
     args = parser.parse_args()
 
     data = hopper_shaped_data(SIZE)
     roofline = {batch: round(matmul_roofline(batch), 1) for batch in (256, 1024)}
     rows = []
     for name in args.algos.split(","):
-        row = bench_algorithm(name, [int(s) for s in args.seeds.split(",")], data, args.chunk, args.rounds)
+        row = bench_algorithm(name, [int(s) for s in args.seeds.split(",")], data, CHUNKS[name], args.rounds)
+        row["best_peer_updates_per_s"] = PEERS.get(name)
         batch_roofline = roofline[1024 if row["batch_size"] >= 1024 else 256]
         row["ceiling_updates_per_s"] = round(batch_roofline / row["gflop_per_update"], 1)
         row["share_of_ceiling"] = round(row["updates_per_s_1_seeds"] / row["ceiling_updates_per_s"], 3)
@@ -128,7 +134,32 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "speed.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps(report["matmul_roofline_gflop_s"]))
+    (RESULTS / "speed.md").write_text(markdown(report, [int(s) for s in args.seeds.split(",")]))
+    print((RESULTS / "speed.md").read_text())
+
+
+def markdown(report: dict, seed_counts: list[int]) -> str:
+    lines = [
+        f"# Learner speed ({report['machine']}, {report['device']})",
+        "",
+        f"Command: `{report['command']}`. Hopper-shaped data (obs 11, action 3, 1M transitions),",
+        "default hyperparameters. One update = one critic step plus the actor step on its",
+        f"schedule. Matmul roofline measured in the same run: {report['matmul_roofline_gflop_s']} GFLOP/s",
+        "(batch 256 / 1024). Ceiling = roofline / FLOP per update. With k seeds, one update",
+        "advances all k seeds; `k seeds` columns give updates/s of the program (multiply by k",
+        "for seed-updates/s).",
+        "",
+        "| algorithm | GFLOP/update | ceiling | 1 seed | share of ceiling | best peer | "
+        + " | ".join(f"{k} seeds" for k in seed_counts if k != 1) + " | compile (s) |",
+        "|---|---|---|---|---|---|" + "---|" * len([k for k in seed_counts if k != 1]) + "---|",
+    ]
+    for row in report["results"]:
+        multi = " | ".join(str(row[f"updates_per_s_{k}_seeds"]) for k in seed_counts if k != 1)
+        lines.append(
+            f"| {row['algorithm']} | {row['gflop_per_update']} | {row['ceiling_updates_per_s']} | "
+            f"{row['updates_per_s_1_seeds']} | {row['share_of_ceiling']:.0%} | "
+            f"{row['best_peer_updates_per_s'] or '-'} | {multi} | {row['compile_s']} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
