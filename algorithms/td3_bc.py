@@ -19,7 +19,7 @@ from flax.training.train_state import TrainState
 
 from offrl.config import TrainConfig
 from offrl.learner import Algorithm
-from offrl.nets import CriticEnsemble, DeterministicActor
+from offrl.nets import CriticEnsemble, DeterministicActor, ensemble_member
 from offrl.rl import create_train_state, run_every, soft_update, td_target
 from offrl.train import main
 
@@ -80,7 +80,8 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
 
     def actor_loss(actor_params, state, batch):
         action = actor_net.apply(actor_params, batch["observations"])
-        q = critic_net.apply(state.critic.params, batch["observations"], action)[0]
+        first_critic, first_params = ensemble_member(critic_net, state.critic.params, 0)
+        q = first_critic.apply(first_params, batch["observations"], action)
         bc = ((action - batch["actions"]) ** 2).mean()
         loss = -td3_bc_lambda(q, config.alpha) * q.mean() + bc
         return loss, {"actor_loss": loss, "bc_mse": bc}

@@ -88,7 +88,11 @@ def init_states(algorithm: Algorithm, seeds: list[int]) -> tuple[State, jax.Arra
     """Per-seed initial states and training rngs, stacked on a leading axis."""
     keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, dtype=jnp.uint32))
     init_keys, train_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-    return jax.jit(jax.vmap(algorithm.init))(init_keys), train_keys
+    # Seeds are initialized one by one, not vmapped: with jax 0.10.2 on CPU, orthogonal
+    # init of an nn.vmap ensemble under a second vmap (a doubly batched QR) never returns.
+    init = jax.jit(algorithm.init)
+    states = [init(key) for key in init_keys]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states), train_keys
 
 
 def seed_slice(tree, index: int):

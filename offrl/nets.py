@@ -89,6 +89,14 @@ class CriticEnsemble(nn.Module):
         return ensemble(self.hidden_dims, self.layer_norm, self.orthogonal_init)(obs, action)
 
 
+def ensemble_member(ensemble: CriticEnsemble, params, index: int) -> tuple[Critic, dict]:
+    """One critic of an ensemble as a plain module with its own parameters, for losses that
+    use a single member (TD3's actor uses Q1) without computing the others."""
+    members = params["params"][f"Vmap{Critic.__name__}_0"]
+    critic = Critic(ensemble.hidden_dims, ensemble.layer_norm, ensemble.orthogonal_init)
+    return critic, {"params": jax.tree.map(lambda leaf: leaf[index], members)}
+
+
 class ValueNet(nn.Module):
     """V(s) -> scalar."""
 

@@ -145,3 +145,17 @@ def test_sac_learns_pendulum_online(tmp_path):
     final_return = float(result.final_eval["eval/return"][0])
     print(f"sac: return {final_return:.1f} after 5000 steps (random about -1200)")
     assert final_return > -500.0
+
+
+def test_seeds_of_orthogonally_initialized_ensembles_initialize(tmp_path):
+    """Regression: vmapping orthogonal init of an nn.vmap ensemble over seeds hung on CPU."""
+    import subprocess
+    import sys
+
+    script = ("from offrl.learner import init_states; from offrl.train import algorithm_module; "
+              "import jax; m = algorithm_module('cql'); a = m.make(m.Config(), 11, 3); "
+              "s, _ = init_states(a, [0, 1, 2]); jax.block_until_ready(s); "
+              "import numpy as np; k = s.critic.params['params']['VmapCritic_0']['MLP_0']['Dense_0']['kernel']; "
+              "assert k.shape[:2] == (3, 2) and not np.allclose(k[0], k[1]); print('ok')")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip().endswith("ok"), done.stderr[-2000:]

@@ -87,3 +87,16 @@ def test_offline_wandb_run_holds_the_logged_history(pendulum, tmp_path):
     for row in read_metrics(result.run_dir):
         assert repr(row["critic_loss"]).encode() in history
     assert b"td3_bc" in history and DATASET.encode() in history
+
+
+def test_config_layers_defaults_then_dataset_yaml_then_command_line():
+    rebrac = algorithm_module("rebrac")
+    config = parse_config(rebrac.Config, "rebrac", ["--dataset", "d4rl/hopper/medium-replay-v2"])
+    assert (config.actor_bc_coef, config.critic_bc_coef) == (0.05, 0.5)
+    assert config.batch_size == 1024 and config.critic_layer_norm
+    config = parse_config(rebrac.Config, "rebrac", ["--dataset", "offrl/hopper/medium-replay-v0",
+                                                    "--critic_bc_coef", "0.2"])
+    assert (config.actor_bc_coef, config.critic_bc_coef) == (0.05, 0.2)
+    assert parse_config(rebrac.Config, "rebrac", ["--dataset", "neorl2/dmsd/train-v0"]).actor_bc_coef == 0.01
+    with pytest.raises(ValueError, match="multiple of"):
+        parse_config(rebrac.Config, "rebrac", ["--eval_every", "1500"])
