@@ -11,16 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
-from flax.training.train_state import TrainState
 
 from offrl.config import TrainConfig
 from offrl.learner import Algorithm
 from offrl.nets import CriticEnsemble, DeterministicActor, ensemble_member
-from offrl.rl import create_train_state, run_every, soft_update, td_target
+from offrl.rl import init_td3_state, td3_update, td_target
 from offrl.train import main
 
 
@@ -40,13 +37,6 @@ class Config(TrainConfig):
     normalize_observations: bool = True
 
 
-class State(flax.struct.PyTreeNode):
-    actor: TrainState
-    critic: TrainState
-    actor_target: dict
-    critic_target: dict
-
-
 def td3_bc_lambda(q_values: jax.Array, alpha: float) -> jax.Array:
     """lambda = alpha / mean|Q|, treated as a constant (no gradient)."""
     return jax.lax.stop_gradient(alpha / jnp.abs(q_values).mean())
@@ -57,16 +47,7 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
     critic_net = CriticEnsemble(2, config.hidden_dims)
 
     def init(rng):
-        actor_rng, critic_rng = jax.random.split(rng)
-        obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
-        actor_params = actor_net.init(actor_rng, obs)
-        critic_params = critic_net.init(critic_rng, obs, action)
-        return State(
-            actor=create_train_state(actor_net, actor_params, optax.adam(config.actor_lr)),
-            critic=create_train_state(critic_net, critic_params, optax.adam(config.critic_lr)),
-            actor_target=actor_params,
-            critic_target=critic_params,
-        )
+        return init_td3_state(actor_net, critic_net, rng, obs_dim, act_dim, config.actor_lr, config.critic_lr)
 
     def critic_loss(critic_params, state, batch, rng):
         noise = jnp.clip(config.policy_noise * jax.random.normal(rng, batch["actions"].shape),
@@ -86,20 +67,8 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
         loss = -td3_bc_lambda(q, config.alpha) * q.mean() + bc
         return loss, {"actor_loss": loss, "bc_mse": bc}
 
-    def update_actor(state, batch):
-        grads, metrics = jax.grad(actor_loss, has_aux=True)(state.actor.params, state, batch)
-        actor = state.actor.apply_gradients(grads=grads)
-        return state.replace(
-            actor=actor,
-            actor_target=soft_update(state.actor_target, actor.params, config.tau),
-            critic_target=soft_update(state.critic_target, state.critic.params, config.tau),
-        ), metrics
-
     def update(state, batch, rng, step):
-        grads, critic_metrics = jax.grad(critic_loss, has_aux=True)(state.critic.params, state, batch, rng)
-        state = state.replace(critic=state.critic.apply_gradients(grads=grads))
-        state, actor_metrics = run_every(config.policy_freq, step, update_actor, state, batch)
-        return state, {**critic_metrics, **actor_metrics}
+        return td3_update(state, batch, rng, step, critic_loss, actor_loss, config.policy_freq, config.tau)
 
     def act(state, obs, rng, deterministic=True):
         return actor_net.apply(state.actor.params, obs)

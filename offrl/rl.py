@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
@@ -55,3 +56,48 @@ def temperature_loss(params, log_probs, target_entropy: float):
     """SAC's automatic entropy tuning on params["value"] = log alpha: alpha rises when the
     policy's entropy is below the target and falls above it."""
     return -(params["value"] * jax.lax.stop_gradient(log_probs + target_entropy)).mean()
+
+
+class TD3State(flax.struct.PyTreeNode):
+    """State of the TD3 family (TD3+BC, ReBRAC): a deterministic actor, critics, targets."""
+
+    actor: TrainState
+    critic: TrainState
+    actor_target: dict
+    critic_target: dict
+
+
+def init_td3_state(actor_net, critic_net, rng, obs_dim: int, act_dim: int,
+                   actor_lr: float, critic_lr: float) -> TD3State:
+    actor_rng, critic_rng = jax.random.split(rng)
+    obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
+    actor_params = actor_net.init(actor_rng, obs)
+    critic_params = critic_net.init(critic_rng, obs, action)
+    return TD3State(
+        actor=create_train_state(actor_net, actor_params, optax.adam(actor_lr)),
+        critic=create_train_state(critic_net, critic_params, optax.adam(critic_lr)),
+        actor_target=actor_params,
+        critic_target=critic_params,
+    )
+
+
+def td3_update(state: TD3State, batch, rng, step, critic_loss: Callable, actor_loss: Callable,
+               policy_freq: int, tau: float):
+    """TD3's schedule (Fujimoto et al. 2018): a critic step on every update; the actor step
+    and the Polyak update of both targets once every `policy_freq` updates.
+    critic_loss(critic_params, state, batch, rng) and actor_loss(actor_params, state, batch)
+    return (loss, metrics)."""
+    grads, critic_metrics = jax.grad(critic_loss, has_aux=True)(state.critic.params, state, batch, rng)
+    state = state.replace(critic=state.critic.apply_gradients(grads=grads))
+
+    def update_actor(state, batch):
+        grads, metrics = jax.grad(actor_loss, has_aux=True)(state.actor.params, state, batch)
+        actor = state.actor.apply_gradients(grads=grads)
+        return state.replace(
+            actor=actor,
+            actor_target=soft_update(state.actor_target, actor.params, tau),
+            critic_target=soft_update(state.critic_target, state.critic.params, tau),
+        ), metrics
+
+    state, actor_metrics = run_every(policy_freq, step, update_actor, state, batch)
+    return state, {**critic_metrics, **actor_metrics}
