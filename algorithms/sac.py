@@ -14,14 +14,13 @@ from dataclasses import dataclass
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 from flax.training.train_state import TrainState
 
 from offrl.config import OnlineConfig, parse_config
 from offrl.learner import Algorithm
 from offrl.nets import CriticEnsemble, TanhGaussianActor, tanh_gaussian_sample
 from offrl.online import train_online
-from offrl.rl import create_scalar_state, create_train_state, soft_update, td_target, temperature_loss
+from offrl.rl import create_scalar_state, init_actor_critic, soft_update, td_target, temperature_loss
 
 
 @dataclass
@@ -50,13 +49,8 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
     target_entropy = -float(act_dim)
 
     def init(rng):
-        actor_rng, critic_rng = jax.random.split(rng)
-        obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
-        critic_params = critic_net.init(critic_rng, obs, action)
         return State(
-            actor=create_train_state(actor_net, actor_net.init(actor_rng, obs), optax.adam(config.actor_lr)),
-            critic=create_train_state(critic_net, critic_params, optax.adam(config.critic_lr)),
-            critic_target=critic_params,
+            **init_actor_critic(actor_net, critic_net, rng, obs_dim, act_dim, config.actor_lr, config.critic_lr),
             log_alpha=create_scalar_state(0.0, config.alpha_lr),
         )
 

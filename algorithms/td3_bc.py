@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from offrl.config import TrainConfig
 from offrl.learner import Algorithm
 from offrl.nets import CriticEnsemble, DeterministicActor, ensemble_member
-from offrl.rl import init_td3_state, td3_update, td_target
+from offrl.rl import init_td3_state, smoothed_target_action, td3_update, td_target
 from offrl.train import main
 
 
@@ -50,9 +50,8 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
         return init_td3_state(actor_net, critic_net, rng, obs_dim, act_dim, config.actor_lr, config.critic_lr)
 
     def critic_loss(critic_params, state, batch, rng):
-        noise = jnp.clip(config.policy_noise * jax.random.normal(rng, batch["actions"].shape),
-                         -config.noise_clip, config.noise_clip)
-        next_action = jnp.clip(actor_net.apply(state.actor_target, batch["next_observations"]) + noise, -1, 1)
+        next_action = smoothed_target_action(actor_net, state.actor_target, batch["next_observations"], rng,
+                                             config.policy_noise, config.noise_clip)
         next_q = critic_net.apply(state.critic_target, batch["next_observations"], next_action).min(axis=0)
         target = td_target(batch["rewards"], batch["terminals"], next_q, config.gamma)
         q = critic_net.apply(critic_params, batch["observations"], batch["actions"])

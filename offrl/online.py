@@ -9,6 +9,7 @@ host and device meet once per chunk, not once per step).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -76,7 +77,7 @@ def action_preprocessing(action_space: spaces.Box) -> Preprocessing:
                          action_high=action_space.high.astype(np.float32))
 
 
-@jax.jit
+@functools.partial(jax.jit, donate_argnums=0)  # the buffers are updated in place, not copied
 def _add_all(buffers: ReplayBuffer, transitions: dict[str, jax.Array]) -> ReplayBuffer:
     return jax.vmap(ReplayBuffer.add)(buffers, transitions)
 

@@ -67,18 +67,31 @@ class TD3State(flax.struct.PyTreeNode):
     critic_target: dict
 
 
-def init_td3_state(actor_net, critic_net, rng, obs_dim: int, act_dim: int,
-                   actor_lr: float, critic_lr: float) -> TD3State:
+def init_actor_critic(actor_net, critic_net, rng, obs_dim: int, act_dim: int,
+                      actor_lr: float, critic_lr: float) -> dict:
+    """Fresh actor and critic TrainStates (Adam) and the critic target, as State fields."""
     actor_rng, critic_rng = jax.random.split(rng)
     obs, action = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
-    actor_params = actor_net.init(actor_rng, obs)
     critic_params = critic_net.init(critic_rng, obs, action)
-    return TD3State(
-        actor=create_train_state(actor_net, actor_params, optax.adam(actor_lr)),
-        critic=create_train_state(critic_net, critic_params, optax.adam(critic_lr)),
-        actor_target=actor_params,
-        critic_target=critic_params,
-    )
+    return {
+        "actor": create_train_state(actor_net, actor_net.init(actor_rng, obs), optax.adam(actor_lr)),
+        "critic": create_train_state(critic_net, critic_params, optax.adam(critic_lr)),
+        "critic_target": critic_params,
+    }
+
+
+def init_td3_state(actor_net, critic_net, rng, obs_dim: int, act_dim: int,
+                   actor_lr: float, critic_lr: float) -> TD3State:
+    fields = init_actor_critic(actor_net, critic_net, rng, obs_dim, act_dim, actor_lr, critic_lr)
+    return TD3State(**fields, actor_target=fields["actor"].params)
+
+
+def smoothed_target_action(actor_net, target_params, next_observations, rng, noise_std: float,
+                           noise_clip: float):
+    """TD3's target policy smoothing: pi'(s') plus clipped Gaussian noise, kept in [-1, 1]."""
+    action = actor_net.apply(target_params, next_observations)
+    noise = jnp.clip(noise_std * jax.random.normal(rng, action.shape), -noise_clip, noise_clip)
+    return jnp.clip(action + noise, -1.0, 1.0)
 
 
 def td3_update(state: TD3State, batch, rng, step, critic_loss: Callable, actor_loss: Callable,
