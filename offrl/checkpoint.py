@@ -20,7 +20,7 @@ LATEST = "latest.json"
 
 def save(run_dir: Path, step: int, payload: dict[str, Any], keep: int = 2) -> Path:
     """Write checkpoints/step_<N>.msgpack via a temporary file and rename, then point
-    latest.json at it; keeps the newest `keep` checkpoints."""
+    latest.json at it; keeps the newest `keep` checkpoints (all of them when keep is 0)."""
     directory = Path(run_dir) / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step_{step:09d}.msgpack"
@@ -30,8 +30,9 @@ def save(run_dir: Path, step: int, payload: dict[str, Any], keep: int = 2) -> Pa
     latest_tmp = directory / (LATEST + ".tmp")
     latest_tmp.write_text(json.dumps({"step": step, "file": path.name}))
     os.replace(latest_tmp, directory / LATEST)
-    for old in sorted(directory.glob("step_*.msgpack"))[:-keep]:
-        old.unlink()
+    if keep > 0:
+        for old in sorted(directory.glob("step_*.msgpack"))[:-keep]:
+            old.unlink()
     return path
 
 

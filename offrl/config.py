@@ -29,6 +29,7 @@ class RunConfig:
     eval_every: int = 5000
     eval_episodes: int = 10
     checkpoint_every: int = 50_000
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk; 0 keeps every one
     run_dir: str = ""  # empty: runs/<algo>/<dataset or env>/<time>
     resume: str = ""  # a run directory to continue from its last checkpoint
     wandb: str = "auto"  # online | offline | disabled | auto (online when an API key is set)

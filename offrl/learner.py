@@ -88,11 +88,14 @@ def init_states(algorithm: Algorithm, seeds: list[int]) -> tuple[State, jax.Arra
     """Per-seed initial states and training rngs, stacked on a leading axis."""
     keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, dtype=jnp.uint32))
     init_keys, train_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-    # Seeds are initialized one by one, not vmapped: with jax 0.10.2 on CPU, orthogonal
-    # init of an nn.vmap ensemble under a second vmap (a doubly batched QR) never returns.
-    init = jax.jit(algorithm.init)
-    states = [init(key) for key in init_keys]
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states), train_keys
+    # Not jitted: with jax 0.10.2 on CPU, a jitted program holding several batched LAPACK QRs
+    # (orthogonal init of an nn.vmap ensemble) can deadlock: always when seeds are vmapped,
+    # now and then even for one seed. Op-by-op dispatch runs one QR at a time, and for these
+    # small networks it is no slower than compiling the init. Eager init lets leaves share a
+    # buffer (a target network is its online network at step 0); training donates the state,
+    # so every leaf gets a buffer of its own.
+    states = jax.tree.map(jnp.copy, jax.vmap(algorithm.init)(init_keys))
+    return states, train_keys
 
 
 def seed_slice(tree, index: int):

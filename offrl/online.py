@@ -157,7 +157,7 @@ def train_online(make_algorithm, config: OnlineConfig, algo: str, show_progress:
             metrics["env_steps_per_s"] = np.full(len(seeds), config.update_every * per_seed / (time.perf_counter() - began))
             logger.log(end, metrics, speed)
             if end % config.checkpoint_every == 0 or end == config.env_steps:
-                checkpoint.save(run_dir, end, {"states": states, "rngs": rngs})
+                checkpoint.save(run_dir, end, {"states": states, "rngs": rngs}, config.keep_checkpoints)
     finally:
         logger.close()
         envs.close()

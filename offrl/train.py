@@ -131,7 +131,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str,
                 metrics.update(final_eval)
             logger.log(end, metrics, speed)
             if end % config.checkpoint_every == 0 or end == config.num_updates:
-                checkpoint.save(run_dir, end, {"states": states, "rngs": rngs})
+                checkpoint.save(run_dir, end, {"states": states, "rngs": rngs}, config.keep_checkpoints)
     finally:
         logger.close()
     return RunResult(run_dir, config.num_updates, final_eval, dataset)

@@ -148,7 +148,7 @@ def test_sac_learns_pendulum_online(tmp_path):
 
 
 def test_seeds_of_orthogonally_initialized_ensembles_initialize(tmp_path):
-    """Regression: vmapping orthogonal init of an nn.vmap ensemble over seeds hung on CPU."""
+    """Regression: jitted orthogonal init of an nn.vmap ensemble deadlocked on CPU."""
     import subprocess
     import sys
 
