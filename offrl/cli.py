@@ -3,6 +3,7 @@
     offrl datasets list
     offrl datasets info ID
     offrl datasets convert {d4rl,neorl,neorl2} FILE [--id ID] [--overwrite] [--ref-min-score X --ref-max-score Y] [--eval-env ENV]
+    offrl datasets generate NAME [--steps N] [--seed S] [--overwrite] [--policies DIR]
     offrl datasets remove ID
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -71,6 +73,19 @@ def datasets_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def datasets_generate(args: argparse.Namespace) -> int:
+    from offrl import suite  # imports jax: only for this command
+
+    report = suite.generate(args.name, steps=args.steps, seed=args.seed, overwrite=args.overwrite,
+                            policy_dir=args.policies, num_envs=args.num_envs)
+    dataset = data.load_dataset(report.dataset_id)
+    summary = dataset.summary()
+    console.print(f"Wrote [bold]{report.dataset_id}[/]: {report.episodes:,} episodes, {report.steps:,} steps "
+                  f"in {report.seconds:.0f} s ({report.steps_per_second:,.0f} steps/s); mean return "
+                  f"{summary['return_mean']:.1f}, normalized {summary['normalized_return_mean']:.1f}")
+    return 0
+
+
 def datasets_remove(args: argparse.Namespace) -> int:
     data.remove_dataset(args.id)
     console.print(f"Removed {args.id}")
@@ -97,6 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--ref-max-score", type=float, help="expert return for normalization")
     convert.add_argument("--eval-env", help="Gymnasium env id that evaluates policies on this data")
     convert.set_defaults(run=datasets_convert)
+    generate = actions.add_parser("generate", help="generate a suite dataset from the shipped SAC policies",
+                                  description="Kinds: random, medium, expert, medium-replay, medium-expert; "
+                                              "envs: hopper, halfcheetah, walker2d (or any in --policies).")
+    generate.add_argument("name", help="<env>-<kind>, e.g. hopper-medium-replay")
+    generate.add_argument("--steps", type=int, help="transitions (default: 1M as in D4RL; medium-replay: "
+                                                    "the medium agent's training steps; medium-expert: N of each)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    generate.add_argument("--policies", type=Path, default=None, help="a directory with manifest.json "
+                                                                      "(default: datasets/policies)")
+    generate.add_argument("--num-envs", type=int, default=16, help="environments stepped side by side")
+    generate.set_defaults(run=datasets_generate)
     remove = actions.add_parser("remove", help="delete a local dataset")
     remove.add_argument("id")
     remove.set_defaults(run=datasets_remove)

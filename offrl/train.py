@@ -149,20 +149,28 @@ def main(make_algorithm: MakeAlgorithm, config_cls: type, algo: str, argv: list[
     return result
 
 
-def load_policy(run_dir: str | Path, seed_index: int = 0) -> Callable[[np.ndarray], np.ndarray]:
-    """A trained policy as a plain function: raw env observations -> env actions.
-
-    Rebuilds the algorithm from the run's saved config, restores the latest checkpoint,
-    and applies the run's recorded preprocessing."""
+def restore_run(run_dir: str | Path, checkpoint_path: str | Path | None = None):
+    """(algorithm, stacked states, preprocessing) of a run, from its latest checkpoint or
+    the one given. The algorithm is rebuilt from the run's saved config."""
     run_dir = Path(run_dir)
     run = json.loads((run_dir / "run.json").read_text())
     module = algorithm_module(run["algorithm"])
     config = parse_config(module.Config, run["algorithm"], ["--resume", str(run_dir)])
-    preprocessing = Preprocessing.load(run_dir / "preprocessing.json")
     algorithm = module.make(config, run["observation_dim"], run["action_dim"])
     states, rngs = init_states(algorithm, config.seed_list())
-    restored = checkpoint.restore(checkpoint.latest(run_dir), {"states": states, "rngs": rngs})
-    return make_policy(algorithm.act, seed_slice(restored["states"], seed_index), preprocessing)
+    saved = checkpoint_path or checkpoint.latest(run_dir)
+    if saved is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint yet.")
+    restored = checkpoint.restore(saved, {"states": states, "rngs": rngs})
+    return algorithm, restored["states"], Preprocessing.load(run_dir / "preprocessing.json")
+
+
+def load_policy(run_dir: str | Path, seed_index: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """A trained policy as a plain function: raw env observations -> env actions.
+
+    Restores the run's latest checkpoint and applies its recorded preprocessing."""
+    algorithm, states, preprocessing = restore_run(run_dir)
+    return make_policy(algorithm.act, seed_slice(states, seed_index), preprocessing)
 
 
 def algorithm_module(algo: str):

@@ -17,11 +17,12 @@ BatchPolicy = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
 def collect_episodes(env_id: str, policy: BatchPolicy, num_steps: int, num_envs: int = 8,
-                     seed: int = 0, **env_kwargs) -> tuple[list[Episode], gym.Space, gym.Space]:
+                     seed: int = 0, on_steps: Callable[[int], None] | None = None, **env_kwargs) -> tuple[list[Episode], gym.Space, gym.Space]:
     """Roll out `policy` until `num_steps` transitions are stored.
 
     Terminations and truncations are kept apart; episodes still running at the end are
-    stored as they are (their last step carries neither flag)."""
+    stored as they are (their last step carries neither flag). `on_steps(n)` is told of
+    every n new transitions (progress bars)."""
     # Same-step autoreset: a finished sub-env returns its next episode's first observation
     # at once, with the finished episode's last observation in info["final_obs"].
     envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
@@ -36,9 +37,12 @@ def collect_episodes(env_id: str, policy: BatchPolicy, num_steps: int, num_envs:
         for index in range(num_envs):
             buffers[index]["obs"].append(obs[index])
         while stored < num_steps:
+            stored_before = stored
             actions = np.asarray(policy(obs, rng), dtype=np.float32)
             obs, rewards, terminated, truncated, info = envs.step(actions)
             for index, buffer in enumerate(buffers):
+                if stored == num_steps:  # exactly num_steps; the other envs' last step is dropped
+                    break
                 done = terminated[index] or truncated[index]
                 buffer["act"].append(actions[index])
                 buffer["rew"].append(rewards[index])
@@ -50,6 +54,8 @@ def collect_episodes(env_id: str, policy: BatchPolicy, num_steps: int, num_envs:
                     episodes.append(_episode(buffer))
                     buffers[index] = _empty()
                     buffers[index]["obs"].append(obs[index])
+            if on_steps is not None:
+                on_steps(stored - stored_before)
         episodes.extend(_episode(buffer) for buffer in buffers if buffer["act"])
         return episodes, envs.single_observation_space, envs.single_action_space
     finally:

@@ -1,0 +1,262 @@
+"""The offrl dataset suite: D4RL-style MuJoCo datasets generated locally from shipped
+SAC behavior policies (datasets/policies), so no download is ever needed.
+
+    offrl datasets generate hopper-medium [--steps N] [--seed S]
+
+Kinds follow the D4RL protocol (Fu et al. 2020):
+- random: uniform random actions;
+- medium / expert: actions sampled from the stochastic SAC policy (not its mean);
+- medium-replay: the medium agent's replay buffer, approximated by rolling out its
+  checkpoint ladder, each rung for the share of training steps it stands for;
+- medium-expert: medium and expert data together.
+
+A policy manifest (datasets/policies/manifest.json, or any directory given by
+--policies) lists per environment the policy files, their training steps and their mean
+returns over 100 episodes, plus the random policy's. ref_min_score / ref_max_score are
+the random and expert mean returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from offrl.data.collect import BatchPolicy, collect_episodes
+from offrl.data.errors import DatasetError
+from offrl.data.store import dataset_path, write_dataset
+from offrl.evaluate import evaluate_policy
+from offrl.nets import TanhGaussianActor, tanh_gaussian_sample
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_POLICIES = REPO_ROOT / "datasets" / "policies"
+MANIFEST = "manifest.json"
+KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
+DEFAULT_STEPS = 1_000_000  # as in D4RL; medium-replay defaults to the medium agent's training steps
+VERSIONED_PACKAGES = ("offrl", "jax", "flax", "gymnasium", "mujoco", "minari", "numpy")
+
+
+def suite_id(env_name: str, kind: str) -> str:
+    """('hopper', 'medium-replay') -> 'offrl/hopper/medium-replay-v0'"""
+    return f"offrl/{env_name}/{kind}-v0"
+
+
+def parse_name(name: str) -> tuple[str, str]:
+    """'hopper-medium-replay' -> ('hopper', 'medium-replay'); also accepts a suite id."""
+    if name.startswith("offrl/"):
+        _, env_name, kind = name.split("/")
+        return env_name, kind.rsplit("-v", 1)[0]
+    for kind in sorted(KINDS, key=len, reverse=True):
+        if name.endswith("-" + kind):
+            return name[: -len(kind) - 1], kind
+    raise DatasetError(f"'{name}' is not <env>-<kind>; kinds are {', '.join(KINDS)} "
+                       "(e.g. hopper-medium-replay).")
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    return {name: importlib.metadata.version(name) for name in VERSIONED_PACKAGES}
+
+
+@dataclass(frozen=True)
+class BehaviorPolicy:
+    """One shipped policy: a tanh-Gaussian SAC actor's parameters and what is known about it."""
+
+    env_id: str
+    name: str  # expert | medium | ladder-NN
+    path: Path
+    training_steps: int
+    mean_return: float
+    hidden_dims: tuple[int, ...]
+    observation_dim: int
+    action_dim: int
+
+    def load_params(self):
+        template = TanhGaussianActor(self.action_dim, self.hidden_dims).init(
+            jax.random.PRNGKey(0), jnp.zeros((1, self.observation_dim)))
+        return serialization.from_bytes(template, self.path.read_bytes())
+
+    def sampler(self, action_space: gym.spaces.Box) -> BatchPolicy:
+        """Batched stochastic actions, tanh-squashed to [-1, 1] and rescaled to the env's bounds."""
+        network = TanhGaussianActor(self.action_dim, self.hidden_dims)
+        params = self.load_params()
+        sample = jax.jit(lambda obs, key: tanh_gaussian_sample(*network.apply(params, obs), key)[0])
+        low, high = action_space.low, action_space.high
+
+        def policy(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            key = jax.random.PRNGKey(int(rng.integers(2**31)))
+            unit = np.asarray(sample(jnp.asarray(obs, jnp.float32), key))
+            return low + (unit + 1.0) * 0.5 * (high - low)
+
+        return policy
+
+
+@dataclass(frozen=True)
+class SuiteEnv:
+    """A manifest entry: an environment, its random-policy return and its behavior policies."""
+
+    name: str
+    env_id: str
+    random_return: float
+    warmup_steps: int  # uniform random actions SAC took before its policy acted
+    policies: dict[str, BehaviorPolicy]
+
+    @property
+    def expert(self) -> BehaviorPolicy:
+        return self.policies["expert"]
+
+    @property
+    def medium(self) -> BehaviorPolicy:
+        return self.policies["medium"]
+
+    @property
+    def ladder(self) -> list[BehaviorPolicy]:
+        rungs = [policy for name, policy in self.policies.items() if name.startswith("ladder-")]
+        return sorted(rungs, key=lambda policy: policy.training_steps)
+
+
+def read_manifest(policy_dir: Path = SHIPPED_POLICIES) -> dict[str, SuiteEnv]:
+    path = Path(policy_dir) / MANIFEST
+    if not path.is_file():
+        raise DatasetError(f"No behavior-policy manifest at {path}. Use the shipped policies "
+                           "(datasets/policies) or build your own with datasets/make_behavior_policies.py.")
+    suite = {}
+    for name, entry in json.loads(path.read_text()).items():
+        policies = {
+            policy["name"]: BehaviorPolicy(
+                env_id=entry["env_id"], name=policy["name"], path=Path(policy_dir) / policy["file"],
+                training_steps=int(policy["training_steps"]), mean_return=float(policy["mean_return"]),
+                hidden_dims=tuple(entry["hidden_dims"]), observation_dim=int(entry["observation_dim"]),
+                action_dim=int(entry["action_dim"]))
+            for policy in entry["policies"]
+        }
+        suite[name] = SuiteEnv(name, entry["env_id"], float(entry["random"]["mean_return"]),
+                               int(entry["warmup_steps"]), policies)
+    return suite
+
+
+def uniform_policy(action_space: gym.spaces.Box) -> BatchPolicy:
+    def policy(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return rng.uniform(action_space.low, action_space.high, (len(obs), *action_space.shape))
+    return policy
+
+
+@dataclass
+class Segment:
+    """`steps` transitions collected with one policy (None: uniform random)."""
+
+    policy: BehaviorPolicy | None
+    steps: int
+
+
+def generation_plan(env: SuiteEnv, kind: str, steps: int | None) -> list[Segment]:
+    if kind == "random":
+        return [Segment(None, steps or DEFAULT_STEPS)]
+    if kind in ("medium", "expert"):
+        return [Segment(env.policies[kind], steps or DEFAULT_STEPS)]
+    if kind == "medium-expert":
+        return [Segment(env.medium, steps or DEFAULT_STEPS), Segment(env.expert, steps or DEFAULT_STEPS)]
+    if kind == "medium-replay":
+        return replay_plan(env, steps)
+    raise DatasetError(f"Unknown dataset kind '{kind}'; kinds are {', '.join(KINDS)}.")
+
+
+def replay_plan(env: SuiteEnv, steps: int | None) -> list[Segment]:
+    """The medium agent's replay buffer, approximated: SAC's uniform random warm-up, then
+    each ladder rung (the medium policy last) rolls out for the env steps its agent trained
+    for since the previous rung, so the mix follows training progress. The default size is
+    the medium agent's training steps, its whole buffer; `steps` rescales every share."""
+    rungs = [rung for rung in env.ladder if rung.training_steps < env.medium.training_steps] + [env.medium]
+    bounds = np.array([0, env.warmup_steps] + [rung.training_steps for rung in rungs], dtype=np.float64)
+    target = steps or env.medium.training_steps
+    counts = np.diff(np.round(bounds / bounds[-1] * target).astype(np.int64))
+    return [Segment(policy, int(count)) for policy, count in zip([None] + rungs, counts) if count > 0]
+
+
+@dataclass
+class GenerationReport:
+    dataset_id: str
+    steps: int
+    episodes: int
+    seconds: float
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds
+
+
+def generate(name: str, steps: int | None = None, seed: int = 0, overwrite: bool = False,
+             policy_dir: Path | None = None, num_envs: int = 16,
+             show_progress: bool = True) -> GenerationReport:
+    """Write the suite dataset `name` (e.g. 'hopper-medium') into the local Minari store."""
+    env_name, kind = parse_name(name)
+    policy_dir = Path(policy_dir or SHIPPED_POLICIES)
+    suite = read_manifest(policy_dir)
+    if env_name not in suite:
+        raise DatasetError(f"No behavior policies for '{env_name}' in {Path(policy_dir) / MANIFEST}; "
+                           f"it has {', '.join(sorted(suite))}.")
+    env = suite[env_name]
+    plan = generation_plan(env, kind, steps)
+    dataset_id = suite_id(env_name, kind)
+    action_space = gym.make(env.env_id).action_space
+    total = sum(segment.steps for segment in plan)
+    began = time.perf_counter()
+    episodes = []
+    with Progress(TextColumn(f"generating {dataset_id}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} steps"),
+                  TimeRemainingColumn(), disable=not show_progress) as progress:
+        task = progress.add_task("collect", total=total)
+        for index, segment in enumerate(plan):
+            policy = uniform_policy(action_space) if segment.policy is None else segment.policy.sampler(action_space)
+            collected, obs_space, act_space = collect_episodes(
+                env.env_id, policy, segment.steps, num_envs=num_envs, seed=seed * 1000 + index,
+                on_steps=lambda count: progress.advance(task, count))
+            episodes += collected
+    seconds = time.perf_counter() - began
+    used = [segment.policy for segment in plan if segment.policy is not None]
+    write_dataset(
+        dataset_id, episodes, obs_space, act_space, eval_env=env.env_id,
+        ref_min_score=env.random_return, ref_max_score=env.expert.mean_return,
+        description=f"{env.env_id} {kind}, D4RL protocol, generated by offrl from SAC behavior policies.",
+        offrl_metadata={
+            "source": "offrl-suite", "kind": kind, "env_id": env.env_id, "seed": seed, "num_envs": num_envs,
+            "segments": [{"policy": "uniform-random" if s.policy is None else s.policy.name, "steps": s.steps}
+                         for s in plan],
+            "policies": {p.name: {"file": p.path.name, "sha256": file_sha256(p.path),
+                                  "training_steps": p.training_steps, "mean_return": p.mean_return}
+                         for p in used},
+            "versions": package_versions(),
+            "generation_steps_per_s": total / seconds,
+        },
+        overwrite=overwrite,
+    )
+    return GenerationReport(dataset_id, total, len(episodes), seconds)
+
+
+def ensure_dataset(name: str, steps: int | None = None, seed: int = 0) -> str:
+    """The suite dataset's id, generating it first if it is not in the local store."""
+    env_name, kind = parse_name(name)
+    dataset_id = suite_id(env_name, kind)
+    if not dataset_path(dataset_id).exists():
+        generate(name, steps=steps, seed=seed)
+    return dataset_id
+
+
+def policy_return(policy: Callable[[np.ndarray, np.random.Generator], np.ndarray], env_id: str,
+                  episodes: int = 100, seed: int = 0) -> np.ndarray:
+    """Returns of `episodes` full episodes of a (stochastic) batched policy."""
+    rng = np.random.default_rng(seed)
+    return evaluate_policy(lambda obs: policy(obs, rng), env_id, episodes, seed)

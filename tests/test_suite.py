@@ -1,0 +1,123 @@
+"""The dataset suite: generation plans, generated datasets and the shipped behavior policies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import serialization
+
+from offrl import suite
+from offrl.cli import main as cli_main
+from offrl.data import DatasetError, load_dataset
+from offrl.nets import TanhGaussianActor
+
+TINY_POLICIES = {"ladder-01": 2000, "ladder-02": 4000, "medium": 6000, "expert": 10000}
+
+
+@pytest.fixture
+def tiny_policies(tmp_path) -> Path:
+    """A manifest of small random-weight Hopper actors (the returns are made up)."""
+    policy_dir = tmp_path / "policies"
+    (policy_dir / "hopper").mkdir(parents=True)
+    entries = []
+    for index, (name, steps) in enumerate(TINY_POLICIES.items()):
+        params = TanhGaussianActor(3, (16,)).init(jax.random.PRNGKey(index), jnp.zeros((1, 11)))
+        path = policy_dir / "hopper" / f"{name}.msgpack"
+        path.write_bytes(serialization.to_bytes(params))
+        entries.append({"name": name, "file": f"hopper/{name}.msgpack", "training_steps": steps,
+                        "mean_return": 100.0 * (index + 1)})
+    manifest = {"hopper": {"env_id": "Hopper-v5", "hidden_dims": [16], "observation_dim": 11, "action_dim": 3,
+                           "warmup_steps": 1000, "random": {"mean_return": 10.0}, "policies": entries}}
+    (policy_dir / suite.MANIFEST).write_text(json.dumps(manifest))
+    return policy_dir
+
+
+def test_names_parse_into_env_and_kind():
+    assert suite.parse_name("hopper-medium-replay") == ("hopper", "medium-replay")
+    assert suite.parse_name("walker2d-medium-expert") == ("walker2d", "medium-expert")
+    assert suite.parse_name("offrl/halfcheetah/random-v0") == ("halfcheetah", "random")
+    with pytest.raises(DatasetError, match="kinds are"):
+        suite.parse_name("hopper-mediocre")
+
+
+def test_medium_replay_follows_training_progress(tiny_policies):
+    env = suite.read_manifest(tiny_policies)["hopper"]
+    plan = suite.replay_plan(env, None)
+    # warm-up to 1000, then each rung for the steps since the previous rung, up to medium at 6000
+    assert [(s.policy.name if s.policy else None, s.steps) for s in plan] == [
+        (None, 1000), ("ladder-01", 1000), ("ladder-02", 2000), ("medium", 2000)]
+    rescaled = suite.replay_plan(env, 600)
+    assert [s.steps for s in rescaled] == [100, 100, 200, 200]
+    assert sum(s.steps for s in suite.replay_plan(env, 997)) == 997
+
+
+@pytest.mark.parametrize("kind,factor", [("random", 1), ("medium", 1), ("expert", 1),
+                                         ("medium-replay", 1), ("medium-expert", 2)])
+def test_every_kind_generates_an_exact_loadable_dataset(tiny_policies, kind, factor):
+    report = suite.generate(f"hopper-{kind}", steps=600, seed=1, policy_dir=tiny_policies, num_envs=4,
+                            show_progress=False)
+    dataset = load_dataset(report.dataset_id)
+    assert report.dataset_id == f"offrl/hopper/{kind}-v0"
+    assert dataset.num_transitions == 600 * factor == report.steps
+    assert dataset.metadata.ref_min_score == 10.0 and dataset.metadata.ref_max_score == 400.0
+    assert dataset.metadata.eval_env_spec.id == "Hopper-v5"
+    extra = dataset.metadata.extra
+    assert extra["kind"] == kind and extra["seed"] == 1 and "mujoco" in extra["versions"]
+    for name, used in extra["policies"].items():
+        assert used["sha256"] == suite.file_sha256(tiny_policies / "hopper" / f"{name}.msgpack")
+    assert sum(segment["steps"] for segment in extra["segments"]) == 600 * factor
+    assert np.all(np.abs(dataset.actions) <= 1.0)
+    # Hopper terminates when it falls: terminations are kept apart from time limits
+    assert dataset.terminals.sum() > 0
+
+
+def test_generation_is_seeded(tiny_policies):
+    def actions(seed):
+        report = suite.generate("hopper-medium", steps=300, seed=seed, policy_dir=tiny_policies, num_envs=4,
+                                overwrite=True, show_progress=False)
+        return load_dataset(report.dataset_id).actions
+
+    first, again, other = actions(5), actions(5), actions(6)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_generate_command_and_its_errors(tiny_policies, capsys):
+    assert cli_main(["datasets", "generate", "hopper-expert", "--steps", "200",
+                     "--policies", str(tiny_policies), "--num-envs", "2"]) == 0
+    assert "offrl/hopper/expert-v0" in capsys.readouterr().out
+    assert cli_main(["datasets", "generate", "hopper-expert", "--steps", "200",
+                     "--policies", str(tiny_policies)]) == 2
+    assert "--overwrite" in capsys.readouterr().out
+    assert cli_main(["datasets", "generate", "ant-medium", "--policies", str(tiny_policies)]) == 2
+    assert "No behavior policies for 'ant'" in capsys.readouterr().out
+    assert cli_main(["datasets", "generate", "hopper-medium", "--policies", str(tiny_policies / "nope")]) == 2
+    assert "make_behavior_policies.py" in capsys.readouterr().out
+
+
+SHIPPED = suite.SHIPPED_POLICIES / suite.MANIFEST
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped behavior policies yet")
+def test_shipped_policies_match_their_manifest():
+    manifest = json.loads(SHIPPED.read_text())
+    total_bytes = 0
+    for name, entry in manifest.items():
+        policies = {policy["name"]: policy for policy in entry["policies"]}
+        assert {"expert", "medium"} <= set(policies), name
+        assert sum(key.startswith("ladder-") for key in policies) >= 5, name
+        for policy in policies.values():
+            path = suite.SHIPPED_POLICIES / policy["file"]
+            assert suite.file_sha256(path) == policy["sha256"], path
+            assert policy["episodes"] == 100
+            total_bytes += path.stat().st_size
+        expert, medium = policies["expert"]["mean_return"], policies["medium"]["mean_return"]
+        assert entry["random"]["mean_return"] < medium < expert
+        ladder = [p for key, p in policies.items() if key.startswith("ladder-")]
+        assert all(p["training_steps"] < policies["medium"]["training_steps"] for p in ladder)
+    assert total_bytes <= 20 * 2**20
