@@ -77,7 +77,7 @@ def datasets_generate(args: argparse.Namespace) -> int:
     from offrl import suite  # imports jax: only for this command
 
     report = suite.generate(args.name, steps=args.steps, seed=args.seed, overwrite=args.overwrite,
-                            policy_dir=args.policies, num_envs=args.num_envs)
+                            policy_dir=args.policies, num_envs=args.num_envs, workers=args.workers)
     dataset = data.load_dataset(report.dataset_id)
     summary = dataset.summary()
     console.print(f"Wrote [bold]{report.dataset_id}[/]: {report.episodes:,} episodes, {report.steps:,} steps "
@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--policies", type=Path, default=None, help="a directory with manifest.json "
                                                                       "(default: datasets/policies)")
     generate.add_argument("--num-envs", type=int, default=16, help="environments stepped side by side")
+    generate.add_argument("--workers", type=int, help="processes stepping them (default: one per core)")
     generate.set_defaults(run=datasets_generate)
     remove = actions.add_parser("remove", help="delete a local dataset")
     remove.add_argument("id")

@@ -103,7 +103,11 @@ def train_online(make_algorithm, config: OnlineConfig, algo: str, show_progress:
     updates_per_chunk = config.update_every * per_seed * config.updates_per_step
     train_steps = make_train_steps(algorithm.update, sample_replay(config.batch_size), updates_per_chunk,
                                    data_per_seed=True)
-    act = jax.jit(jax.vmap(lambda state, obs, rng: algorithm.act(state, obs, rng, False)))
+    @jax.jit
+    def explore(states, obs, keys):  # one dispatch per env step: key splitting stays inside
+        keys, action_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+        return jax.vmap(lambda state, o, key: algorithm.act(state, o, key, False))(states, obs, action_keys), keys
+
     action_rng = np.random.default_rng(seeds[0])
     act_keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32) + 1_000_003)
 
@@ -121,9 +125,9 @@ def train_online(make_algorithm, config: OnlineConfig, algo: str, show_progress:
                 if env_step + offset < config.start_steps:
                     actions = action_rng.uniform(-1, 1, (len(obs), act_dim)).astype(np.float32)
                 else:
-                    act_keys, keys = jax.vmap(jax.random.split, out_axes=1)(act_keys)
-                    actions = np.asarray(act(states, jnp.asarray(obs, jnp.float32).reshape(len(seeds), per_seed, -1),
-                                             keys)).reshape(len(obs), act_dim)
+                    actions, act_keys = explore(states, obs.reshape(len(seeds), per_seed, -1).astype(np.float32),
+                                                act_keys)
+                    actions = np.asarray(actions).reshape(len(obs), act_dim)
                 next_obs, rewards, terminated, truncated, info = envs.step(preprocessing.denormalize_actions(actions))
                 done = terminated | truncated
                 final_obs = next_obs.copy()  # the true next state: the pre-reset one where done

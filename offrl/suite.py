@@ -21,7 +21,10 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,7 +37,7 @@ from flax import serialization
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from offrl.data.collect import BatchPolicy, collect_episodes
-from offrl.data.errors import DatasetError
+from offrl.data.errors import DatasetError, DatasetExistsError
 from offrl.data.store import dataset_path, write_dataset
 from offrl.evaluate import evaluate_policy
 from offrl.nets import TanhGaussianActor, tanh_gaussian_sample
@@ -199,45 +202,103 @@ class GenerationReport:
         return self.steps / self.seconds
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """One worker's share of a segment: its own environments and seed."""
+
+    env_id: str
+    policy: BehaviorPolicy | None
+    steps: int
+    num_envs: int
+    seed: int
+
+
+_progress_counter = None  # a shared step counter in worker processes
+
+
+def _init_worker(counter) -> None:
+    global _progress_counter
+    _progress_counter = counter
+
+
+def _count(steps: int) -> None:
+    with _progress_counter.get_lock():
+        _progress_counter.value += steps
+
+
+def collect_chunk(chunk: Chunk, on_steps: Callable[[int], None] | None = None):
+    action_space = gym.make(chunk.env_id).action_space
+    policy = uniform_policy(action_space) if chunk.policy is None else chunk.policy.sampler(action_space)
+    return collect_episodes(chunk.env_id, policy, chunk.steps, num_envs=chunk.num_envs, seed=chunk.seed,
+                            on_steps=on_steps or _count)
+
+
+def split_plan(env_id: str, plan: list[Segment], seed: int, num_envs: int, workers: int) -> list[Chunk]:
+    """Each segment split evenly over the workers, every chunk seeded apart."""
+    chunks = []
+    for index, segment in enumerate(plan):
+        shares = np.diff(np.round(np.linspace(0, segment.steps, workers + 1)).astype(np.int64))
+        chunks += [Chunk(env_id, segment.policy, int(share), max(1, num_envs // workers),
+                         seed * 1_000_000 + index * 1000 + worker)
+                   for worker, share in enumerate(shares) if share > 0]
+    return chunks
+
+
 def generate(name: str, steps: int | None = None, seed: int = 0, overwrite: bool = False,
-             policy_dir: Path | None = None, num_envs: int = 16,
+             policy_dir: Path | None = None, num_envs: int = 16, workers: int | None = None,
              show_progress: bool = True) -> GenerationReport:
-    """Write the suite dataset `name` (e.g. 'hopper-medium') into the local Minari store."""
+    """Write the suite dataset `name` (e.g. 'hopper-medium') into the local Minari store.
+
+    MuJoCo stepping, not the policy, bounds the speed, so `workers` processes (default: one
+    per core) each step `num_envs / workers` environments. The data depend on seed,
+    num_envs and workers, all recorded."""
     env_name, kind = parse_name(name)
     policy_dir = Path(policy_dir or SHIPPED_POLICIES)
     suite = read_manifest(policy_dir)
     if env_name not in suite:
-        raise DatasetError(f"No behavior policies for '{env_name}' in {Path(policy_dir) / MANIFEST}; "
+        raise DatasetError(f"No behavior policies for '{env_name}' in {policy_dir / MANIFEST}; "
                            f"it has {', '.join(sorted(suite))}.")
     env = suite[env_name]
     plan = generation_plan(env, kind, steps)
     dataset_id = suite_id(env_name, kind)
-    action_space = gym.make(env.env_id).action_space
+    if dataset_path(dataset_id).exists() and not overwrite:  # fail before minutes of collection
+        raise DatasetExistsError(f"Dataset '{dataset_id}' already exists. Pass --overwrite to replace it.")
+    workers = workers or os.cpu_count() or 1
+    chunks = split_plan(env.env_id, plan, seed, num_envs, workers)
     total = sum(segment.steps for segment in plan)
     began = time.perf_counter()
-    episodes = []
-    with Progress(TextColumn(f"generating {dataset_id}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} steps"),
-                  TimeRemainingColumn(), disable=not show_progress) as progress:
+    with Progress(TextColumn(f"generating {dataset_id}"), BarColumn(),
+                  TextColumn("{task.completed:,}/{task.total:,} steps"), TimeRemainingColumn(),
+                  disable=not show_progress) as progress:
         task = progress.add_task("collect", total=total)
-        for index, segment in enumerate(plan):
-            policy = uniform_policy(action_space) if segment.policy is None else segment.policy.sampler(action_space)
-            collected, obs_space, act_space = collect_episodes(
-                env.env_id, policy, segment.steps, num_envs=num_envs, seed=seed * 1000 + index,
-                on_steps=lambda count: progress.advance(task, count))
-            episodes += collected
+        if workers == 1:
+            results = [collect_chunk(chunk, lambda count: progress.advance(task, count)) for chunk in chunks]
+        else:
+            context = multiprocessing.get_context("spawn")  # jax does not survive fork
+            counter = context.Value("q", 0)
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                     initargs=(counter,)) as pool:
+                pending = [pool.submit(collect_chunk, chunk) for chunk in chunks]
+                while not all(future.done() for future in pending):
+                    progress.update(task, completed=counter.value)
+                    time.sleep(0.25)
+                results = [future.result() for future in pending]
     seconds = time.perf_counter() - began
-    used = [segment.policy for segment in plan if segment.policy is not None]
+    episodes = [episode for collected, _, _ in results for episode in collected]
+    _, obs_space, act_space = results[0]
+    used = {segment.policy.name: segment.policy for segment in plan if segment.policy is not None}
     write_dataset(
         dataset_id, episodes, obs_space, act_space, eval_env=env.env_id,
         ref_min_score=env.random_return, ref_max_score=env.expert.mean_return,
         description=f"{env.env_id} {kind}, D4RL protocol, generated by offrl from SAC behavior policies.",
         offrl_metadata={
-            "source": "offrl-suite", "kind": kind, "env_id": env.env_id, "seed": seed, "num_envs": num_envs,
+            "source": "offrl-suite", "kind": kind, "env_id": env.env_id, "seed": seed,
+            "num_envs": num_envs, "workers": workers,
             "segments": [{"policy": "uniform-random" if s.policy is None else s.policy.name, "steps": s.steps}
                          for s in plan],
-            "policies": {p.name: {"file": p.path.name, "sha256": file_sha256(p.path),
-                                  "training_steps": p.training_steps, "mean_return": p.mean_return}
-                         for p in used},
+            "policies": {name: {"file": p.path.name, "sha256": file_sha256(p.path),
+                                "training_steps": p.training_steps, "mean_return": p.mean_return}
+                         for name, p in used.items()},
             "versions": package_versions(),
             "generation_steps_per_s": total / seconds,
         },
