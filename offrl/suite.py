@@ -312,6 +312,7 @@ def ensure_dataset(name: str, steps: int | None = None, seed: int = 0) -> str:
     env_name, kind = parse_name(name)
     dataset_id = suite_id(env_name, kind)
     if not dataset_path(dataset_id).exists():
+        print(f"{dataset_id} is not in the local store; generating it from the shipped policies.")
         generate(name, steps=steps, seed=seed)
     return dataset_id
 
