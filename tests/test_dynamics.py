@@ -1,0 +1,126 @@
+"""The dynamics ensemble: its likelihood, variance bounds, training, saving, and termination."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from offrl.dynamics import (
+    DynamicsConfig,
+    GaussianMLP,
+    gaussian_nll,
+    hopper_terminal,
+    known_termination,
+    load_dynamics,
+    save_dynamics,
+    train_dynamics,
+    train_termination_classifier,
+    walker2d_terminal,
+)
+
+SMALL = DynamicsConfig(num_members=3, num_elites=2, hidden_dims=(32, 32), batch_size=64, max_epochs=60,
+                       epochs_per_call=10)
+
+
+def linear_system(n=3000, seed=0):
+    """s' = s + 0.1 a (+ small noise), r = s_0 - a_0^2."""
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n, 3)).astype(np.float32)
+    actions = rng.uniform(-1, 1, size=(n, 2)).astype(np.float32)
+    next_obs = obs + 0.1 * np.concatenate([actions, actions[:, :1]], axis=1) + 0.01 * rng.normal(size=(n, 3))
+    rewards = obs[:, 0] - actions[:, 0] ** 2
+    return {"observations": obs, "actions": actions, "next_observations": next_obs.astype(np.float32),
+            "rewards": rewards.astype(np.float32), "terminals": np.zeros(n, np.float32)}
+
+
+def test_gaussian_nll_by_hand():
+    mean = jnp.array([[[0.0, 1.0]]])
+    logvar = jnp.array([[[0.0, np.log(4.0)]]])
+    targets = jnp.array([[2.0, 1.0]])
+    # ((0-2)^2 / 1 + 0 + (1-1)^2 / 4 + log 4) / 2 outputs
+    np.testing.assert_allclose(gaussian_nll(mean, logvar, targets), [(4.0 + np.log(4.0)) / 2], rtol=1e-6)
+
+
+def test_log_variance_stays_inside_the_learned_bounds():
+    member = GaussianMLP(output_dim=2, hidden_dims=(8,))
+    params = member.init(jax.random.PRNGKey(0), jnp.zeros((1, 4)))
+    upper, lower = jnp.array([0.5, 1.0]), jnp.array([-3.0, -2.0])
+    params["params"]["max_logvar"], params["params"]["min_logvar"] = upper, lower
+    huge = 1e3 * jax.random.normal(jax.random.PRNGKey(1), (500, 4))
+    _, logvar = member.apply(params, huge)
+    # upper soft clamp, then lower: above the lower bound, and above the upper one by at
+    # most softplus(lower - upper) (0.03 here)
+    assert jnp.all(logvar >= lower - 1e-5)
+    assert jnp.all(logvar <= upper + jax.nn.softplus(lower - upper) + 1e-5)
+    assert float(logvar[:, 0].max()) > 0.5 and float(logvar[:, 0].min()) < -2.9  # both bounds reached
+
+
+def test_ensemble_learns_a_linear_system_and_round_trips(tmp_path):
+    data = linear_system()
+    model, report = train_dynamics(data, SMALL, log=None)
+    assert len(report.elites) == 2 and len(report.holdout_mse) == 3
+    assert report.epochs <= SMALL.max_epochs and report.history
+    assert max(report.holdout_mse_per_dim[:3]) < 0.01  # delta-state errors, env units
+    assert report.holdout_mse_per_dim[3] < 0.05  # reward error (reward variance is ~1.1)
+    test = linear_system(200, seed=1)
+    next_obs, reward, uncertainty = model.step(jnp.asarray(test["observations"]), jnp.asarray(test["actions"]),
+                                               jax.random.PRNGKey(0))
+    assert np.abs(np.asarray(next_obs) - test["next_observations"]).mean() < 0.1
+    assert np.abs(np.asarray(reward) - test["rewards"]).mean() < 0.2
+    assert uncertainty.shape == (200,) and np.all(np.asarray(uncertainty) > 0)
+    save_dynamics(model, report, tmp_path / "model")
+    loaded = load_dynamics(tmp_path / "model")
+    for a, b in zip(model.predict(next_obs, jnp.asarray(test["actions"])), loaded.predict(next_obs, jnp.asarray(test["actions"]))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(loaded.elites), report.elites)
+
+
+def test_training_stops_early_once_holdout_stops_improving():
+    config = DynamicsConfig(num_members=2, num_elites=1, hidden_dims=(16,), batch_size=64, max_epochs=500,
+                            patience=3, epochs_per_call=4)
+    _, report = train_dynamics(linear_system(1000), config, log=None)
+    assert report.epochs < 500
+    history = np.array(report.history)
+    best_before = history[:-3].min(axis=0)
+    # no member improved by 1% in the last `patience` epochs
+    assert np.all(history[-3:] >= 0.99 * best_before - 1e-9)
+
+
+def test_missing_model_and_too_little_data_are_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="dynamics.json"):
+        load_dynamics(tmp_path)
+    with pytest.raises(ValueError, match="too few"):
+        train_dynamics(linear_system(50), SMALL, log=None)
+
+
+@pytest.mark.parametrize("env_id,rule", [("Hopper-v5", hopper_terminal), ("Walker2d-v5", walker2d_terminal)])
+def test_termination_rules_match_the_simulator(env_id, rule):
+    env = gym.make(env_id).unwrapped
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    agree = []
+    for _ in range(400):
+        qpos = env.init_qpos + rng.normal(scale=[0, 0.5, 0.4] + [0.5] * (env.model.nq - 3))
+        qvel = rng.normal(scale=2.0, size=env.model.nv)
+        env.set_state(qpos, qvel)
+        obs = env._get_obs()
+        agree.append(bool(rule(jnp.asarray(obs[None]))[0]) == (not env.is_healthy))
+    assert all(agree)
+    assert known_termination(env_id) is rule
+    assert known_termination("HalfCheetah-v5")(jnp.zeros((4, 17))).sum() == 0
+    assert known_termination("Hopper-v4") is None and known_termination(None) is None
+
+
+def test_termination_classifier_learns_a_threshold_rule():
+    rng = np.random.default_rng(0)
+    next_obs = rng.normal(size=(4000, 3)).astype(np.float32)
+    terminals = (next_obs[:, 0] > 1.5).astype(np.float32)  # ~7% positives
+    classifier = train_termination_classifier({"next_observations": next_obs, "terminals": terminals}, epochs=30)
+    test = rng.normal(size=(2000, 3)).astype(np.float32)
+    predicted = np.asarray(classifier(jnp.asarray(test)))
+    assert (predicted == (test[:, 0] > 1.5)).mean() > 0.95
+    with pytest.raises(ValueError, match="no terminal"):
+        train_termination_classifier({"next_observations": next_obs, "terminals": np.zeros(4000)})
