@@ -54,6 +54,27 @@ def sample_uniform(batch_size: int) -> Callable[[Batch, jax.Array], Batch]:
     return sample
 
 
+def scan_updates(
+    update: Callable[[State, Batch, jax.Array, jax.Array], tuple[State, Metrics]],
+    sample: Callable[[Any, jax.Array], Batch],
+    num_updates: int,
+) -> Callable:
+    """One seed's `num_updates` updates as one `lax.scan`, sampling each batch from `data`
+    on the device: (state, rng, data, first_step) -> (state, rng, metrics of every update)."""
+
+    def run(state, rng, data, first_step):
+        def body(carry, step):
+            state, rng = carry
+            rng, sample_rng, update_rng = jax.random.split(rng, 3)
+            state, metrics = update(state, sample(data, sample_rng), update_rng, step)
+            return (state, rng), metrics
+
+        (state, rng), metrics = jax.lax.scan(body, (state, rng), first_step + jnp.arange(num_updates))
+        return state, rng, metrics
+
+    return run
+
+
 def make_train_steps(
     update: Callable[[State, Batch, jax.Array, jax.Array], tuple[State, Metrics]],
     sample: Callable[[Any, jax.Array], Batch],
@@ -68,16 +89,10 @@ def make_train_steps(
     shared; metrics are per-seed nan-means over the scanned updates; finite says, per seed, whether
     every float in the final state is finite. States and rngs are donated (updated in place).
     """
+    run = scan_updates(update, sample, num_updates)
 
     def one_seed(state, rng, data, first_step):
-        def body(carry, step):
-            state, rng = carry
-            rng, sample_rng, update_rng = jax.random.split(rng, 3)
-            state, metrics = update(state, sample(data, sample_rng), update_rng, step)
-            return (state, rng), metrics
-
-        steps = first_step + jnp.arange(num_updates)
-        (state, rng), metrics = jax.lax.scan(body, (state, rng), steps)
+        state, rng, metrics = run(state, rng, data, first_step)
         return state, rng, jax.tree.map(jnp.nanmean, metrics), all_finite(state)
 
     data_axis = 0 if data_per_seed else None

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import flax.struct
 import gymnasium as gym
 import jax
 import jax.numpy as jnp
@@ -23,51 +22,12 @@ import numpy as np
 from gymnasium import spaces
 
 from offrl import checkpoint
+from offrl.buffer import TRANSITION_FIELDS, ReplayBuffer, sample_replay
 from offrl.config import OnlineConfig, save_config
 from offrl.data.preprocess import Preprocessing
 from offrl.learner import Algorithm, init_states, make_train_steps
 from offrl.logging import RunLogger
 from offrl.train import RunResult, check_divergence, default_run_dir, evaluate_seeds
-
-TRANSITION_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
-
-
-class ReplayBuffer(flax.struct.PyTreeNode):
-    """A ring buffer of transitions kept on the device."""
-
-    data: dict[str, jax.Array]
-    size: jax.Array  # number of valid rows
-    pointer: jax.Array  # next row to write
-
-    @classmethod
-    def create(cls, capacity: int, obs_dim: int, act_dim: int) -> "ReplayBuffer":
-        widths = {"observations": obs_dim, "next_observations": obs_dim, "actions": act_dim}
-        data = {key: jnp.zeros((capacity, widths[key]) if key in widths else (capacity,), jnp.float32)
-                for key in TRANSITION_FIELDS}
-        return cls(data=data, size=jnp.int32(0), pointer=jnp.int32(0))
-
-    @property
-    def capacity(self) -> int:
-        return self.data["rewards"].shape[-1]
-
-    def add(self, transitions: dict[str, jax.Array]) -> "ReplayBuffer":
-        """Append a batch of transitions, overwriting the oldest rows when full."""
-        count = transitions["rewards"].shape[0]
-        rows = (self.pointer + jnp.arange(count)) % self.capacity
-        data = {key: self.data[key].at[rows].set(transitions[key]) for key in TRANSITION_FIELDS}
-        return ReplayBuffer(data=data, size=jnp.minimum(self.size + count, self.capacity),
-                            pointer=(self.pointer + count) % self.capacity)
-
-
-def sample_replay(batch_size: int) -> Callable[[ReplayBuffer, jax.Array], dict[str, jax.Array]]:
-    """Uniform sampling over the filled part of a replay buffer."""
-
-    def sample(buffer: ReplayBuffer, rng: jax.Array) -> dict[str, jax.Array]:
-        index = jax.random.randint(rng, (batch_size,), 0, jnp.maximum(buffer.size, 1))
-        return {key: value[index] for key, value in buffer.data.items()}
-
-    return sample
-
 
 def action_preprocessing(action_space: spaces.Box) -> Preprocessing:
     """Rescale a bounded env action space to the actors' [-1, 1]."""

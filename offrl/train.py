@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+from flax import serialization
 
 from offrl import checkpoint
 from offrl.config import TrainConfig, dataset_config_name, parse_config, save_config
@@ -82,8 +83,32 @@ def check_divergence(step: int, finite: np.ndarray, metrics: dict[str, np.ndarra
         )
 
 
-def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str,
-          show_progress: bool = True) -> RunResult:
+@dataclass
+class TrainProgram:
+    """What the training loop advances: `carry`, a pytree with a leading seed axis (the
+    algorithm states, rngs and anything else a method keeps, e.g. model-rollout buffers),
+    checkpointed whole; `run(carry, data, first_update)` -> (carry, metrics, finite) does
+    `log_every` updates in one compiled call; `states(carry)` are the algorithm states."""
+
+    carry: Any
+    run: Callable[[Any, Any, int], tuple[Any, dict, Any]]
+    states: Callable[[Any], Any]
+
+
+def offline_program(algorithm: Algorithm, config: TrainConfig, seeds: list[int], data, run_dir: Path) -> TrainProgram:
+    """Plain offline training: uniform batches from the dataset."""
+    states, rngs = init_states(algorithm, seeds)
+    train_steps = make_train_steps(algorithm.update, sample_uniform(config.batch_size), config.log_every)
+
+    def run(carry, data, first_update):
+        states, rngs, metrics, finite = train_steps(carry["states"], carry["rngs"], data, first_update)
+        return {"states": states, "rngs": rngs}, metrics, finite
+
+    return TrainProgram({"states": states, "rngs": rngs}, run, lambda carry: carry["states"])
+
+
+def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_progress: bool = True,
+          make_program: Callable[..., TrainProgram] = offline_program) -> RunResult:
     dataset = load_dataset(config.dataset)
     run_dir = Path(config.resume or config.run_dir or default_run_dir(algo, config.dataset, config.seeds))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,16 +127,15 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str,
 
     algorithm = make_algorithm(config, dataset.observations.shape[1], dataset.actions.shape[1])
     seeds = config.seed_list()
-    states, rngs = init_states(algorithm, seeds)
-    start = 0
+    program = make_program(algorithm, config, seeds, data, run_dir)
+    carry, start = program.carry, 0
     if config.resume:
         saved = checkpoint.latest(run_dir)
         if saved is None:
             raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from; start a new run.")
-        restored = checkpoint.restore(saved, {"states": states, "rngs": rngs})
-        states, rngs, start = restored["states"], restored["rngs"], int(restored["step"])
+        restored = checkpoint.restore(saved, {"carry": carry})
+        carry, start = restored["carry"], int(restored["step"])
 
-    train_steps = make_train_steps(algorithm.update, sample_uniform(config.batch_size), config.log_every)
     can_evaluate = _eval_env(config, dataset) is not None
     logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.num_updates, start,
                        config.wandb, config.wandb_project, show_progress)
@@ -119,19 +143,19 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str,
     try:
         for step in range(start, config.num_updates, config.log_every):
             began = time.perf_counter()
-            states, rngs, metrics, finite = jax.block_until_ready(train_steps(states, rngs, data, step))
+            carry, metrics, finite = jax.block_until_ready(program.run(carry, data, step))
             speed = config.log_every * len(seeds) / (time.perf_counter() - began)
             end = step + config.log_every
             metrics = {key: np.asarray(value) for key, value in metrics.items()}
             check_divergence(end, np.asarray(finite), metrics, seeds, config.divergence_threshold, run_dir)
             if can_evaluate and (end % config.eval_every == 0 or end == config.num_updates):
                 final_eval = evaluate_seeds(
-                    algorithm, states, seeds, preprocessing, _eval_env(config, dataset), config.eval_episodes,
-                    dataset.normalized_score if dataset.metadata.has_reference_scores else None)
+                    algorithm, program.states(carry), seeds, preprocessing, _eval_env(config, dataset),
+                    config.eval_episodes, dataset.normalized_score if dataset.metadata.has_reference_scores else None)
                 metrics.update(final_eval)
             logger.log(end, metrics, speed)
             if end % config.checkpoint_every == 0 or end == config.num_updates:
-                checkpoint.save(run_dir, end, {"states": states, "rngs": rngs}, config.keep_checkpoints)
+                checkpoint.save(run_dir, end, {"carry": carry}, config.keep_checkpoints)
     finally:
         logger.close()
     return RunResult(run_dir, config.num_updates, final_eval, dataset)
@@ -157,12 +181,16 @@ def restore_run(run_dir: str | Path, checkpoint_path: str | Path | None = None):
     module = algorithm_module(run["algorithm"])
     config = parse_config(module.Config, run["algorithm"], ["--resume", str(run_dir)])
     algorithm = module.make(config, run["observation_dim"], run["action_dim"])
-    states, rngs = init_states(algorithm, config.seed_list())
+    states, _ = init_states(algorithm, config.seed_list())
     saved = checkpoint_path or checkpoint.latest(run_dir)
     if saved is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint yet.")
-    restored = checkpoint.restore(saved, {"states": states, "rngs": rngs})
-    return algorithm, restored["states"], Preprocessing.load(run_dir / "preprocessing.json")
+    # Only the algorithm states are restored. Offline runs checkpoint their TrainProgram
+    # carry (states, rngs and e.g. model buffers); online runs checkpoint states and rngs.
+    saved_tree = serialization.msgpack_restore(Path(saved).read_bytes())
+    saved_states = saved_tree["carry"]["states"] if "carry" in saved_tree else saved_tree["states"]
+    states = serialization.from_state_dict(states, saved_states)
+    return algorithm, states, Preprocessing.load(run_dir / "preprocessing.json")
 
 
 def load_policy(run_dir: str | Path, seed_index: int = 0) -> Callable[[np.ndarray], np.ndarray]:

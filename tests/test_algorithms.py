@@ -16,7 +16,7 @@ from offrl.config import parse_config
 from offrl.data import load_dataset
 from offrl.data.scripted import make_pendulum_dataset
 from offrl.nets import CriticEnsemble, tanh_gaussian_log_prob, tanh_gaussian_sample
-from offrl.online import ReplayBuffer, sample_replay
+from offrl.buffer import ReplayBuffer, sample_replay
 from offrl.rl import expectile_loss, run_every
 from offrl.train import algorithm_module, train
 
