@@ -1,8 +1,9 @@
 """SAC (Haarnoja et al. 2018, "Soft Actor-Critic"), online in a Gymnasium environment.
 
 Maximum-entropy RL with N critics (min over them in the target), a tanh-Gaussian actor,
-and automatic entropy tuning towards -action_dim. offrl uses it to train the behavior
-policies of the dataset suite, and as the online learner of SAC-based algorithms.
+and automatic entropy tuning towards -action_dim; the losses live in offrl/sac.py, which
+RAVL and MOREC share. offrl uses this script to train the behavior policies of the
+dataset suite (datasets/README.md).
 
     python algorithms/sac.py --env Hopper-v5 --env_steps 1000000 --seeds 0
 """
@@ -11,16 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import flax.struct
-import jax
-import jax.numpy as jnp
-from flax.training.train_state import TrainState
-
 from offrl.config import OnlineConfig, parse_config
-from offrl.learner import Algorithm
-from offrl.nets import CriticEnsemble, TanhGaussianActor, tanh_gaussian_sample
 from offrl.online import train_online
-from offrl.rl import create_scalar_state, init_actor_critic, soft_update, td_target, temperature_loss
+from offrl.sac import make_sac
 
 
 @dataclass
@@ -34,62 +28,10 @@ class Config(OnlineConfig):
     hidden_dims: tuple[int, ...] = (256, 256)
     gamma: float = 0.99
     tau: float = 0.005
+    eta: float = 0.0  # EDAC ensemble-diversity weight (0: plain SAC)
 
 
-class State(flax.struct.PyTreeNode):
-    actor: TrainState
-    critic: TrainState
-    critic_target: dict
-    log_alpha: TrainState
-
-
-def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
-    actor_net = TanhGaussianActor(act_dim, config.hidden_dims)
-    critic_net = CriticEnsemble(config.num_critics, config.hidden_dims)
-    target_entropy = -float(act_dim)
-
-    def init(rng):
-        return State(
-            **init_actor_critic(actor_net, critic_net, rng, obs_dim, act_dim, config.actor_lr, config.critic_lr),
-            log_alpha=create_scalar_state(0.0, config.alpha_lr),
-        )
-
-    def critic_loss(critic_params, state, batch, rng):
-        mean, log_std = actor_net.apply(state.actor.params, batch["next_observations"])
-        next_action, next_log_pi = tanh_gaussian_sample(mean, log_std, rng)
-        alpha = jnp.exp(state.log_alpha.params["value"])
-        next_q = critic_net.apply(state.critic_target, batch["next_observations"], next_action).min(axis=0)
-        target = td_target(batch["rewards"], batch["terminals"], next_q - alpha * next_log_pi, config.gamma)
-        q = critic_net.apply(critic_params, batch["observations"], batch["actions"])
-        loss = ((q - jax.lax.stop_gradient(target)) ** 2).mean(axis=1).sum()
-        return loss, {"critic_loss": loss, "q_mean": q.mean()}
-
-    def actor_loss(actor_params, state, batch, rng):
-        mean, log_std = actor_net.apply(actor_params, batch["observations"])
-        action, log_pi = tanh_gaussian_sample(mean, log_std, rng)
-        q = critic_net.apply(state.critic.params, batch["observations"], action).min(axis=0)
-        alpha = jnp.exp(state.log_alpha.params["value"])
-        loss = (alpha * log_pi - q).mean()
-        return loss, (log_pi, {"actor_loss": loss, "entropy": -log_pi.mean(), "alpha": alpha})
-
-    def update(state, batch, rng, step):
-        critic_rng, actor_rng = jax.random.split(rng)
-        grads, critic_metrics = jax.grad(critic_loss, has_aux=True)(state.critic.params, state, batch, critic_rng)
-        critic = state.critic.apply_gradients(grads=grads)
-        state = state.replace(critic=critic, critic_target=soft_update(state.critic_target, critic.params, config.tau))
-        grads, (log_pi, actor_metrics) = jax.grad(actor_loss, has_aux=True)(state.actor.params, state, batch, actor_rng)
-        log_alpha = state.log_alpha.apply_gradients(
-            grads=jax.grad(temperature_loss)(state.log_alpha.params, log_pi, target_entropy))
-        return state.replace(actor=state.actor.apply_gradients(grads=grads), log_alpha=log_alpha), \
-            {**critic_metrics, **actor_metrics}
-
-    def act(state, obs, rng, deterministic=True):
-        mean, log_std = actor_net.apply(state.actor.params, obs)
-        if deterministic:
-            return jnp.tanh(mean)
-        return tanh_gaussian_sample(mean, log_std, rng)[0]
-
-    return Algorithm("sac", init, update, act)
+make = make_sac
 
 
 def main(argv: list[str] | None = None):

@@ -95,7 +95,8 @@ class TrainProgram:
     states: Callable[[Any], Any]
 
 
-def offline_program(algorithm: Algorithm, config: TrainConfig, seeds: list[int], data, run_dir: Path) -> TrainProgram:
+def offline_program(algorithm: Algorithm, config: TrainConfig, seeds: list[int], data, dataset: OfflineDataset,
+                    run_dir: Path) -> TrainProgram:
     """Plain offline training: uniform batches from the dataset."""
     states, rngs = init_states(algorithm, seeds)
     train_steps = make_train_steps(algorithm.update, sample_uniform(config.batch_size), config.log_every)
@@ -127,7 +128,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
 
     algorithm = make_algorithm(config, dataset.observations.shape[1], dataset.actions.shape[1])
     seeds = config.seed_list()
-    program = make_program(algorithm, config, seeds, data, run_dir)
+    program = make_program(algorithm, config, seeds, data, dataset, run_dir)
     carry, start = program.carry, 0
     if config.resume:
         saved = checkpoint.latest(run_dir)
@@ -161,10 +162,11 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
     return RunResult(run_dir, config.num_updates, final_eval, dataset)
 
 
-def main(make_algorithm: MakeAlgorithm, config_cls: type, algo: str, argv: list[str] | None = None) -> RunResult:
+def main(make_algorithm: MakeAlgorithm, config_cls: type, algo: str, argv: list[str] | None = None,
+         make_program: Callable[..., TrainProgram] = offline_program) -> RunResult:
     """Entry point of an algorithm script: parse the config, train, print a summary."""
     config = parse_config(config_cls, algo, argv)
-    result = train(make_algorithm, config, algo)
+    result = train(make_algorithm, config, algo, make_program=make_program)
     if result.final_eval:
         score = result.final_eval.get("eval/normalized_score", result.final_eval["eval/return"])
         print(f"{algo} on {config.dataset}: final score {np.mean(score):.1f} ± {np.std(score):.1f} "

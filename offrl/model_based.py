@@ -1,0 +1,203 @@
+"""Model-based offline training in one compiled loop (MOPO lineage: RAVL, MOREC).
+
+Every epoch of `updates_per_epoch` agent updates:
+1. `rollout_batch` rollouts start from dataset states and run `rollout_length` steps of the
+   current policy (sampled actions) through the dynamics model; the valid transitions go
+   into a device-resident model buffer holding the last `retain_epochs` epochs;
+2. the agent updates on batches of `real_ratio` dataset transitions and model transitions
+   for the rest.
+Several epochs run per compiled call (`log_every / updates_per_epoch`), seeds side by side
+under `vmap`, each with its own model buffer; the dynamics model and the dataset are shared.
+The buffers are part of the checkpointed carry, so a resumed run continues bit for bit.
+
+Rewards of imagined transitions carry MOPO's penalty: r - penalty_coef * u(s, a), where u
+is the largest norm of an elite's predicted std. Imagined transitions end at the task's
+termination rule (dynamics.known_termination), else at a classifier learned from the
+dataset's terminals, else never; the end of a rollout is a time limit, not a termination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from offrl.buffer import TRANSITION_FIELDS, ReplayBuffer, sample_replay
+from offrl.config import TrainConfig
+from offrl.data import OfflineDataset
+from offrl.dynamics import (
+    DynamicsConfig,
+    DynamicsModel,
+    known_termination,
+    load_dynamics,
+    never_terminal,
+    save_dynamics,
+    train_dynamics,
+    train_termination_classifier,
+)
+from offrl.learner import Algorithm, all_finite, init_states, sample_uniform, scan_updates
+from offrl.train import TrainProgram
+
+# (model, obs, action, rng) -> (next_obs, reward, uncertainty, keep): `keep` False ends a
+# rollout at that step and drops the step (MOREC's filter); plain models keep every step.
+ModelStep = Callable[[DynamicsModel, jax.Array, jax.Array, jax.Array], tuple]
+
+
+def plain_model_step(model: DynamicsModel, obs, action, rng):
+    next_obs, reward, uncertainty = model.step(obs, action, rng)
+    return next_obs, reward, uncertainty, jnp.ones(obs.shape[0], dtype=bool)
+
+
+@dataclass
+class ModelBasedConfig(TrainConfig):
+    """What RAVL and MOREC share: the dynamics ensemble, the rollouts and the batch mix."""
+
+    dynamics: str = ""  # directory of a trained ensemble to reuse; empty: train one into the run directory
+    dynamics_max_epochs: int = 1000
+    dynamics_seed: int = 0
+    rollout_batch: int = 50_000  # rollouts started per epoch
+    rollout_length: int = 5
+    retain_epochs: int = 5  # epochs of rollouts the model buffer holds
+    real_ratio: float = 0.05  # fraction of dataset transitions in each batch
+    updates_per_epoch: int = 1000
+    penalty_coef: float = 0.0  # MOPO's uncertainty penalty lambda
+    termination: str = "auto"  # auto (known rule, else learned, else none) | learned | none
+
+    def validate(self) -> None:
+        super().validate()
+        if self.log_every % self.updates_per_epoch:
+            raise ValueError(f"log_every={self.log_every} must be a multiple of updates_per_epoch="
+                             f"{self.updates_per_epoch}: a compiled call runs whole epochs.")
+        if self.normalize_observations:
+            raise ValueError("Model-based training runs on raw observations (rollouts apply the task's "
+                             "termination rule to model states); pass --normalize_observations False.")
+        if self.termination not in ("auto", "learned", "none"):
+            raise ValueError("--termination must be auto, learned or none")
+
+
+def termination_for(config: ModelBasedConfig, dataset: OfflineDataset, eval_env: str | None):
+    """The termination of imagined transitions, and a word on where it came from."""
+    rule = known_termination(eval_env) if config.termination == "auto" else None
+    if rule is not None:
+        return rule, f"known rule of {eval_env}"
+    if config.termination != "none" and dataset.terminals.sum() > 0:
+        data = {"next_observations": dataset.next_observations, "terminals": dataset.terminals}
+        return train_termination_classifier(data, seed=config.dynamics_seed), "learned classifier"
+    return never_terminal, "none (the data has no terminals)"
+
+
+def rollout(model: DynamicsModel, model_step: ModelStep, terminal_fn, act, agent_state, start_obs, rng,
+            length: int, penalty_coef: float):
+    """`length` imagined steps from each start state under the agent's sampled actions.
+
+    Returns the transitions flattened to (length * batch, ...), the mask of valid ones
+    (before the rollout terminated or was cut by the filter), and per-step statistics."""
+
+    def step(carry, key):
+        obs, alive = carry
+        act_key, model_key = jax.random.split(key)
+        action = act(agent_state, obs, act_key, False)
+        next_obs, reward, uncertainty, keep = model_step(model, obs, action, model_key)
+        terminal = terminal_fn(next_obs)
+        valid = alive & keep
+        transition = {
+            "observations": obs, "actions": action, "rewards": reward - penalty_coef * uncertainty,
+            "next_observations": next_obs, "terminals": terminal.astype(jnp.float32),
+            "timeouts": jnp.zeros_like(reward),
+        }
+        return (next_obs, valid & ~terminal), (transition, valid, uncertainty, reward)
+
+    alive = jnp.ones(start_obs.shape[0], dtype=bool)
+    _, (transitions, valid, uncertainty, reward) = jax.lax.scan(
+        step, (start_obs, alive), jax.random.split(rng, length))
+    flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), transitions)
+    stats = {"model/valid_fraction": valid.mean(),
+             "model/uncertainty": jnp.sum(uncertainty * valid) / jnp.maximum(valid.sum(), 1),
+             "model/reward": jnp.sum(reward * valid) / jnp.maximum(valid.sum(), 1)}
+    return flat, valid.reshape(-1), stats
+
+
+def mixed_sample(batch_size: int, real_ratio: float):
+    """real_ratio * batch_size dataset transitions, the rest from the model buffer."""
+    real_size = int(round(batch_size * real_ratio))
+    sample_real = sample_uniform(real_size)
+    sample_model = sample_replay(batch_size - real_size)
+
+    def sample(data_and_buffer, rng):
+        data, buffer = data_and_buffer
+        real_rng, model_rng = jax.random.split(rng)
+        real = sample_real({key: data[key] for key in TRANSITION_FIELDS}, real_rng)
+        imagined = sample_model(buffer, model_rng)
+        return {key: jnp.concatenate([real[key], imagined[key]]) for key in TRANSITION_FIELDS}
+
+    return sample
+
+
+def make_epochs(algorithm: Algorithm, config: ModelBasedConfig, model_step: ModelStep, terminal_fn) -> Callable:
+    """Compile `log_every / updates_per_epoch` epochs of (rollouts, updates) for a stack of seeds:
+    (states, buffers, rngs, data, model, first_update) -> (states, buffers, rngs, metrics, finite)."""
+    updates = scan_updates(algorithm.update, mixed_sample(config.batch_size, config.real_ratio),
+                           config.updates_per_epoch)
+    epochs_per_call = config.log_every // config.updates_per_epoch
+
+    def one_seed(state, buffer, rng, data, model, first_update):
+        def epoch(carry, first):
+            state, buffer, rng = carry
+            rng, start_rng, rollout_rng = jax.random.split(rng, 3)
+            starts = data["observations"][
+                jax.random.randint(start_rng, (config.rollout_batch,), 0, data["observations"].shape[0])]
+            transitions, valid, stats = rollout(model, model_step, terminal_fn, algorithm.act, state, starts,
+                                                rollout_rng, config.rollout_length, config.penalty_coef)
+            buffer = buffer.add(transitions, valid)
+            state, rng, metrics = updates(state, rng, (data, buffer), first)
+            return (state, buffer, rng), {**jax.tree.map(jnp.nanmean, metrics), **stats}
+
+        firsts = first_update + config.updates_per_epoch * jnp.arange(epochs_per_call)
+        (state, buffer, rng), metrics = jax.lax.scan(epoch, (state, buffer, rng), firsts)
+        return state, buffer, rng, jax.tree.map(jnp.nanmean, metrics), all_finite(state)
+
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0, None, None, None)), donate_argnums=(0, 1, 2))
+
+
+def dynamics_for(config: ModelBasedConfig, dataset: OfflineDataset, data, run_dir: Path) -> DynamicsModel:
+    """The run's ensemble: its own saved copy (a resumed run), the one given by --dynamics,
+    or a new one trained on the (preprocessed) dataset and saved into the run directory."""
+    own = run_dir / "dynamics"
+    if (own / "dynamics.json").is_file():
+        return load_dynamics(own)
+    if config.dynamics:
+        return load_dynamics(config.dynamics)
+    arrays = {key: np.asarray(data[key]) for key in ("observations", "actions", "next_observations", "rewards")}
+    model, report = train_dynamics(arrays, DynamicsConfig(max_epochs=config.dynamics_max_epochs,
+                                                          seed=config.dynamics_seed))
+    save_dynamics(model, report, own)
+    return model
+
+
+def model_based_program(model_step: ModelStep = plain_model_step):
+    """A `make_program` for offrl.train.train that trains `algorithm` on model rollouts."""
+
+    def make_program(algorithm: Algorithm, config: ModelBasedConfig, seeds: list[int], data,
+                     dataset: OfflineDataset, run_dir: Path) -> TrainProgram:
+        model = dynamics_for(config, dataset, data, run_dir)
+        terminal_fn, origin = termination_for(config, dataset, config.eval_env or (
+            dataset.metadata.eval_env_spec.id if dataset.metadata.eval_env_spec else None))
+        print(f"imagined transitions terminate by: {origin}")
+        obs_dim, act_dim = dataset.observations.shape[1], dataset.actions.shape[1]
+        capacity = config.rollout_batch * config.rollout_length * config.retain_epochs
+        states, rngs = init_states(algorithm, seeds)
+        buffers = jax.vmap(lambda _: ReplayBuffer.create(capacity, obs_dim, act_dim))(jnp.arange(len(seeds)))
+        epochs = make_epochs(algorithm, config, model_step, terminal_fn)
+
+        def run(carry, data, first_update):
+            states, buffers, rngs, metrics, finite = epochs(carry["states"], carry["buffers"], carry["rngs"],
+                                                            data, model, first_update)
+            return {"states": states, "buffers": buffers, "rngs": rngs}, metrics, finite
+
+        return TrainProgram({"states": states, "buffers": buffers, "rngs": rngs}, run, lambda c: c["states"])
+
+    return make_program
