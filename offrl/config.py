@@ -1,8 +1,9 @@
 """Configs: dataclass defaults (published hyperparameters) < per-dataset YAML < command line.
 
-Per-dataset values live in experiments/configs/<algo>/<env>-<name>.yaml, e.g.
+Per-environment values live in experiments/configs/<algo>/<env>.yaml (e.g.
+experiments/configs/morec/hopper.yaml), per-dataset ones in <algo>/<env>-<name>.yaml (e.g.
 experiments/configs/rebrac/hopper-medium.yaml for d4rl/hopper/medium-v2 and for the
-suite's offrl/hopper/medium-v0 alike. Overrides use `--key value`.
+suite's offrl/hopper/medium-v0 alike), the second over the first. Overrides use `--key value`.
 """
 
 from __future__ import annotations
@@ -95,10 +96,15 @@ def dataset_config_name(dataset_id: str) -> str:
 
 
 def yaml_overrides(algo: str, dataset_id: str) -> dict[str, Any]:
-    path = CONFIG_ROOT / algo / f"{dataset_config_name(dataset_id)}.yaml"
-    if not path.is_file():
-        return {}
-    return yaml.safe_load(path.read_text()) or {}
+    """experiments/configs/<algo>/<env>.yaml (per environment, e.g. MOREC's penalty), then
+    <algo>/<env>-<name>.yaml (per dataset, e.g. ReBRAC's coefficients) over it."""
+    name = dataset_config_name(dataset_id)
+    values: dict[str, Any] = {}
+    for stem in dict.fromkeys([name.split("-")[0], name]):
+        path = CONFIG_ROOT / algo / f"{stem}.yaml"
+        if path.is_file():
+            values.update(yaml.safe_load(path.read_text()) or {})
+    return values
 
 
 def apply(config: C, values: dict[str, Any], source: str) -> C:

@@ -110,15 +110,19 @@ class DynamicsModel(flax.struct.PyTreeNode):
     def step(self, obs, action, rng):
         """One imagined step per row, each from a random elite's sampled Gaussian.
 
-        Returns next_obs, reward, and MOPO's uncertainty: the largest norm of any elite's
-        predicted std (over all outputs)."""
+        Returns next_obs, reward, and MOPO's uncertainty."""
         mean, std = self.predict(obs, action)
         member_rng, noise_rng = jax.random.split(rng)
         rows = jnp.arange(obs.shape[0])
         member = self.elites[jax.random.randint(member_rng, (obs.shape[0],), 0, self.elites.shape[0])]
         sample = mean[member, rows] + std[member, rows] * jax.random.normal(noise_rng, mean.shape[1:])
-        uncertainty = jnp.linalg.norm(std[self.elites], axis=-1).max(axis=0)
-        return obs + sample[:, :-1], sample[:, -1], uncertainty
+        return obs + sample[:, :-1], sample[:, -1], mopo_uncertainty(std)
+
+
+def mopo_uncertainty(std):
+    """MOPO's penalty: the largest norm, over all members, of the predicted std over all
+    outputs; std (N, batch, out) -> (batch,)."""
+    return jnp.linalg.norm(std, axis=-1).max(axis=0)
 
 
 def gaussian_nll(mean, logvar, targets):

@@ -178,12 +178,17 @@ def dynamics_for(config: ModelBasedConfig, dataset: OfflineDataset, data, run_di
     return model
 
 
-def model_based_program(model_step: ModelStep = plain_model_step):
-    """A `make_program` for offrl.train.train that trains `algorithm` on model rollouts."""
+def model_based_program(model_step: ModelStep = plain_model_step, prepare: Callable | None = None):
+    """A `make_program` for offrl.train.train that trains `algorithm` on model rollouts.
+
+    `prepare(model, config, data, run_dir)` may turn the dynamics ensemble into whatever
+    `model_step` takes as its model (MOREC adds its dynamics reward)."""
 
     def make_program(algorithm: Algorithm, config: ModelBasedConfig, seeds: list[int], data,
                      dataset: OfflineDataset, run_dir: Path) -> TrainProgram:
         model = dynamics_for(config, dataset, data, run_dir)
+        if prepare is not None:
+            model = prepare(model, config, data, run_dir)
         terminal_fn, origin = termination_for(config, dataset, config.eval_env or (
             dataset.metadata.eval_env_spec.id if dataset.metadata.eval_env_spec else None))
         print(f"imagined transitions terminate by: {origin}")

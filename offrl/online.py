@@ -13,7 +13,6 @@ import functools
 import json
 import time
 from pathlib import Path
-from typing import Callable
 
 import gymnasium as gym
 import jax

@@ -47,6 +47,17 @@ def synthetic_flat(episode_lengths, end_flags, obs_dim=3, act_dim=2, seed=0):
     }
 
 
+def linear_system(n=3000, seed=0):
+    """Transitions of a known smooth system for the dynamics tests: s' = s + 0.1 a (+ small noise), r = s_0 - a_0^2."""
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n, 3)).astype(np.float32)
+    actions = rng.uniform(-1, 1, size=(n, 2)).astype(np.float32)
+    next_obs = obs + 0.1 * np.concatenate([actions, actions[:, :1]], axis=1) + 0.01 * rng.normal(size=(n, 3))
+    rewards = obs[:, 0] - actions[:, 0] ** 2
+    return {"observations": obs, "actions": actions, "next_observations": next_obs.astype(np.float32),
+            "rewards": rewards.astype(np.float32), "terminals": np.zeros(n, np.float32)}
+
+
 def write_d4rl_hdf5(path: Path, arrays: dict, with_next_observations=True) -> Path:
     with h5py.File(path, "w") as file:
         for key, value in arrays.items():

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import linear_system
 
 from offrl.dynamics import (
     DynamicsConfig,
@@ -24,16 +25,6 @@ from offrl.dynamics import (
 SMALL = DynamicsConfig(num_members=3, num_elites=2, hidden_dims=(32, 32), batch_size=64, max_epochs=60,
                        epochs_per_call=10)
 
-
-def linear_system(n=3000, seed=0):
-    """s' = s + 0.1 a (+ small noise), r = s_0 - a_0^2."""
-    rng = np.random.default_rng(seed)
-    obs = rng.normal(size=(n, 3)).astype(np.float32)
-    actions = rng.uniform(-1, 1, size=(n, 2)).astype(np.float32)
-    next_obs = obs + 0.1 * np.concatenate([actions, actions[:, :1]], axis=1) + 0.01 * rng.normal(size=(n, 3))
-    rewards = obs[:, 0] - actions[:, 0] ** 2
-    return {"observations": obs, "actions": actions, "next_observations": next_obs.astype(np.float32),
-            "rewards": rewards.astype(np.float32), "terminals": np.zeros(n, np.float32)}
 
 
 def test_gaussian_nll_by_hand():

@@ -8,17 +8,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import linear_system
 
 from offrl import checkpoint
 from offrl.buffer import ReplayBuffer
 from offrl.config import parse_config
 from offrl.data.scripted import make_pendulum_dataset
+from offrl.dynamics import DynamicsConfig, train_dynamics
+from offrl.dynamics_reward import DynamicsRewardConfig, learn_dynamics_reward, load_dynamics_reward, save_dynamics_reward
 from offrl.logging import read_metrics
 from offrl.model_based import mixed_sample, rollout
 from offrl.sac import ensemble_diversity
 from offrl.train import algorithm_module, train
 
 DATASET = "offrl/pendulum/model-v0"
+
 
 
 def test_masked_add_appends_only_valid_rows_in_order_and_wraps():
@@ -114,3 +118,66 @@ def test_model_based_configs_refuse_normalized_observations():
         parse_config(ravl.Config, "ravl", ["--normalize_observations", "True"])
     with pytest.raises(ValueError, match="whole epochs"):
         parse_config(ravl.Config, "ravl", ["--updates_per_epoch", "300"])
+
+
+class FakeEnsemble:
+    """Three members with fixed predictions: state changes +1, +2, +3, no noise; elites 0 and 1."""
+
+    elites = jnp.array([0, 1])
+
+    def predict(self, obs, action):
+        change = jnp.array([1.0, 2.0, 3.0])[:, None, None] * jnp.ones((3, obs.shape[0], obs.shape[1]))
+        mean = jnp.concatenate([change, jnp.full((3, obs.shape[0], 1), 7.0)], axis=-1)
+        return mean, jnp.zeros_like(mean) + 1e-8
+
+
+def test_morec_filter_keeps_the_best_candidate_and_cuts_below_the_threshold():
+    morec = algorithm_module("morec")
+    config = morec.Config(samples_per_elite=2, reward_threshold=0.6)
+    step = morec.filtered_step(config)
+    # the dynamics reward prefers a state change near +2 in row 0, near +1 in row 1, and
+    # rates everything low in row 2
+    target = jnp.array([2.0, 1.0, 2.0])
+    scale = jnp.array([0.9, 0.9, 0.3])
+    reward_fn = lambda obs, action, candidates: scale * jnp.exp(-(candidates[..., 0] - obs[:, 0] - target) ** 2)  # noqa: E731
+    obs = jnp.zeros((3, 2))
+    next_obs, reward, uncertainty, keep = step((FakeEnsemble(), reward_fn), obs, jnp.zeros((3, 1)),
+                                               jax.random.PRNGKey(0))
+    np.testing.assert_allclose(np.asarray(next_obs[:, 0]), [2.0, 1.0, 2.0], atol=1e-5)  # argmax over elites only
+    np.testing.assert_allclose(np.asarray(reward), 7.0, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(keep), [True, True, False])
+
+
+def test_dynamics_reward_tells_dataset_transitions_from_a_wrong_model(tmp_path):
+    data = linear_system(3000)
+    wrong = dict(data, next_observations=data["next_observations"] + 0.3)  # the model learns s' off by 0.3
+    model, _ = train_dynamics(wrong, DynamicsConfig(num_members=3, num_elites=2, hidden_dims=(32, 32),
+                                                    batch_size=64, max_epochs=30, epochs_per_call=10), log=None)
+    # a frozen generator (lr 0, no NLL): the discriminators learn real against the wrong model
+    config = DynamicsRewardConfig(hidden_dims=(32, 32), iterations=600, keep_every=20, max_kept=10,
+                                  generator_lr=0.0, nll_weight=0.0, discriminator_lr=1e-3)
+    reward, report = learn_dynamics_reward(model, data, config)
+    assert report.kept == 10
+    assert report.real_reward_mean > 0.6 > report.model_reward_mean
+    obs, actions = jnp.asarray(data["observations"][:50]), jnp.asarray(data["actions"][:50])
+    candidates = jnp.stack([jnp.asarray(data["next_observations"][:50])] * 4)
+    scores = reward(obs, actions, candidates)
+    assert scores.shape == (4, 50) and bool(jnp.all((scores > 0) & (scores < 1)))
+    save_dynamics_reward(reward, report, tmp_path)
+    np.testing.assert_array_equal(np.asarray(load_dynamics_reward(tmp_path, model)(obs, actions, candidates)),
+                                  np.asarray(scores))
+
+
+def test_morec_trains_with_filtered_rollouts(pendulum_data, tmp_path):
+    morec = algorithm_module("morec")
+    config = parse_config(morec.Config, "morec", [
+        "--dataset", DATASET, "--num_updates", "200", "--log_every", "200", "--updates_per_epoch", "100",
+        "--eval_every", "200", "--eval_episodes", "2", "--checkpoint_every", "200", "--rollout_batch", "64",
+        "--rollout_length", "10", "--hidden_dims", "32", "32", "--dynamics_max_epochs", "3",
+        "--reward_iterations", "100", "--reward_max_kept", "5", "--wandb", "disabled",
+        "--run_dir", str(tmp_path / "morec")])
+    result = train(morec.make, config, "morec", show_progress=False, make_program=morec.program)
+    assert (result.run_dir / "dynamics" / "dynamics_reward.json").is_file()
+    rows = read_metrics(result.run_dir)
+    assert all(0.0 <= row["model/valid_fraction"] <= 1.0 for row in rows)
+    assert np.isfinite(result.final_eval["eval/return"]).all()
