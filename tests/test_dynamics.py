@@ -115,3 +115,28 @@ def test_termination_classifier_learns_a_threshold_rule():
     assert (predicted == (test[:, 0] > 1.5)).mean() > 0.95
     with pytest.raises(ValueError, match="no terminal"):
         train_termination_classifier({"next_observations": next_obs, "terminals": np.zeros(4000)})
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"])
+def test_simulator_rebuilt_from_observations_replays_the_env(env_id):
+    from offrl.simulator import Simulator
+
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    observations, actions, expected, rewards = [], [], [], []
+    for _ in range(30):
+        action = rng.uniform(-1, 1, env.action_space.shape)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        observations.append(obs), actions.append(action), expected.append(next_obs), rewards.append(reward)
+        obs = next_obs
+        if terminated or truncated:
+            break
+    simulator = Simulator(env_id)
+    observations = np.array(observations)
+    predicted, predicted_rewards, _ = simulator.step(observations, np.array(actions))
+    # Hopper and Walker2d clip observed velocities to [-10, 10]: a state is lost where they hit it
+    exact = np.abs(observations[:, simulator.nq - 1:]).max(axis=1) < 10.0
+    assert exact.sum() >= 3
+    np.testing.assert_allclose(predicted[exact], np.array(expected)[exact], atol=1e-4)
+    np.testing.assert_allclose(predicted_rewards[exact], np.array(rewards)[exact], atol=1e-4)
