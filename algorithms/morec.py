@@ -32,7 +32,7 @@ from offrl.dynamics_reward import (
     load_dynamics_reward,
     save_dynamics_reward,
 )
-from offrl.model_based import ModelBasedConfig, model_based_program
+from offrl.model_based import ModelBasedConfig, dynamics_for, model_based_program
 from offrl.sac import make_sac
 from offrl.train import main as train_main
 
@@ -90,8 +90,10 @@ def filtered_step(config: Config):
     return step
 
 
-def with_dynamics_reward(model, config: Config, data, run_dir: Path):
-    """Learn the dynamics reward once per run (saved beside the ensemble) and pair it with the model."""
+def with_dynamics_reward(config: Config, dataset, data, run_dir: Path):
+    """The run's dynamics ensemble paired with its dynamics reward, learned once per run and
+    saved beside the ensemble."""
+    model = dynamics_for(config, dataset, data, run_dir)
     directory = run_dir / "dynamics"
     if (directory / "dynamics_reward.json").is_file():
         return model, load_dynamics_reward(directory, model)

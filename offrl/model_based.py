@@ -178,17 +178,15 @@ def dynamics_for(config: ModelBasedConfig, dataset: OfflineDataset, data, run_di
     return model
 
 
-def model_based_program(model_step: ModelStep = plain_model_step, prepare: Callable | None = None):
+def model_based_program(model_step: ModelStep = plain_model_step, prepare: Callable = dynamics_for):
     """A `make_program` for offrl.train.train that trains `algorithm` on model rollouts.
 
-    `prepare(model, config, data, run_dir)` may turn the dynamics ensemble into whatever
-    `model_step` takes as its model (MOREC adds its dynamics reward)."""
+    `prepare(config, dataset, data, run_dir)` gives the model that `model_step` takes:
+    the dynamics ensemble by default; MOREC pairs it with its dynamics reward."""
 
     def make_program(algorithm: Algorithm, config: ModelBasedConfig, seeds: list[int], data,
                      dataset: OfflineDataset, run_dir: Path) -> TrainProgram:
-        model = dynamics_for(config, dataset, data, run_dir)
-        if prepare is not None:
-            model = prepare(model, config, data, run_dir)
+        model = prepare(config, dataset, data, run_dir)
         terminal_fn, origin = termination_for(config, dataset, config.eval_env or (
             dataset.metadata.eval_env_spec.id if dataset.metadata.eval_env_spec else None))
         print(f"imagined transitions terminate by: {origin}")

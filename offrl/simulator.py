@@ -9,6 +9,8 @@ x only through its change within a step). Hopper and Walker2d clip observed velo
 from __future__ import annotations
 
 import gymnasium as gym
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -37,3 +39,18 @@ class Simulator:
             rewards.append(reward)
             terminated.append(done)
         return (np.asarray(next_obs, np.float32), np.asarray(rewards, np.float32), np.asarray(terminated, bool))
+
+
+def simulator_step(env_id: str):
+    """A model step (offrl.model_based.ModelStep) that calls the true simulator from inside
+    the compiled loop (a host callback, row by row): the edge-of-reach check trains a
+    model-based agent on perfect dynamics. The model argument is unused; uncertainty is 0."""
+    simulator = Simulator(env_id)
+
+    def step(model, obs, action, rng):
+        shapes = (jax.ShapeDtypeStruct(obs.shape, jnp.float32), jax.ShapeDtypeStruct(obs.shape[:1], jnp.float32),
+                  jax.ShapeDtypeStruct(obs.shape[:1], jnp.bool_))
+        next_obs, reward, _ = jax.pure_callback(simulator.step, shapes, obs, action, vmap_method="sequential")
+        return next_obs, reward, jnp.zeros_like(reward), jnp.ones(obs.shape[0], dtype=bool)
+
+    return step

@@ -1,0 +1,91 @@
+"""Experiment: the edge-of-reach check of Sims et al. (2024) with the true simulator as the model.
+
+    python experiments/edge_of_reach.py --dataset offrl/hopper/medium-v0 [--updates 100000] [--seeds 0,1,2]
+
+Model-based training where every imagined step is the real MuJoCo step (offrl.simulator):
+model error is zero, so whatever goes wrong is the edge-of-reach problem. Two agents on
+the same rollouts (5 steps from dataset states, 5% real data, no reward penalty, since a
+perfect model has no uncertainty):
+- "MOPO-style": SAC with 2 critics, the recipe that trusts the model;
+- RAVL: SAC with 10 critics and EDAC's diversity loss.
+The paper's claim: the first one's Q-values blow up and its score collapses, RAVL's do not.
+Writes experiments/results/edge_of_reach_<dataset>.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from offrl.config import dataset_config_name, parse_config  # noqa: E402
+from offrl.data import read_metadata  # noqa: E402
+from offrl.logging import read_metrics  # noqa: E402
+from offrl.model_based import model_based_program  # noqa: E402
+from offrl.simulator import simulator_step  # noqa: E402
+from offrl.train import REPO_ROOT, algorithm_module, train  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+AGENTS = {"mopo_style": ["--num_critics", "2", "--eta", "0.0", "--hidden_dims", "256", "256"],
+          "ravl": []}
+
+
+def no_model(config, dataset, data, run_dir):
+    return None  # the simulator step needs no learned model
+
+
+def curves(run_dir: Path, key: str) -> dict[int, list[tuple[int, float]]]:
+    rows = [row for row in read_metrics(run_dir) if key in row]
+    return {seed: [(row["step"], row[key]) for row in rows if row["seed"] == seed]
+            for seed in sorted({row["seed"] for row in rows})}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="offrl/hopper/medium-v0")
+    parser.add_argument("--updates", type=int, default=100_000)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--rollout-batch", type=int, default=5000)
+    args = parser.parse_args()
+    env_id = read_metadata(args.dataset).eval_env_spec.id
+    ravl = algorithm_module("ravl")
+    program = model_based_program(simulator_step(env_id), prepare=no_model)
+    name = dataset_config_name(args.dataset)
+    results = {}
+    for agent, extra in AGENTS.items():
+        config = parse_config(ravl.Config, "ravl", [
+            "--dataset", args.dataset, "--num_updates", str(args.updates), "--seeds", args.seeds,
+            "--eval_every", str(max(args.updates // 10, 1000)), "--checkpoint_every", str(args.updates),
+            "--rollout_batch", str(args.rollout_batch), "--wandb", "disabled",
+            "--run_dir", str(REPO_ROOT / "runs" / "edge_of_reach" / f"{agent}_{name}"), *extra])
+        result = train(ravl.make, config, agent, make_program=program)
+        results[agent] = {"q_mean": curves(result.run_dir, "q_mean"),
+                          "score": curves(result.run_dir, "eval/normalized_score"),
+                          "final_score": result.final_eval["eval/normalized_score"].tolist()}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"edge_of_reach_{name}.json").write_text(json.dumps(
+        {"dataset": args.dataset, "updates": args.updates, "seeds": args.seeds,
+         "rollout_batch": args.rollout_batch, "agents": results}, indent=1))
+    figure, (q_axis, score_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for agent, result in results.items():
+        for seed, points in result["q_mean"].items():
+            q_axis.plot(*zip(*points), label=f"{agent} seed {seed}")
+        for seed, points in result["score"].items():
+            score_axis.plot(*zip(*points), marker="o", label=f"{agent} seed {seed}")
+    q_axis.set(xlabel="updates", ylabel="mean Q on training batches", yscale="symlog", title="Q-values")
+    score_axis.set(xlabel="updates", ylabel="normalized score", title=f"{name}, true dynamics")
+    q_axis.legend(fontsize=7)
+    figure.savefig(RESULTS / f"edge_of_reach_{name}.png", dpi=100, bbox_inches="tight")
+    for agent, result in results.items():
+        final_q = [points[-1][1] for points in result["q_mean"].values()]
+        print(f"{agent}: final Q {np.mean(final_q):.1f}, final score {np.mean(result['final_score']):.1f}")
+
+
+if __name__ == "__main__":
+    main()
