@@ -1,0 +1,113 @@
+"""Experiment: how far imagined rollouts drift from the real ones, against the horizon.
+
+    python experiments/model_accuracy.py --dataset offrl/hopper/medium-v0 [--dynamics DIR] [--horizon 100]
+
+From dataset states that have `horizon` more steps in their episode, replay the dataset's
+own actions through:
+- the plain ensemble (a random elite per step, sampled, as RAVL and MOPO roll out);
+- the ensemble with MOREC's filter (the candidate with the highest dynamics reward);
+- the true simulator (offrl.simulator), set from the same observations.
+The error at step t is the L2 distance to the dataset's recorded state s_t. The simulator
+line checks the replay itself (it is zero except where Hopper/Walker2d clip observed
+velocities). For MOREC the fraction of rollouts whose chosen dynamics reward is still
+above the threshold is reported too. Writes experiments/results/model_accuracy_<dataset>.json/.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from offrl.config import dataset_config_name  # noqa: E402
+from offrl.data import load_dataset  # noqa: E402
+from offrl.dynamics import DynamicsConfig, load_dynamics, save_dynamics, train_dynamics  # noqa: E402
+from offrl.dynamics_reward import learn_dynamics_reward, load_dynamics_reward, save_dynamics_reward  # noqa: E402
+from offrl.simulator import Simulator  # noqa: E402
+from offrl.train import REPO_ROOT, algorithm_module  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def start_rows(dataset, horizon: int, count: int, seed: int) -> np.ndarray:
+    """Rows with `horizon` more steps in the same episode and no termination before them."""
+    ends = np.append(dataset.episode_starts[1:], dataset.num_transitions)
+    rows = [row for start, end in zip(dataset.episode_starts, ends)
+            for row in range(start, end - horizon + 1) if not dataset.terminals[row:row + horizon - 1].any()]
+    return np.random.default_rng(seed).choice(np.array(rows), min(count, len(rows)), replace=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="offrl/hopper/medium-v0")
+    parser.add_argument("--dynamics", type=Path, help="a saved ensemble (and dynamics reward); default: train one")
+    parser.add_argument("--horizon", type=int, default=100)
+    parser.add_argument("--starts", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    dataset = load_dataset(args.dataset)
+    name = dataset_config_name(args.dataset)
+    arrays = {key: getattr(dataset, key) for key in ("observations", "actions", "next_observations", "rewards")}
+    directory = args.dynamics or REPO_ROOT / "runs" / "model_accuracy" / name
+    if (directory / "dynamics.json").is_file():
+        model = load_dynamics(directory)
+    else:
+        model, report = train_dynamics(arrays, DynamicsConfig())
+        save_dynamics(model, report, directory)
+    morec = algorithm_module("morec")
+    config = morec.Config()
+    if (directory / "dynamics_reward.json").is_file():
+        reward = load_dynamics_reward(directory, model)
+    else:
+        reward, reward_report = learn_dynamics_reward(model, arrays)
+        save_dynamics_reward(reward, reward_report, directory)
+
+    rows = start_rows(dataset, args.horizon, args.starts, args.seed)
+    truth = np.stack([dataset.next_observations[rows + t] for t in range(args.horizon)])  # (horizon, starts, obs)
+    actions = np.stack([dataset.actions[rows + t] for t in range(args.horizon)])
+    plain_step = jax.jit(model.step)
+    filtered_step = jax.jit(lambda o, a, key: morec.filtered_step(config)((model, reward), o, a, key))
+    simulator = Simulator(dataset.metadata.eval_env_spec.id)
+    states = {"plain ensemble": jnp.asarray(dataset.observations[rows]),
+              "MOREC filter": jnp.asarray(dataset.observations[rows]),
+              "true simulator": dataset.observations[rows]}
+    errors = {key: [] for key in states}
+    above_threshold, alive = [], np.ones(len(rows), bool)
+    key = jax.random.PRNGKey(args.seed)
+    for t in range(args.horizon):
+        key, plain_key, filter_key = jax.random.split(key, 3)
+        states["plain ensemble"] = plain_step(states["plain ensemble"], jnp.asarray(actions[t]), plain_key)[0]
+        next_obs, _, _, keep = filtered_step(states["MOREC filter"], jnp.asarray(actions[t]), filter_key)
+        states["MOREC filter"] = next_obs
+        alive &= np.asarray(keep)
+        above_threshold.append(float(alive.mean()))
+        states["true simulator"] = simulator.step(states["true simulator"], actions[t])[0]
+        for method, state in states.items():
+            errors[method].append(float(np.linalg.norm(np.asarray(state) - truth[t], axis=-1).mean()))
+
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"model_accuracy_{name}.json").write_text(json.dumps({
+        "dataset": args.dataset, "horizon": args.horizon, "starts": len(rows), "mean_l2_error": errors,
+        "morec_still_above_threshold": above_threshold, "threshold": config.reward_threshold}, indent=1))
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for method, values in errors.items():
+        axis.plot(range(1, args.horizon + 1), values, label=method)
+    axis.set(xlabel="rollout step", ylabel="mean L2 state error", yscale="log", title=name)
+    axis.legend()
+    figure.savefig(RESULTS / f"model_accuracy_{name}.png", dpi=100, bbox_inches="tight")
+    for t in sorted({1, 5, 10, 25, 50, args.horizon}):
+        if t <= args.horizon:
+            print(f"step {t:>3}: " + ", ".join(f"{m} {errors[m][t - 1]:.3f}" for m in errors)
+                  + f"; MOREC above threshold {above_threshold[t - 1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
