@@ -4,6 +4,8 @@
     offrl datasets info ID
     offrl datasets convert {d4rl,neorl,neorl2} FILE [--id ID] [--overwrite] [--ref-min-score X --ref-max-score Y] [--eval-env ENV]
     offrl datasets generate NAME [--steps N] [--seed S] [--overwrite] [--policies DIR]
+    offrl datasets split-labels ID [--labelled 0.1] [--from lowest-return-50%] [--seed S]
+    offrl datasets proxy-label --labelled ID1 --unlabelled ID2 --out ID3 [--ensemble N]
     offrl datasets remove ID
 """
 
@@ -86,6 +88,27 @@ def datasets_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def datasets_split_labels(args: argparse.Namespace) -> int:
+    from offrl.data.labels import split_labels
+
+    result = split_labels(args.id, args.labelled, args.selection, args.seed, args.labelled_id,
+                          args.unlabelled_id, args.overwrite)
+    console.print(f"Wrote [bold]{result.labelled_id}[/] ({result.labelled_episodes:,} trajectories with actions) "
+                  f"and [bold]{result.unlabelled_id}[/] ({result.unlabelled_episodes:,} action-free)")
+    return 0
+
+
+def datasets_proxy_label(args: argparse.Namespace) -> int:
+    from offrl.idm import IDMConfig, proxy_label  # imports jax: only for this command
+
+    config = IDMConfig(epochs=args.epochs, ensemble=args.ensemble, seed=args.seed)
+    result = proxy_label(args.labelled, args.unlabelled, args.out, config, args.overwrite)
+    console.print(f"Wrote [bold]{result.dataset_id}[/]: {result.labelled_steps:,} logged and "
+                  f"{result.proxy_steps:,} proxy actions; IDM validation action MSE "
+                  f"{result.report.validation_action_mse:.4f} ([-1, 1] units) after {result.report.epochs} epochs")
+    return 0
+
+
 def datasets_remove(args: argparse.Namespace) -> int:
     data.remove_dataset(args.id)
     console.print(f"Removed {args.id}")
@@ -125,6 +148,25 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--num-envs", type=int, default=16, help="environments stepped side by side")
     generate.add_argument("--workers", type=int, help="processes stepping them (default: one per core)")
     generate.set_defaults(run=datasets_generate)
+    split = actions.add_parser("split-labels", help="split into a labelled and an action-free dataset")
+    split.add_argument("id")
+    split.add_argument("--labelled", type=float, default=0.1, help="fraction of trajectories that keep actions")
+    split.add_argument("--from", dest="selection", default="lowest-return-50%",
+                       help="uniform | lowest-return-P%% | highest-return-P%%: the pool labelled ones come from")
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--labelled-id", help="default: <id>-labelled<P>-v0")
+    split.add_argument("--unlabelled-id", help="default: <id>-unlabelled<100-P>-v0")
+    split.add_argument("--overwrite", action="store_true")
+    split.set_defaults(run=datasets_split_labels)
+    proxy = actions.add_parser("proxy-label", help="label action-free trajectories with an inverse dynamics model")
+    proxy.add_argument("--labelled", required=True, help="dataset with actions (trains the IDM)")
+    proxy.add_argument("--unlabelled", required=True, help="action-free dataset to label")
+    proxy.add_argument("--out", required=True, help="id of the labelled result")
+    proxy.add_argument("--ensemble", type=int, default=1, help="IDMs whose spread gives per-step uncertainty")
+    proxy.add_argument("--epochs", type=int, default=100)
+    proxy.add_argument("--seed", type=int, default=0)
+    proxy.add_argument("--overwrite", action="store_true")
+    proxy.set_defaults(run=datasets_proxy_label)
     remove = actions.add_parser("remove", help="delete a local dataset")
     remove.add_argument("id")
     remove.set_defaults(run=datasets_remove)

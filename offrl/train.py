@@ -22,7 +22,7 @@ from flax import serialization
 
 from offrl import checkpoint
 from offrl.config import TrainConfig, dataset_config_name, parse_config, save_config
-from offrl.data import OfflineDataset, Preprocessing, fit_preprocessing, load_dataset
+from offrl.data import DatasetError, OfflineDataset, Preprocessing, fit_preprocessing, load_dataset
 from offrl.evaluate import evaluate_policy, make_policy
 from offrl.learner import Algorithm, init_states, make_train_steps, sample_uniform, seed_slice
 from offrl.logging import RunLogger
@@ -111,6 +111,11 @@ def offline_program(algorithm: Algorithm, config: TrainConfig, seeds: list[int],
 def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_progress: bool = True,
           make_program: Callable[..., TrainProgram] = offline_program) -> RunResult:
     dataset = load_dataset(config.dataset)
+    if dataset.metadata.actions_missing:
+        raise DatasetError(
+            f"Dataset '{config.dataset}' is action-free (states and rewards only), so no algorithm can "
+            "train on it. Give it proxy actions first: `offrl datasets proxy-label --labelled ID "
+            f"--unlabelled {config.dataset} --out NEW_ID`, then train on NEW_ID.")
     run_dir = Path(config.resume or config.run_dir or default_run_dir(algo, config.dataset, config.seeds))
     run_dir.mkdir(parents=True, exist_ok=True)
     if config.resume:

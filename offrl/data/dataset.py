@@ -9,6 +9,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.registration import EnvSpec
 
+from offrl.data.episodes import Episode
 from offrl.data.errors import DatasetError
 from offrl.data.reference import normalized_score
 
@@ -34,6 +35,11 @@ class DatasetMetadata:
     ref_min_score: float | None = None
     ref_max_score: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # offrl's own metadata (provenance, ...)
+
+    @property
+    def actions_missing(self) -> bool:
+        """An action-free dataset (states and rewards only): its actions are NaN."""
+        return self.extra.get("actions") == "missing"
 
     @property
     def has_reference_scores(self) -> bool:
@@ -67,6 +73,7 @@ class OfflineDataset:
     timeouts: np.ndarray
     episode_starts: np.ndarray
     metadata: DatasetMetadata
+    proxy_actions: np.ndarray | None = None  # per transition: the action is an IDM's label, not the logged one
 
     @property
     def dataset_id(self) -> str:
@@ -129,6 +136,15 @@ class OfflineDataset:
         if self.metadata.has_reference_scores:
             stats["normalized_return_mean"] = float(self.normalized_score(returns.mean()))
         return stats
+
+    def episodes(self) -> list[Episode]:
+        """The dataset cut back into episodes (observations include each final next state)."""
+        ends = np.append(self.episode_starts[1:], self.num_transitions)
+        return [Episode(observations=np.concatenate([self.observations[start:end], self.next_observations[end - 1:end]]),
+                        actions=self.actions[start:end], rewards=self.rewards[start:end],
+                        terminations=self.terminals[start:end].astype(bool),
+                        truncations=self.timeouts[start:end].astype(bool))
+                for start, end in zip(self.episode_starts, ends)]
 
     def transitions(self) -> dict[str, np.ndarray]:
         """The transition arrays by name (with next_actions), e.g. to move them onto a device."""

@@ -141,7 +141,7 @@ def load_dataset(dataset_id: str, download: bool = False) -> OfflineDataset:
     flat_dim(act_space, "action")
 
     columns: dict[str, list[np.ndarray]] = {key: [] for key in
-                                            ("obs", "next_obs", "act", "rew", "term", "trunc")}
+                                            ("obs", "next_obs", "act", "rew", "term", "trunc", "proxy")}
     lengths = []
     try:
         for episode in storage.get_episodes(range(storage.total_episodes)):
@@ -158,6 +158,8 @@ def load_dataset(dataset_id: str, download: bool = False) -> OfflineDataset:
             columns["rew"].append(episode["rewards"])
             columns["term"].append(episode["terminations"])
             columns["trunc"].append(episode["truncations"])
+            if "proxy_action" in (episode.get("infos") or {}):
+                columns["proxy"].append(np.asarray(episode["infos"]["proxy_action"], bool))
             lengths.append(steps)
     except (OSError, KeyError) as error:
         raise DatasetFormatError(
@@ -170,6 +172,8 @@ def load_dataset(dataset_id: str, download: bool = False) -> OfflineDataset:
     def stack(key: str) -> np.ndarray:
         return np.concatenate(columns.pop(key)).astype(np.float32, copy=False)
 
+    proxy = np.concatenate(columns.pop("proxy")) if len(columns["proxy"]) == len(lengths) else None
+
     dataset = OfflineDataset(
         observations=stack("obs"),
         next_observations=stack("next_obs"),
@@ -179,8 +183,12 @@ def load_dataset(dataset_id: str, download: bool = False) -> OfflineDataset:
         timeouts=stack("trunc").reshape(-1),
         episode_starts=np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64),
         metadata=metadata,
+        proxy_actions=proxy,
     )
-    check_arrays(dataset.transitions(), f"dataset '{dataset_id}'")
+    arrays = dataset.transitions()
+    if metadata.actions_missing:  # NaN actions by design; everything else must be finite
+        arrays = {key: value for key, value in arrays.items() if key not in ("actions", "next_actions")}
+    check_arrays(arrays, f"dataset '{dataset_id}'")
     return dataset
 
 

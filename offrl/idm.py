@@ -1,0 +1,222 @@
+"""An inverse dynamics model (IDM) and proxy labelling of action-free trajectories
+(Zheng et al. 2023, "Semi-Supervised Offline Reinforcement Learning with Action-Free
+Trajectories").
+
+The IDM predicts a_t from a window of normalized states (s_{t-1}, s_t, s_{t+1}) (at an
+episode's first step s_{t-1} repeats s_t): a tanh-squashed diagonal Gaussian over an MLP
+[1024, 1024] with dropout 0.1, trained by negative log-likelihood (lr 1e-4, batch 1024)
+on the labelled trajectories with 10% of their transitions held out; the parameters that
+did best on the held-out split are kept. An optional ensemble of IDMs (each with its own
+init and batch order) gives a per-step uncertainty: the spread of the members' mean actions.
+
+    offrl datasets proxy-label --labelled ID1 --unlabelled ID2 --out ID3
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from gymnasium import spaces
+
+from offrl.data import DatasetError, OfflineDataset, load_dataset, write_dataset
+from offrl.nets import tanh_gaussian_log_prob
+
+ACTION_EDGE = 1.0 - 1e-4  # logged actions at the bounds are pulled inside for atanh
+
+
+@dataclass(frozen=True)
+class IDMConfig:
+    """Defaults from the paper (../shared/REFERENCE.md)."""
+
+    hidden_dims: tuple[int, ...] = (1024, 1024)
+    dropout: float = 0.1
+    learning_rate: float = 1e-4
+    batch_size: int = 1024
+    validation_fraction: float = 0.1
+    epochs: int = 100
+    patience: int = 10  # epochs without a better validation NLL before stopping
+    ensemble: int = 1
+    seed: int = 0
+
+
+class InverseDynamics(nn.Module):
+    action_dim: int
+    hidden_dims: tuple[int, ...] = (1024, 1024)
+    dropout: float = 0.1
+
+    @nn.compact
+    def __call__(self, windows, train: bool = False):
+        x = windows
+        for width in self.hidden_dims:
+            x = nn.relu(nn.Dense(width)(x))
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        mean, log_std = jnp.split(nn.Dense(2 * self.action_dim)(x), 2, axis=-1)
+        return mean, jnp.clip(log_std, -5.0, 2.0)
+
+
+def state_windows(observations: np.ndarray, next_observations: np.ndarray, episode_starts: np.ndarray) -> np.ndarray:
+    """(s_{t-1}, s_t, s_{t+1}) for every transition; s_{t-1} = s_t at an episode's first step."""
+    previous = np.empty_like(observations)
+    previous[1:] = observations[:-1]
+    previous[episode_starts] = observations[episode_starts]
+    return np.concatenate([previous, observations, next_observations], axis=1)
+
+
+def unit_actions(actions: np.ndarray, action_space: spaces.Box) -> np.ndarray:
+    """Env actions -> [-1, 1] (the tanh range)."""
+    low, high = action_space.low, action_space.high
+    return np.clip(2.0 * (actions - low) / (high - low) - 1.0, -ACTION_EDGE, ACTION_EDGE).astype(np.float32)
+
+
+class IDM(flax.struct.PyTreeNode):
+    """A trained IDM (or ensemble), with its input normalization and action bounds."""
+
+    params: dict  # leading ensemble axis
+    window_mean: jax.Array
+    window_std: jax.Array
+    action_low: jax.Array
+    action_high: jax.Array
+    hidden_dims: tuple[int, ...] = flax.struct.field(pytree_node=False)
+
+    def predict(self, windows) -> tuple[jax.Array, jax.Array]:
+        """Mean actions in env units, averaged over the ensemble, and the ensemble's spread
+        (std of the members' mean actions, averaged over action dims; 0 for one member)."""
+        network = InverseDynamics(self.action_low.shape[0], self.hidden_dims)
+        normalized = (windows - self.window_mean) / self.window_std
+        means = jax.vmap(lambda p: jnp.tanh(network.apply(p, normalized)[0]))(self.params)
+        actions = self.action_low + (means.mean(0) + 1.0) * 0.5 * (self.action_high - self.action_low)
+        return actions, means.std(0).mean(-1)
+
+
+@dataclass
+class IDMReport:
+    epochs: int
+    seconds: float
+    validation_nll: float
+    validation_action_mse: float  # mean squared error of the mean action, [-1, 1] units
+    history: list[float] = field(default_factory=list)
+
+
+def train_idm(dataset: OfflineDataset, config: IDMConfig = IDMConfig(), log=print) -> tuple[IDM, IDMReport]:
+    began = time.perf_counter()
+    action_space = spaces.flatten_space(dataset.metadata.action_space)
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise DatasetError(f"'{dataset.dataset_id}' has an unbounded action space; the IDM's tanh-Gaussian "
+                           "needs bounded actions.")
+    windows = state_windows(dataset.observations, dataset.next_observations, dataset.episode_starts)
+    actions = unit_actions(dataset.actions, action_space)
+    order = np.random.default_rng(config.seed).permutation(len(windows))
+    validation_size = max(1, int(round(config.validation_fraction * len(windows))))
+    valid_rows, train_rows = order[:validation_size], order[validation_size:]
+    if len(train_rows) < config.batch_size:
+        raise DatasetError(f"{len(train_rows)} labelled training transitions are fewer than one batch "
+                           f"({config.batch_size}); label more trajectories or lower the batch size.")
+    mean, std = windows[train_rows].mean(0), windows[train_rows].std(0) + 1e-6
+    train_x, train_y = jnp.asarray((windows[train_rows] - mean) / std), jnp.asarray(actions[train_rows])
+    valid_x, valid_y = jnp.asarray((windows[valid_rows] - mean) / std), jnp.asarray(actions[valid_rows])
+    network = InverseDynamics(actions.shape[1], config.hidden_dims, config.dropout)
+    optimizer = optax.adam(config.learning_rate)
+    keys = jax.random.split(jax.random.PRNGKey(config.seed), config.ensemble)
+    params = jax.vmap(lambda key: network.init(key, train_x[:1]))(keys)
+    batches = len(train_rows) // config.batch_size
+
+    def nll(params, x, y, dropout_key=None):
+        train = dropout_key is not None
+        mean, log_std = network.apply(params, x, train, rngs={"dropout": dropout_key} if train else None)
+        return -tanh_gaussian_log_prob(mean, log_std, jnp.arctanh(y)).mean()
+
+    def validate(params):
+        mean, log_std = network.apply(params, valid_x)
+        return (-tanh_gaussian_log_prob(mean, log_std, jnp.arctanh(valid_y)).mean(),
+                ((jnp.tanh(mean) - valid_y) ** 2).mean())
+
+    @jax.jit
+    @jax.vmap
+    def epoch(params, opt_state, key):
+        order_key, dropout_key = jax.random.split(key)
+        rows = jax.random.permutation(order_key, train_x.shape[0])[: batches * config.batch_size]
+
+        def step(carry, inputs):
+            params, opt_state = carry
+            batch_rows, step_key = inputs
+            grads = jax.grad(nll)(params, train_x[batch_rows], train_y[batch_rows], step_key)
+            updates, opt_state = optimizer.update(grads, opt_state)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        (params, opt_state), _ = jax.lax.scan(step, (params, opt_state),
+                                              (rows.reshape(batches, -1), jax.random.split(dropout_key, batches)))
+        return params, opt_state, *validate(params)
+
+    opt_state = jax.vmap(optimizer.init)(params)
+    best_params, best_nll, best_mse = params, np.full(config.ensemble, np.inf), np.full(config.ensemble, np.inf)
+    history, since, epochs = [], 0, 0
+    key = jax.random.PRNGKey(config.seed + 1)
+    while epochs < config.epochs and since < config.patience:
+        key, epoch_key = jax.random.split(key)
+        params, opt_state, valid_nll, valid_mse = epoch(params, opt_state, jax.random.split(epoch_key, config.ensemble))
+        valid_nll, valid_mse = np.asarray(valid_nll), np.asarray(valid_mse)
+        better = valid_nll < best_nll
+        best_params = jax.tree.map(lambda new, old: jnp.where(
+            better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old), params, best_params)
+        best_nll, best_mse = np.where(better, valid_nll, best_nll), np.where(better, valid_mse, best_mse)
+        since = 0 if better.any() else since + 1
+        epochs += 1
+        history.append(float(valid_nll.mean()))
+        if log:
+            log(f"IDM epoch {epochs}: validation NLL {valid_nll.mean():.4f}, action MSE {valid_mse.mean():.4f}")
+    idm = IDM(best_params, jnp.asarray(mean), jnp.asarray(std), jnp.asarray(action_space.low, jnp.float32),
+              jnp.asarray(action_space.high, jnp.float32), tuple(config.hidden_dims))
+    return idm, IDMReport(epochs, time.perf_counter() - began, float(best_nll.mean()), float(best_mse.mean()), history)
+
+
+def label_actions(idm: IDM, dataset: OfflineDataset, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+    """IDM mean actions (env units) and their ensemble spread for every transition."""
+    windows = state_windows(dataset.observations, dataset.next_observations, dataset.episode_starts)
+    predict = jax.jit(idm.predict)
+    parts = [predict(jnp.asarray(windows[start:start + chunk])) for start in range(0, len(windows), chunk)]
+    return (np.concatenate([np.asarray(a) for a, _ in parts]).astype(np.float32),
+            np.concatenate([np.asarray(u) for _, u in parts]).astype(np.float32))
+
+
+@dataclass
+class ProxyLabelResult:
+    dataset_id: str
+    report: IDMReport
+    labelled_steps: int
+    proxy_steps: int
+
+
+def proxy_label(labelled_id: str, unlabelled_id: str, out_id: str, config: IDMConfig = IDMConfig(),
+                overwrite: bool = False, log=print) -> ProxyLabelResult:
+    """Write `out_id`: the labelled trajectories with their actions, then the action-free
+    ones with IDM mean actions; a per-step `proxy_action` flag (episode infos) marks which."""
+    labelled, unlabelled = load_dataset(labelled_id), load_dataset(unlabelled_id)
+    if labelled.metadata.actions_missing:
+        raise DatasetError(f"'{labelled_id}' is action-free; the IDM needs a labelled dataset.")
+    if labelled.observations.shape[1] != unlabelled.observations.shape[1]:
+        raise DatasetError(f"'{labelled_id}' and '{unlabelled_id}' have different observation sizes "
+                           f"({labelled.observations.shape[1]} and {unlabelled.observations.shape[1]}).")
+    idm, report = train_idm(labelled, config, log)
+    proxy, spread = label_actions(idm, unlabelled)
+    unlabelled.actions = proxy
+    episodes = labelled.episodes() + unlabelled.episodes()
+    flags = ([np.zeros(len(e.rewards), bool) for e in labelled.episodes()]
+             + [np.ones(len(e.rewards), bool) for e in unlabelled.episodes()])
+    meta = labelled.metadata
+    write_dataset(
+        out_id, episodes, spaces.flatten_space(meta.observation_space), spaces.flatten_space(meta.action_space),
+        eval_env=meta.eval_env_spec, ref_min_score=meta.ref_min_score, ref_max_score=meta.ref_max_score,
+        description=f"{labelled_id} with true actions plus {unlabelled_id} with IDM proxy actions.",
+        offrl_metadata={"source": "proxy-label", "labelled": labelled_id, "unlabelled": unlabelled_id,
+                        "idm": {**asdict(config), "report": {k: v for k, v in asdict(report).items() if k != "history"}},
+                        "idm_validation_action_mse": report.validation_action_mse,
+                        "proxy_spread_mean": float(spread.mean()) if config.ensemble > 1 else None},
+        episode_infos=[{"proxy_action": flag} for flag in flags], overwrite=overwrite)
+    return ProxyLabelResult(out_id, report, labelled.num_transitions, unlabelled.num_transitions)
