@@ -19,10 +19,11 @@ class ReplayBuffer(flax.struct.PyTreeNode):
     pointer: jax.Array  # next row to write
 
     @classmethod
-    def create(cls, capacity: int, obs_dim: int, act_dim: int) -> "ReplayBuffer":
-        widths = {"observations": obs_dim, "next_observations": obs_dim, "actions": act_dim}
+    def create(cls, capacity: int, obs_dim: int, act_dim: int, fields=TRANSITION_FIELDS) -> "ReplayBuffer":
+        """Zeros for `fields`: observation- and action-shaped ones by name, scalars otherwise."""
+        widths = {"observations": obs_dim, "next_observations": obs_dim, "actions": act_dim, "next_actions": act_dim}
         data = {key: jnp.zeros((capacity, widths[key]) if key in widths else (capacity,), jnp.float32)
-                for key in TRANSITION_FIELDS}
+                for key in fields}
         return cls(data=data, size=jnp.int32(0), pointer=jnp.int32(0))
 
     @property
@@ -39,7 +40,7 @@ class ReplayBuffer(flax.struct.PyTreeNode):
         count = valid.sum()
         # invalid rows get an out-of-range index, which the scatter drops
         rows = jnp.where(valid, (self.pointer + offsets) % self.capacity, self.capacity)
-        data = {key: self.data[key].at[rows].set(transitions[key], mode="drop") for key in TRANSITION_FIELDS}
+        data = {key: value.at[rows].set(transitions[key], mode="drop") for key, value in self.data.items()}
         return ReplayBuffer(data=data, size=jnp.minimum(self.size + count, self.capacity),
                             pointer=(self.pointer + count) % self.capacity)
 
@@ -50,5 +51,22 @@ def sample_replay(batch_size: int) -> Callable[[ReplayBuffer, jax.Array], dict[s
     def sample(buffer: ReplayBuffer, rng: jax.Array) -> dict[str, jax.Array]:
         index = jax.random.randint(rng, (batch_size,), 0, jnp.maximum(buffer.size, 1))
         return {key: value[index] for key, value in buffer.data.items()}
+
+    return sample
+
+
+def mixed_sample(batch_size: int, data_fraction: float):
+    """`data_fraction` of each batch uniformly from a dataset (a dict of arrays), the rest
+    from a replay buffer, for the buffer's fields: model-based batches (5% real) and
+    offline-to-online fine-tuning (50/50 in RLPD)."""
+    data_size = int(round(batch_size * data_fraction))
+    sample_buffer = sample_replay(batch_size - data_size)
+
+    def sample(data_and_buffer, rng):
+        data, buffer = data_and_buffer
+        data_rng, buffer_rng = jax.random.split(rng)
+        rows = jax.random.randint(data_rng, (data_size,), 0, data["observations"].shape[0])
+        from_buffer = sample_buffer(buffer, buffer_rng)
+        return {key: jnp.concatenate([data[key][rows], from_buffer[key]]) for key in buffer.data}
 
     return sample

@@ -70,23 +70,24 @@ class TrainConfig(RunConfig):
 
 @dataclass
 class OnlineConfig(RunConfig):
-    """Online training in a Gymnasium env. Periods count env steps of one seed."""
+    """Online training in a Gymnasium env. Periods count env steps (transitions) of one seed."""
 
     env: str = "Pendulum-v1"
     env_steps: int = 100_000
     num_envs: int = 1  # parallel envs per seed
     start_steps: int = 5000  # uniform random actions before the policy acts
     updates_per_step: int = 1  # update-to-data ratio
-    update_every: int = 50  # env steps collected between compiled chunks of updates
+    update_every: int = 50  # vector steps between compiled chunks of updates
     buffer_size: int = 1_000_000
     eval_every: int = 10_000
 
     def validate(self) -> None:
         super().validate()
+        chunk = self.update_every * self.num_envs
         for name in ("eval_every", "checkpoint_every", "env_steps", "start_steps"):
-            if getattr(self, name) % self.update_every:
-                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of "
-                                 f"update_every={self.update_every}.")
+            if getattr(self, name) % chunk:
+                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of update_every x num_envs "
+                                 f"= {chunk} (env steps between compiled update chunks).")
 
 
 def dataset_config_name(dataset_id: str) -> str:

@@ -79,14 +79,14 @@ def make_train_steps(
     update: Callable[[State, Batch, jax.Array, jax.Array], tuple[State, Metrics]],
     sample: Callable[[Any, jax.Array], Batch],
     num_updates: int,
-    data_per_seed: bool = False,
+    data_axes=None,
 ) -> Callable:
     """Compile `num_updates` updates for a stack of seeds.
 
     Returns train_steps(states, rngs, data, first_step) -> (states, rngs, metrics, finite):
-    states and rngs carry a leading seed axis; data is shared by all seeds, or has a
-    leading seed axis too with data_per_seed (each seed's own replay buffer); first_step is
-    shared; metrics are per-seed nan-means over the scanned updates; finite says, per seed, whether
+    states and rngs carry a leading seed axis; `data_axes` says which parts of data do too
+    (vmap in_axes: None, shared by all seeds; 0, per seed, e.g. replay buffers; or a tuple
+    for (dataset, buffers) pairs); first_step is shared; metrics are per-seed nan-means over the scanned updates; finite says, per seed, whether
     every float in the final state is finite. States and rngs are donated (updated in place).
     """
     run = scan_updates(update, sample, num_updates)
@@ -95,8 +95,7 @@ def make_train_steps(
         state, rng, metrics = run(state, rng, data, first_step)
         return state, rng, jax.tree.map(jnp.nanmean, metrics), all_finite(state)
 
-    data_axis = 0 if data_per_seed else None
-    return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, data_axis, None)), donate_argnums=(0, 1))
+    return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, data_axes, None)), donate_argnums=(0, 1))
 
 
 def init_states(algorithm: Algorithm, seeds: list[int]) -> tuple[State, jax.Array]:

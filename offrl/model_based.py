@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from offrl.buffer import TRANSITION_FIELDS, ReplayBuffer, sample_replay
+from offrl.buffer import ReplayBuffer, mixed_sample
 from offrl.config import TrainConfig
 from offrl.data import OfflineDataset
 from offrl.dynamics import (
@@ -39,7 +39,7 @@ from offrl.dynamics import (
     train_dynamics,
     train_termination_classifier,
 )
-from offrl.learner import Algorithm, all_finite, init_states, sample_uniform, scan_updates
+from offrl.learner import Algorithm, all_finite, init_states, scan_updates
 from offrl.train import TrainProgram
 
 # (model, obs, action, rng) -> (next_obs, reward, uncertainty, keep): `keep` False ends a
@@ -119,22 +119,6 @@ def rollout(model: DynamicsModel, model_step: ModelStep, terminal_fn, act, agent
              "model/uncertainty": jnp.sum(uncertainty * valid) / jnp.maximum(valid.sum(), 1),
              "model/reward": jnp.sum(reward * valid) / jnp.maximum(valid.sum(), 1)}
     return flat, valid.reshape(-1), stats
-
-
-def mixed_sample(batch_size: int, real_ratio: float):
-    """real_ratio * batch_size dataset transitions, the rest from the model buffer."""
-    real_size = int(round(batch_size * real_ratio))
-    sample_real = sample_uniform(real_size)
-    sample_model = sample_replay(batch_size - real_size)
-
-    def sample(data_and_buffer, rng):
-        data, buffer = data_and_buffer
-        real_rng, model_rng = jax.random.split(rng)
-        real = sample_real({key: data[key] for key in TRANSITION_FIELDS}, real_rng)
-        imagined = sample_model(buffer, model_rng)
-        return {key: jnp.concatenate([real[key], imagined[key]]) for key in TRANSITION_FIELDS}
-
-    return sample
 
 
 def make_epochs(algorithm: Algorithm, config: ModelBasedConfig, model_step: ModelStep, terminal_fn) -> Callable:

@@ -1,9 +1,20 @@
-"""Online training: Gymnasium interaction, a device-resident replay buffer, and the loop.
+"""Online training in Gymnasium environments: from scratch (SAC) or fine-tuning an
+offline-trained agent with mixed offline/online replay.
 
-Each seed gets `num_envs` environments of its own and a replay buffer of its own; the
-acting of all seeds is one vmapped call, and every `update_every` env steps one compiled
-chunk of `update_every * num_envs * updates_per_step` updates runs for all seeds (so the
-host and device meet once per chunk, not once per step).
+Each seed gets `num_envs` environments and a device-resident replay buffer of its own;
+the acting of all seeds is one jitted call per vector step, and every `update_every`
+vector steps one compiled chunk of updates runs for all seeds (update-to-data ratio
+`updates_per_step`). When fine-tuning, each batch takes `online_ratio` of its rows from
+the online buffer and the rest from the offline dataset (0.5 is RLPD's symmetric sampling).
+
+Online data goes through the run's preprocessing (observation normalization, reward
+transform, action rescaling), so it matches the offline data. A transition enters the
+buffer once the next action is known (ReBRAC's critic penalty uses it); at an episode's
+end its own action stands in, as in the offline datasets.
+
+The loop's state (algorithm states, rngs, buffers, action keys, env step) is checkpointed
+whole: a killed run resumes with its online buffer. The environments themselves cannot be
+saved: a resumed run starts fresh episodes (seeded by the env step).
 """
 
 from __future__ import annotations
@@ -12,7 +23,9 @@ import dataclasses
 import functools
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import gymnasium as gym
 import jax
@@ -21,12 +34,46 @@ import numpy as np
 from gymnasium import spaces
 
 from offrl import checkpoint
-from offrl.buffer import TRANSITION_FIELDS, ReplayBuffer, sample_replay
+from offrl.buffer import ReplayBuffer, mixed_sample, sample_replay
 from offrl.config import OnlineConfig, save_config
 from offrl.data.preprocess import Preprocessing
 from offrl.learner import Algorithm, init_states, make_train_steps
 from offrl.logging import RunLogger
 from offrl.train import RunResult, check_divergence, default_run_dir, evaluate_seeds
+
+ONLINE_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "next_actions")
+
+
+@dataclass(frozen=True)
+class OnlinePhase:
+    """One online phase. Steps count transitions of one seed."""
+
+    env: str
+    env_steps: int
+    num_envs: int = 1  # environments per seed
+    update_every: int = 50  # vector steps between compiled chunks of updates
+    updates_per_step: int = 1  # update-to-data ratio
+    start_steps: int = 0  # uniform random actions first
+    batch_size: int = 256
+    online_ratio: float = 1.0  # share of each batch from the online buffer (the rest: offline data)
+    buffer_size: int = 1_000_000
+    eval_every: int = 10_000
+    eval_episodes: int = 10
+    checkpoint_every: int = 50_000
+    keep_checkpoints: int = 2
+    divergence_threshold: float = 1e8
+    step_offset: int = 0  # where the phase starts on the run's step axis (after offline updates)
+
+    @property
+    def steps_per_chunk(self) -> int:
+        return self.update_every * self.num_envs
+
+    def check(self) -> None:
+        for name in ("env_steps", "start_steps", "eval_every", "checkpoint_every"):
+            if getattr(self, name) % self.steps_per_chunk:
+                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of update_every x num_envs "
+                                 f"= {self.steps_per_chunk} (env steps between compiled update chunks).")
+
 
 def action_preprocessing(action_space: spaces.Box) -> Preprocessing:
     """Rescale a bounded env action space to the actors' [-1, 1]."""
@@ -36,92 +83,178 @@ def action_preprocessing(action_space: spaces.Box) -> Preprocessing:
                          action_high=action_space.high.astype(np.float32))
 
 
+def new_buffers(num_seeds: int, capacity: int, obs_dim: int, act_dim: int, fields=ONLINE_FIELDS) -> ReplayBuffer:
+    return jax.vmap(lambda _: ReplayBuffer.create(capacity, obs_dim, act_dim, fields))(jnp.arange(num_seeds))
+
+
 @functools.partial(jax.jit, donate_argnums=0)  # the buffers are updated in place, not copied
-def _add_all(buffers: ReplayBuffer, transitions: dict[str, jax.Array]) -> ReplayBuffer:
-    return jax.vmap(ReplayBuffer.add)(buffers, transitions)
+def _add_all(buffers: ReplayBuffer, transitions: dict[str, jax.Array], valid: jax.Array) -> ReplayBuffer:
+    return jax.vmap(ReplayBuffer.add)(buffers, transitions, valid)
 
 
-def train_online(make_algorithm, config: OnlineConfig, algo: str, show_progress: bool = True) -> RunResult:
-    """Train from scratch in `config.env` (SAC and other online learners)."""
-    seeds, per_seed = config.seed_list(), config.num_envs
-    envs = gym.make_vec(config.env, num_envs=len(seeds) * per_seed, vectorization_mode="sync",
+class TransitionCollector:
+    """Holds each env's last transition until its next action is known, then commits it."""
+
+    def __init__(self, num_seeds: int, per_seed: int, shapes: dict[str, tuple[int, ...]]):
+        self.num_seeds, self.per_seed, self.shapes = num_seeds, per_seed, shapes
+        self.pending: list[dict | None] = [None] * (num_seeds * per_seed)
+        self.committed: list[list[dict]] = [[] for _ in range(num_seeds)]
+
+    def act(self, actions: np.ndarray) -> None:
+        """The envs chose `actions`: their pending transitions are complete."""
+        for index, transition in enumerate(self.pending):
+            if transition is not None:
+                self.committed[index // self.per_seed].append({**transition, "next_actions": actions[index]})
+                self.pending[index] = None
+
+    def step(self, index: int, transition: dict, done: bool) -> None:
+        if done:  # no next action in this episode: its own stands in
+            self.committed[index // self.per_seed].append({**transition, "next_actions": transition["actions"]})
+        else:
+            self.pending[index] = transition
+
+    def drain(self, rows: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Committed transitions as (seeds, rows) arrays with a validity mask (a chunk of
+        `update_every` vector steps commits at most update_every + 1 per env, the first
+        one left pending by the chunk before). Fields not collected online (the offline
+        data's Monte-Carlo returns) are NaN."""
+        valid = np.zeros((self.num_seeds, rows), bool)
+        arrays = {key: np.full((self.num_seeds, rows, *shape), np.nan, np.float32) for key, shape in self.shapes.items()}
+        for seed_index, transitions in enumerate(self.committed):
+            valid[seed_index, :len(transitions)] = True
+            for row, transition in enumerate(transitions):
+                for key, value in transition.items():
+                    if key in arrays:
+                        arrays[key][seed_index, row] = value
+        self.committed = [[] for _ in range(self.num_seeds)]
+        return arrays, valid
+
+
+def run_online(algorithm: Algorithm, update: Callable, phase: OnlinePhase, seeds: list[int], carry: dict,
+               preprocessing: Preprocessing, run_dir: Path, logger: RunLogger, offline_data=None,
+               normalized_score=None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Run (or continue, from carry["env_step"]) an online phase. `carry` holds states,
+    rngs, buffers and act_keys with a leading seed axis, and env_step."""
+    phase.check()
+    per_seed, num_seeds = phase.num_envs, len(seeds)
+    envs = gym.make_vec(phase.env, num_envs=num_seeds * per_seed, vectorization_mode="sync",
                         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
-    obs_dim = int(np.prod(envs.single_observation_space.shape))
     act_dim = int(np.prod(envs.single_action_space.shape))
-    preprocessing = action_preprocessing(envs.single_action_space)
-    run_dir = Path(config.run_dir or default_run_dir(algo, config.env, config.seeds))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    preprocessing.save(run_dir / "preprocessing.json")
-    (run_dir / "run.json").write_text(json.dumps({"algorithm": algo, "env": config.env,
-                                                  "observation_dim": obs_dim, "action_dim": act_dim}))
+    sample = (sample_replay(phase.batch_size) if offline_data is None
+              else mixed_sample(phase.batch_size, 1.0 - phase.online_ratio))
+    updates_per_chunk = phase.steps_per_chunk * phase.updates_per_step
+    train_steps = make_train_steps(update, sample, updates_per_chunk,
+                                   data_axes=0 if offline_data is None else (None, 0))
 
-    algorithm: Algorithm = make_algorithm(config, obs_dim, act_dim)
-    states, rngs = init_states(algorithm, seeds)
-    buffers = jax.vmap(lambda _: ReplayBuffer.create(config.buffer_size, obs_dim, act_dim))(jnp.arange(len(seeds)))
-    updates_per_chunk = config.update_every * per_seed * config.updates_per_step
-    train_steps = make_train_steps(algorithm.update, sample_replay(config.batch_size), updates_per_chunk,
-                                   data_per_seed=True)
     @jax.jit
-    def explore(states, obs, keys):  # one dispatch per env step: key splitting stays inside
+    def explore(states, obs, keys, random_phase):  # one dispatch per vector step
         keys, action_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-        return jax.vmap(lambda state, o, key: algorithm.act(state, o, key, False))(states, obs, action_keys), keys
+        policy = jax.vmap(lambda state, o, key: algorithm.act(state, o, key, False))(states, obs, action_keys)
+        uniform = jax.vmap(lambda key: jax.random.uniform(key, policy.shape[1:], minval=-1.0, maxval=1.0))(
+            jax.vmap(lambda key: jax.random.fold_in(key, 1))(action_keys))
+        return jnp.where(random_phase, uniform, policy), keys
 
-    action_rng = np.random.default_rng(seeds[0])
-    act_keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32) + 1_000_003)
-
-    logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.env_steps, 0,
-                       config.wandb, config.wandb_project, show_progress)
-    obs, _ = envs.reset(seed=[seed * 1000 + index for seed in seeds for index in range(per_seed)])
+    collector = TransitionCollector(num_seeds, per_seed,
+                                    {key: value.shape[2:] for key, value in carry["buffers"].data.items()})
+    start = int(carry["env_step"])
+    obs, _ = envs.reset(seed=[seed * 100_003 + start + index for seed in seeds for index in range(per_seed)])
     episode_returns, finished_returns = np.zeros(len(obs)), [[] for _ in seeds]
     final_eval: dict[str, np.ndarray] = {}
-    updates = 0
+    states, rngs, buffers, act_keys = carry["states"], carry["rngs"], carry["buffers"], carry["act_keys"]
     try:
-        for env_step in range(0, config.env_steps, config.update_every):
+        for env_step in range(start, phase.env_steps, phase.steps_per_chunk):
             began = time.perf_counter()
-            chunk: dict[str, list] = {key: [] for key in TRANSITION_FIELDS}
-            for offset in range(config.update_every):
-                if env_step + offset < config.start_steps:
-                    actions = action_rng.uniform(-1, 1, (len(obs), act_dim)).astype(np.float32)
-                else:
-                    actions, act_keys = explore(states, obs.reshape(len(seeds), per_seed, -1).astype(np.float32),
-                                                act_keys)
-                    actions = np.asarray(actions).reshape(len(obs), act_dim)
+            for offset in range(phase.update_every):
+                normalized = preprocessing.normalize_observations(obs.astype(np.float32))
+                random_phase = env_step + offset * per_seed < phase.start_steps
+                actions, act_keys = explore(states, normalized.reshape(num_seeds, per_seed, -1), act_keys, random_phase)
+                actions = np.asarray(actions).reshape(len(obs), act_dim)
+                collector.act(actions)
                 next_obs, rewards, terminated, truncated, info = envs.step(preprocessing.denormalize_actions(actions))
                 done = terminated | truncated
                 final_obs = next_obs.copy()  # the true next state: the pre-reset one where done
                 for index in np.flatnonzero(done):
                     final_obs[index] = info["final_obs"][index]
-                for key, value in zip(TRANSITION_FIELDS, (obs, actions, rewards, final_obs, terminated, truncated)):
-                    chunk[key].append(np.asarray(value, np.float32).reshape(len(seeds), per_seed, *np.shape(value)[1:]))
+                normalized_next = preprocessing.normalize_observations(final_obs.astype(np.float32))
+                transformed = preprocessing.transform_rewards(rewards.astype(np.float32))
+                for index in range(len(obs)):
+                    collector.step(index, {"observations": normalized[index], "actions": actions[index],
+                                           "rewards": transformed[index], "next_observations": normalized_next[index],
+                                           "terminals": float(terminated[index]), "timeouts": float(truncated[index])},
+                                   bool(done[index]))
                 episode_returns += rewards
                 for index in np.flatnonzero(done):
                     finished_returns[index // per_seed].append(episode_returns[index])
                     episode_returns[index] = 0.0
                 obs = next_obs
-            transitions = {key: np.concatenate(values, axis=1) for key, values in chunk.items()}
-            buffers = _add_all(buffers, transitions)
-            end = env_step + config.update_every
+            transitions, valid = collector.drain(phase.steps_per_chunk + per_seed)
+            buffers = _add_all(buffers, transitions, valid)
+            end = env_step + phase.steps_per_chunk
             metrics: dict[str, np.ndarray] = {}
             speed = 0.0
-            if end > config.start_steps or config.start_steps == 0:
+            if end > phase.start_steps:
                 update_began = time.perf_counter()
+                data = buffers if offline_data is None else (offline_data, buffers)
+                first_update = phase.step_offset + env_step * phase.updates_per_step
                 states, rngs, train_metrics, finite = jax.block_until_ready(
-                    train_steps(states, rngs, buffers, updates))
-                updates += updates_per_chunk
-                speed = updates_per_chunk * len(seeds) / (time.perf_counter() - update_began)
+                    train_steps(states, rngs, data, first_update))
+                speed = updates_per_chunk * num_seeds / (time.perf_counter() - update_began)
                 metrics = {key: np.asarray(value) for key, value in train_metrics.items()}
-                check_divergence(end, np.asarray(finite), metrics, seeds, config.divergence_threshold, run_dir)
+                check_divergence(phase.step_offset + end, np.asarray(finite), metrics, seeds,
+                                 phase.divergence_threshold, run_dir)
             if any(finished_returns):
                 metrics["train/episode_return"] = np.array([np.mean(r[-10:]) if r else np.nan for r in finished_returns])
-            if end % config.eval_every == 0 or end == config.env_steps:
-                final_eval = evaluate_seeds(algorithm, states, seeds, preprocessing, config.env, config.eval_episodes)
+            if end % phase.eval_every == 0 or end == phase.env_steps:
+                final_eval = evaluate_seeds(algorithm, states, seeds, preprocessing, phase.env, phase.eval_episodes,
+                                            normalized_score)
                 metrics.update(final_eval)
-            metrics["env_steps_per_s"] = np.full(len(seeds), config.update_every * per_seed / (time.perf_counter() - began))
-            logger.log(end, metrics, speed)
-            if end % config.checkpoint_every == 0 or end == config.env_steps:
-                checkpoint.save(run_dir, end, {"states": states, "rngs": rngs}, config.keep_checkpoints)
+            metrics["env_steps"] = np.full(num_seeds, float(end))
+            metrics["env_steps_per_s"] = np.full(num_seeds, phase.steps_per_chunk / (time.perf_counter() - began))
+            logger.log(phase.step_offset + end, metrics, speed)
+            carry = {"states": states, "rngs": rngs, "buffers": buffers, "act_keys": act_keys,
+                     "env_step": np.int64(end)}
+            if end % phase.checkpoint_every == 0 or end == phase.env_steps:
+                checkpoint.save(run_dir, phase.step_offset + end, {"carry": carry}, phase.keep_checkpoints)
+    finally:
+        envs.close()
+    return carry, final_eval
+
+
+def online_carry(states, rngs, seeds: list[int], buffers: ReplayBuffer) -> dict:
+    act_keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32) + 1_000_003)
+    return {"states": states, "rngs": rngs, "buffers": buffers, "act_keys": act_keys, "env_step": np.int64(0)}
+
+
+def train_online(make_algorithm, config: OnlineConfig, algo: str, show_progress: bool = True) -> RunResult:
+    """Train from scratch in `config.env` (SAC and other online learners)."""
+    seeds = config.seed_list()
+    probe = gym.make(config.env)
+    obs_dim = int(np.prod(probe.observation_space.shape))
+    act_dim = int(np.prod(probe.action_space.shape))
+    preprocessing = action_preprocessing(probe.action_space)
+    run_dir = Path(config.resume or config.run_dir or default_run_dir(algo, config.env, config.seeds))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not config.resume:
+        save_config(config, run_dir / "config.yaml")
+        preprocessing.save(run_dir / "preprocessing.json")
+        (run_dir / "run.json").write_text(json.dumps({"algorithm": algo, "env": config.env,
+                                                      "observation_dim": obs_dim, "action_dim": act_dim}))
+    algorithm: Algorithm = make_algorithm(config, obs_dim, act_dim)
+    states, rngs = init_states(algorithm, seeds)
+    carry = online_carry(states, rngs, seeds, new_buffers(len(seeds), config.buffer_size, obs_dim, act_dim))
+    if config.resume:
+        saved = checkpoint.latest(run_dir)
+        if saved is None:
+            raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from; start a new run.")
+        carry = checkpoint.restore(saved, {"carry": carry})["carry"]
+    phase = OnlinePhase(config.env, config.env_steps, config.num_envs, config.update_every, config.updates_per_step,
+                        config.start_steps, config.batch_size, 1.0, config.buffer_size, config.eval_every,
+                        config.eval_episodes, config.checkpoint_every, config.keep_checkpoints,
+                        config.divergence_threshold)
+    logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.env_steps, int(carry["env_step"]),
+                       config.wandb, config.wandb_project, show_progress)
+    try:
+        carry, final_eval = run_online(algorithm, algorithm.update, phase, seeds, carry, preprocessing, run_dir, logger)
     finally:
         logger.close()
-        envs.close()
     return RunResult(run_dir, config.env_steps, final_eval, None)

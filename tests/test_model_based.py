@@ -17,7 +17,8 @@ from offrl.data.scripted import make_pendulum_dataset
 from offrl.dynamics import DynamicsConfig, train_dynamics
 from offrl.dynamics_reward import DynamicsRewardConfig, learn_dynamics_reward, load_dynamics_reward, save_dynamics_reward
 from offrl.logging import read_metrics
-from offrl.model_based import mixed_sample, rollout
+from offrl.buffer import mixed_sample
+from offrl.model_based import rollout
 from offrl.sac import ensemble_diversity
 from offrl.train import algorithm_module, train
 
