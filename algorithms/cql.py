@@ -24,7 +24,7 @@ from flax.training.train_state import TrainState
 from offrl.config import TrainConfig
 from offrl.learner import Algorithm
 from offrl.nets import CriticEnsemble, TanhGaussianActor, tanh_gaussian_log_prob, tanh_gaussian_sample
-from offrl.rl import create_scalar_state, init_actor_critic, soft_update, td_target, temperature_loss
+from offrl.rl import create_scalar_state, init_actor_critic, monte_carlo_returns, soft_update, td_target, temperature_loss
 from offrl.train import main
 
 
@@ -43,6 +43,7 @@ class Config(TrainConfig):
     gamma: float = 0.99
     tau: float = 5e-3
     bc_steps: int = 0  # first updates train the actor by max-likelihood on dataset actions
+    cal_ql: bool = False  # Cal-QL: policy-action Q-values pushed down no lower than the data's MC returns
     normalize_observations: bool = True
 
 
@@ -63,6 +64,15 @@ def cql_logsumexp(q_random, q_current, q_next, log_pi_current, log_pi_next, acti
         q_next - jax.lax.stop_gradient(log_pi_next),
     ], axis=-1)
     return jax.nn.logsumexp(samples / temperature, axis=-1) * temperature
+
+
+def calibrated(q_policy, mc_returns):
+    """Cal-QL (Nakamoto et al. 2023): Q at the policy's actions, (critics, batch, n), no
+    lower than the behavior policy's Monte-Carlo return of the state, so the CQL term stops
+    pushing it below the data's own value (the cause of CQL's dip when fine-tuning starts).
+    Online transitions have no Monte-Carlo return (NaN) and are not bounded."""
+    bound = jnp.where(jnp.isnan(mc_returns), -jnp.inf, mc_returns)
+    return jnp.maximum(q_policy, bound[None, :, None])
 
 
 def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
@@ -111,10 +121,12 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
         repeat = lambda x: jnp.broadcast_to(x[:, None, :], (batch_size, n, x.shape[-1]))  # noqa: E731
         current_actions, log_pi_current = policy_sample(state.actor.params, repeat(batch["observations"]), current_rng)
         next_actions, log_pi_next = policy_sample(state.actor.params, repeat(batch["next_observations"]), next_sample_rng)
+        q_current = sampled_q(critic_params, batch["observations"], current_actions)
+        q_next = sampled_q(critic_params, batch["observations"], next_actions)
+        if config.cal_ql:
+            q_current, q_next = calibrated(q_current, batch["mc_returns"]), calibrated(q_next, batch["mc_returns"])
         logsumexp = cql_logsumexp(
-            sampled_q(critic_params, batch["observations"], random_actions),
-            sampled_q(critic_params, batch["observations"], current_actions),
-            sampled_q(critic_params, batch["observations"], next_actions),
+            sampled_q(critic_params, batch["observations"], random_actions), q_current, q_next,
             log_pi_current, log_pi_next, act_dim, config.temperature)
         gap = (logsumexp - q_data).mean(axis=1)  # per critic
         if config.lagrange:
@@ -153,7 +165,12 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
             return jnp.tanh(mean)
         return tanh_gaussian_sample(mean, log_std, rng)[0]
 
-    return Algorithm("cql", init, update, act)
+    def dataset_columns(arrays, episode_starts):
+        if not config.cal_ql:
+            return {}
+        return {"mc_returns": monte_carlo_returns(arrays["rewards"], episode_starts, config.gamma)}
+
+    return Algorithm("cql", init, update, act, dataset_columns=dataset_columns)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ class Config(TrainConfig):
     noise_clip: float = 0.5
     policy_freq: int = 2
     normalize_q: bool = True  # divide Q by mean|Q| in the actor loss
+    exploration_noise: float = 0.1  # Gaussian action noise when acting online
+    online_bc_floor: float = 0.5  # online, both BC coefficients decay linearly to this share of their value
 
 
 def bc_penalty(actions, reference_actions):
@@ -62,31 +64,50 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
     def init(rng):
         return init_td3_state(actor_net, critic_net, rng, obs_dim, act_dim, config.actor_lr, config.critic_lr)
 
-    def critic_loss(critic_params, state, batch, rng):
-        next_action = smoothed_target_action(actor_net, state.actor_target, batch["next_observations"], rng,
-                                             config.policy_noise, config.noise_clip)
-        next_q = critic_net.apply(state.critic_target, batch["next_observations"], next_action).min(axis=0)
-        next_value = critic_target_value(next_q, next_action, batch["next_actions"], config.critic_bc_coef)
-        target = td_target(batch["rewards"], batch["terminals"], next_value, config.gamma)
-        q = critic_net.apply(critic_params, batch["observations"], batch["actions"])
-        loss = ((q - jax.lax.stop_gradient(target)) ** 2).mean(axis=1).sum()
-        return loss, {"critic_loss": loss, "q_mean": q.mean()}
+    def losses(bc_scale):
+        """The critic and actor losses with both BC coefficients scaled by bc_scale."""
 
-    def actor_loss(actor_params, state, batch):
-        action = actor_net.apply(actor_params, batch["observations"])
-        q = critic_net.apply(state.critic.params, batch["observations"], action).min(axis=0)
-        scale = jax.lax.stop_gradient(1.0 / jnp.abs(q).mean()) if config.normalize_q else 1.0
-        bc = bc_penalty(action, batch["actions"])
-        loss = (config.actor_bc_coef * bc - scale * q).mean()
-        return loss, {"actor_loss": loss, "actor_bc": bc.mean()}
+        def critic_loss(critic_params, state, batch, rng):
+            next_action = smoothed_target_action(actor_net, state.actor_target, batch["next_observations"], rng,
+                                                 config.policy_noise, config.noise_clip)
+            next_q = critic_net.apply(state.critic_target, batch["next_observations"], next_action).min(axis=0)
+            next_value = critic_target_value(next_q, next_action, batch["next_actions"],
+                                             bc_scale * config.critic_bc_coef)
+            target = td_target(batch["rewards"], batch["terminals"], next_value, config.gamma)
+            q = critic_net.apply(critic_params, batch["observations"], batch["actions"])
+            loss = ((q - jax.lax.stop_gradient(target)) ** 2).mean(axis=1).sum()
+            return loss, {"critic_loss": loss, "q_mean": q.mean()}
+
+        def actor_loss(actor_params, state, batch):
+            action = actor_net.apply(actor_params, batch["observations"])
+            q = critic_net.apply(state.critic.params, batch["observations"], action).min(axis=0)
+            scale = jax.lax.stop_gradient(1.0 / jnp.abs(q).mean()) if config.normalize_q else 1.0
+            bc = bc_penalty(action, batch["actions"])
+            loss = (bc_scale * config.actor_bc_coef * bc - scale * q).mean()
+            return loss, {"actor_loss": loss, "actor_bc": bc.mean()}
+
+        return critic_loss, actor_loss
 
     def update(state, batch, rng, step):
-        return td3_update(state, batch, rng, step, critic_loss, actor_loss, config.policy_freq, config.tau)
+        return td3_update(state, batch, rng, step, *losses(1.0), config.policy_freq, config.tau)
+
+    def online_update(state, batch, rng, step):
+        """Fine-tuning: the BC coefficients fall linearly from their offline values to
+        online_bc_floor of them over the online updates (Tarasov et al. 2023 relax ReBRAC's
+        constraint online; the floor of 0.5 is ../shared/REFERENCE.md's)."""
+        online_updates = max(config.online_steps * config.online_updates_per_step, 1)
+        progress = jnp.clip((step - config.num_updates) / online_updates, 0.0, 1.0)
+        bc_scale = 1.0 - (1.0 - config.online_bc_floor) * progress
+        state, metrics = td3_update(state, batch, rng, step, *losses(bc_scale), config.policy_freq, config.tau)
+        return state, {**metrics, "bc_coef_scale": bc_scale}
 
     def act(state, obs, rng, deterministic=True):
-        return actor_net.apply(state.actor.params, obs)
+        action = actor_net.apply(state.actor.params, obs)
+        if deterministic:
+            return action
+        return jnp.clip(action + config.exploration_noise * jax.random.normal(rng, action.shape), -1.0, 1.0)
 
-    return Algorithm("rebrac", init, update, act)
+    return Algorithm("rebrac", init, update, act, online_update=online_update)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ class Config(TrainConfig):
     noise_clip: float = 0.5
     policy_freq: int = 2  # actor and target updates once every policy_freq critic updates
     normalize_observations: bool = True
+    exploration_noise: float = 0.1  # Gaussian action noise when acting online (TD3's)
+    online_alpha_end: float = 10.0  # online, alpha rises linearly to this: less weight on BC
 
 
 def td3_bc_lambda(q_values: jax.Array, alpha: float) -> jax.Array:
@@ -58,21 +60,39 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
         loss = ((q - jax.lax.stop_gradient(target)) ** 2).mean(axis=1).sum()
         return loss, {"critic_loss": loss, "q_mean": q.mean()}
 
-    def actor_loss(actor_params, state, batch):
-        action = actor_net.apply(actor_params, batch["observations"])
-        first_critic, first_params = ensemble_member(critic_net, state.critic.params, 0)
-        q = first_critic.apply(first_params, batch["observations"], action)
-        bc = ((action - batch["actions"]) ** 2).mean()
-        loss = -td3_bc_lambda(q, config.alpha) * q.mean() + bc
-        return loss, {"actor_loss": loss, "bc_mse": bc}
+    def actor_loss_with(alpha):
+        def actor_loss(actor_params, state, batch):
+            action = actor_net.apply(actor_params, batch["observations"])
+            first_critic, first_params = ensemble_member(critic_net, state.critic.params, 0)
+            q = first_critic.apply(first_params, batch["observations"], action)
+            bc = ((action - batch["actions"]) ** 2).mean()
+            loss = -td3_bc_lambda(q, alpha) * q.mean() + bc
+            return loss, {"actor_loss": loss, "bc_mse": bc}
+
+        return actor_loss
 
     def update(state, batch, rng, step):
-        return td3_update(state, batch, rng, step, critic_loss, actor_loss, config.policy_freq, config.tau)
+        return td3_update(state, batch, rng, step, critic_loss, actor_loss_with(config.alpha), config.policy_freq,
+                          config.tau)
+
+    def online_update(state, batch, rng, step):
+        """Fine-tuning: alpha rises linearly from its offline value to online_alpha_end over
+        the online updates, so the BC term weighs less and less (offrl's schedule, after
+        Beeson & Montana 2022, who relax TD3+BC's constraint for online fine-tuning)."""
+        online_updates = max(config.online_steps * config.online_updates_per_step, 1)
+        progress = jnp.clip((step - config.num_updates) / online_updates, 0.0, 1.0)
+        alpha = config.alpha + (config.online_alpha_end - config.alpha) * progress
+        state, metrics = td3_update(state, batch, rng, step, critic_loss, actor_loss_with(alpha), config.policy_freq,
+                                    config.tau)
+        return state, {**metrics, "alpha": alpha}
 
     def act(state, obs, rng, deterministic=True):
-        return actor_net.apply(state.actor.params, obs)
+        action = actor_net.apply(state.actor.params, obs)
+        if deterministic:
+            return action
+        return jnp.clip(action + config.exploration_noise * jax.random.normal(rng, action.shape), -1.0, 1.0)
 
-    return Algorithm("td3_bc", init, update, act)
+    return Algorithm("td3_bc", init, update, act, online_update=online_update)
 
 
 if __name__ == "__main__":

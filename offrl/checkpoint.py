@@ -43,6 +43,12 @@ def latest(run_dir: Path) -> Path | None:
     return pointer.parent / json.loads(pointer.read_text())["file"]
 
 
+def latest_step(run_dir: Path) -> int | None:
+    """The step of the latest checkpoint (from latest.json, without reading the checkpoint)."""
+    pointer = Path(run_dir) / CHECKPOINT_DIR / LATEST
+    return int(json.loads(pointer.read_text())["step"]) if pointer.is_file() else None
+
+
 def restore(path: Path, template: dict[str, Any]) -> dict[str, Any]:
     """Fill `template` (same structure as saved, e.g. freshly initialized states)."""
     return serialization.from_bytes({"step": 0, **template}, Path(path).read_bytes())

@@ -59,6 +59,15 @@ class TrainConfig(RunConfig):
     reward_transform: str = "none"  # none | locomotion | antmaze | scale_bias
     reward_scale: float = 1.0
     reward_bias: float = 0.0
+    # offline-to-online fine-tuning after the offline updates (docs/online.md)
+    online_steps: int = 0  # env steps per seed; 0: offline only
+    online_env: str = ""  # Gymnasium id; empty: the eval env
+    online_num_envs: int = 1  # environments per seed
+    online_ratio: float = 0.5  # share of each batch from the online buffer (RLPD: 0.5)
+    online_updates_per_step: int = 1  # update-to-data ratio
+    online_update_every: int = 50  # vector steps between compiled update chunks
+    online_eval_every: int = 10_000  # env steps; the online phase checkpoints at each evaluation
+    online_buffer_size: int = 1_000_000
 
     def validate(self) -> None:
         super().validate()
@@ -66,6 +75,13 @@ class TrainConfig(RunConfig):
             if getattr(self, name) % self.log_every:
                 raise ValueError(f"{name}={getattr(self, name)} must be a multiple of "
                                  f"log_every={self.log_every} (updates per compiled call).")
+        chunk = self.online_update_every * self.online_num_envs
+        for name in ("online_steps", "online_eval_every"):
+            if self.online_steps and getattr(self, name) % chunk:
+                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of online_update_every x "
+                                 f"online_num_envs = {chunk} (env steps between compiled update chunks).")
+        if not 0.0 < self.online_ratio <= 1.0:
+            raise ValueError("--online_ratio must be in (0, 1]: the share of each batch from online data.")
 
 
 @dataclass

@@ -30,17 +30,29 @@ class Algorithm:
         becoming selects that compute both sides. A metric not computed at a step (the
         delayed actor's loss) is NaN there; the core averages with nanmean.
     act(state, obs, rng, deterministic) -> action in [-1, 1]
+
+    Optional, for offline-to-online fine-tuning and extra data:
+    on_online_start(state, config) -> state
+        called once per seed when the online phase begins (not again on resume).
+    online_update(state, batch, rng, step) -> (state, metrics)
+        the update of the online phase (default: `update`); `step` continues counting
+        after the offline updates, so schedules can be functions of it.
+    dataset_columns(arrays, episode_starts) -> dict of extra per-transition arrays
+        computed from the preprocessed dataset (Cal-QL's Monte-Carlo returns).
     """
 
     name: str
     init: Callable[[jax.Array], State]
     update: Callable[[State, Batch, jax.Array, jax.Array], tuple[State, Metrics]]
     act: Callable[[State, jax.Array, jax.Array, bool], jax.Array]
+    on_online_start: Callable[[State, Any], State] | None = None
+    online_update: Callable[[State, Batch, jax.Array, jax.Array], tuple[State, Metrics]] | None = None
+    dataset_columns: Callable[[dict, Any], dict] | None = None
 
 
 def all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
-                              if jnp.issubdtype(leaf.dtype, jnp.floating)]))
+    checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
 
 
 def sample_uniform(batch_size: int) -> Callable[[Batch, jax.Array], Batch]:

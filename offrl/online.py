@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
+from gymnasium.envs.registration import EnvSpec
 
 from offrl import checkpoint
 from offrl.buffer import ReplayBuffer, mixed_sample, sample_replay
@@ -39,7 +40,7 @@ from offrl.config import OnlineConfig, save_config
 from offrl.data.preprocess import Preprocessing
 from offrl.learner import Algorithm, init_states, make_train_steps
 from offrl.logging import RunLogger
-from offrl.train import RunResult, check_divergence, default_run_dir, evaluate_seeds
+from offrl.runs import RunResult, check_divergence, default_run_dir, evaluate_seeds
 
 ONLINE_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "next_actions")
 
@@ -48,7 +49,7 @@ ONLINE_FIELDS = ("observations", "actions", "rewards", "next_observations", "ter
 class OnlinePhase:
     """One online phase. Steps count transitions of one seed."""
 
-    env: str
+    env: str | EnvSpec
     env_steps: int
     num_envs: int = 1  # environments per seed
     update_every: int = 50  # vector steps between compiled chunks of updates

@@ -7,6 +7,7 @@ from typing import Callable
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax.training.train_state import TrainState
 
@@ -114,3 +115,16 @@ def td3_update(state: TD3State, batch, rng, step, critic_loss: Callable, actor_l
 
     state, actor_metrics = run_every(policy_freq, step, update_actor, state, batch)
     return state, {**critic_metrics, **actor_metrics}
+
+
+def monte_carlo_returns(rewards: np.ndarray, episode_starts: np.ndarray, gamma: float) -> np.ndarray:
+    """Discounted reward-to-go within each episode, 0 after its last step (Cal-QL's
+    reference values of the behavior policy)."""
+    returns = np.zeros(len(rewards), np.float64)
+    last = np.zeros(len(rewards), bool)
+    last[np.append(episode_starts[1:], len(rewards)) - 1] = True
+    running = 0.0
+    for row in range(len(rewards) - 1, -1, -1):
+        running = rewards[row] + (0.0 if last[row] else gamma * running)
+        returns[row] = running
+    return returns.astype(np.float32)

@@ -12,7 +12,6 @@ import json
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,66 +20,15 @@ import numpy as np
 from flax import serialization
 
 from offrl import checkpoint
-from offrl.config import TrainConfig, dataset_config_name, parse_config, save_config
+from offrl.config import TrainConfig, parse_config, save_config
 from offrl.data import DatasetError, OfflineDataset, Preprocessing, fit_preprocessing, load_dataset
-from offrl.evaluate import evaluate_policy, make_policy
+from offrl.evaluate import make_policy
 from offrl.learner import Algorithm, init_states, make_train_steps, sample_uniform, seed_slice
 from offrl.logging import RunLogger
+from offrl.online import OnlinePhase, new_buffers, online_carry, run_online
+from offrl.runs import REPO_ROOT, RunResult, check_divergence, default_run_dir, evaluate_seeds
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MakeAlgorithm = Callable[[Any, int, int], Algorithm]  # (config, obs_dim, act_dim) -> Algorithm
-
-
-class TrainingDiverged(RuntimeError):
-    """NaN/inf in the state, or a metric beyond the divergence threshold."""
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    final_step: int
-    final_eval: dict[str, np.ndarray]  # per-seed eval metrics of the last evaluation
-    dataset: OfflineDataset
-
-
-def default_run_dir(algo: str, target: str, seeds: str) -> Path:
-    """runs/<algo>/<dataset or env>/<time>-s<seeds>"""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return REPO_ROOT / "runs" / algo / dataset_config_name(target) / f"{stamp}-s{seeds.replace(',', '_')}"
-
-
-def _eval_env(config: TrainConfig, dataset: OfflineDataset):
-    return config.eval_env or dataset.metadata.eval_env_spec
-
-
-def evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes: int,
-                   normalized_score=None) -> dict[str, np.ndarray]:
-    """Mean return of each seed's deterministic policy (and its normalized score)."""
-    returns = np.array([
-        evaluate_policy(make_policy(algorithm.act, seed_slice(states, index), preprocessing),
-                        env, episodes, seed=100_000 + seed).mean()
-        for index, seed in enumerate(seeds)
-    ])
-    result = {"eval/return": returns}
-    if normalized_score is not None:
-        result["eval/normalized_score"] = normalized_score(returns)
-    return result
-
-
-def check_divergence(step: int, finite: np.ndarray, metrics: dict[str, np.ndarray],
-                      seeds: list[int], threshold: float, run_dir: Path) -> None:
-    problems = [f"seed {seed}: NaN/inf in the training state" for seed, ok in zip(seeds, finite) if not ok]
-    for name, values in metrics.items():
-        for seed, value in zip(seeds, values):
-            if abs(value) > threshold:
-                problems.append(f"seed {seed}: |{name}| = {abs(value):.3g} > {threshold:g}")
-    if problems:
-        good = checkpoint.latest(run_dir)
-        raise TrainingDiverged(
-            f"Training diverged by update {step}: " + "; ".join(problems) + ". Last good "
-            f"checkpoint: {good or 'none yet'}. Lower the learning rates, check the data for "
-            "outliers, or resume from that checkpoint with --resume " + str(run_dir) + "."
-        )
 
 
 @dataclass
@@ -108,8 +56,13 @@ def offline_program(algorithm: Algorithm, config: TrainConfig, seeds: list[int],
     return TrainProgram({"states": states, "rngs": rngs}, run, lambda carry: carry["states"])
 
 
+def _eval_env(config: TrainConfig, dataset: OfflineDataset):
+    return config.eval_env or dataset.metadata.eval_env_spec
+
+
 def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_progress: bool = True,
           make_program: Callable[..., TrainProgram] = offline_program) -> RunResult:
+    """Offline training, then (with --online_steps) fine-tuning in the environment."""
     dataset = load_dataset(config.dataset)
     if dataset.metadata.actions_missing:
         raise DatasetError(
@@ -124,27 +77,35 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
         preprocessing = fit_preprocessing(dataset, config.normalize_observations, config.reward_transform,
                                           config.reward_scale, config.reward_bias)
         preprocessing.save(run_dir / "preprocessing.json")
-        save_config(config, run_dir / "config.yaml")
-        (run_dir / "run.json").write_text(json.dumps({
-            "algorithm": algo, "dataset": config.dataset,
-            "observation_dim": dataset.observations.shape[1], "action_dim": dataset.actions.shape[1],
-        }))
-    data = jax.device_put(preprocessing.apply(dataset))
-
+    save_config(config, run_dir / "config.yaml")  # on resume too: it may add online steps
+    (run_dir / "run.json").write_text(json.dumps({
+        "algorithm": algo, "dataset": config.dataset,
+        "observation_dim": dataset.observations.shape[1], "action_dim": dataset.actions.shape[1],
+    }))
     algorithm = make_algorithm(config, dataset.observations.shape[1], dataset.actions.shape[1])
+    arrays = preprocessing.apply(dataset)
+    if algorithm.dataset_columns is not None:
+        arrays.update(algorithm.dataset_columns(arrays, dataset.episode_starts))
+    data = jax.device_put(arrays)
+
     seeds = config.seed_list()
     program = make_program(algorithm, config, seeds, data, dataset, run_dir)
-    carry, start = program.carry, 0
+    carry, start, online = program.carry, 0, None
     if config.resume:
-        saved = checkpoint.latest(run_dir)
+        saved, start = checkpoint.latest(run_dir), checkpoint.latest_step(run_dir)
         if saved is None:
             raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from; start a new run.")
-        restored = checkpoint.restore(saved, {"carry": carry})
-        carry, start = restored["carry"], int(restored["step"])
+        if start > config.num_updates:  # killed during fine-tuning
+            online = checkpoint.restore(saved, {"carry": _online_start(algorithm, config, program.states(carry),
+                                                                       carry["rngs"], data)})["carry"]
+            start = config.num_updates
+        else:
+            carry = checkpoint.restore(saved, {"carry": carry})["carry"]
 
-    can_evaluate = _eval_env(config, dataset) is not None
-    logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.num_updates, start,
-                       config.wandb, config.wandb_project, show_progress)
+    eval_env = _eval_env(config, dataset)
+    normalized_score = dataset.normalized_score if dataset.metadata.has_reference_scores else None
+    logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.num_updates + config.online_steps,
+                       start, config.wandb, config.wandb_project, show_progress)
     final_eval: dict[str, np.ndarray] = {}
     try:
         for step in range(start, config.num_updates, config.log_every):
@@ -154,17 +115,41 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
             end = step + config.log_every
             metrics = {key: np.asarray(value) for key, value in metrics.items()}
             check_divergence(end, np.asarray(finite), metrics, seeds, config.divergence_threshold, run_dir)
-            if can_evaluate and (end % config.eval_every == 0 or end == config.num_updates):
-                final_eval = evaluate_seeds(
-                    algorithm, program.states(carry), seeds, preprocessing, _eval_env(config, dataset),
-                    config.eval_episodes, dataset.normalized_score if dataset.metadata.has_reference_scores else None)
+            if eval_env is not None and (end % config.eval_every == 0 or end == config.num_updates):
+                final_eval = evaluate_seeds(algorithm, program.states(carry), seeds, preprocessing, eval_env,
+                                            config.eval_episodes, normalized_score)
                 metrics.update(final_eval)
             logger.log(end, metrics, speed)
             if end % config.checkpoint_every == 0 or end == config.num_updates:
                 checkpoint.save(run_dir, end, {"carry": carry}, config.keep_checkpoints)
+        if config.online_steps:
+            if online is None:
+                states = program.states(carry)
+                if algorithm.on_online_start is not None:
+                    states = jax.vmap(lambda state: algorithm.on_online_start(state, config))(states)
+                online = _online_start(algorithm, config, states, carry["rngs"], data)
+            online_env = config.online_env or eval_env
+            if online_env is None:
+                raise DatasetError(f"Dataset '{config.dataset}' names no Gymnasium env to fine-tune in; "
+                                   "pass --online_env ENV_ID.")
+            phase = OnlinePhase(
+                online_env, config.online_steps,
+                config.online_num_envs, config.online_update_every, config.online_updates_per_step, 0,
+                config.batch_size, config.online_ratio, config.online_buffer_size, config.online_eval_every,
+                config.eval_episodes, config.online_eval_every, config.keep_checkpoints,
+                config.divergence_threshold, step_offset=config.num_updates)
+            online, final_eval = run_online(algorithm, algorithm.online_update or algorithm.update, phase, seeds,
+                                            online, preprocessing, run_dir, logger, data, normalized_score)
     finally:
         logger.close()
-    return RunResult(run_dir, config.num_updates, final_eval, dataset)
+    return RunResult(run_dir, config.num_updates + config.online_steps, final_eval, dataset)
+
+
+def _online_start(algorithm: Algorithm, config: TrainConfig, states, rngs, data) -> dict:
+    """The online phase's carry: the offline states, and empty buffers with the dataset's columns."""
+    obs_dim, act_dim = data["observations"].shape[1], data["actions"].shape[1]
+    buffers = new_buffers(len(config.seed_list()), config.online_buffer_size, obs_dim, act_dim, tuple(data))
+    return online_carry(states, rngs, config.seed_list(), buffers)
 
 
 def main(make_algorithm: MakeAlgorithm, config_cls: type, algo: str, argv: list[str] | None = None,

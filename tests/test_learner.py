@@ -14,7 +14,8 @@ from offrl.data import load_dataset
 from offrl.data.scripted import make_pendulum_dataset
 from offrl.logging import read_metrics
 from offrl.rl import td_target
-from offrl.train import TrainingDiverged, algorithm_module, load_policy, train
+from offrl.runs import TrainingDiverged
+from offrl.train import algorithm_module, load_policy, train
 
 td3_bc = algorithm_module("td3_bc")
 DATASET = "offrl/pendulum/test-v0"

@@ -1,0 +1,66 @@
+"""What every training loop shares: run directories, results, evaluation of all seeds,
+and the divergence check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from offrl import checkpoint
+from offrl.config import dataset_config_name
+from offrl.data import OfflineDataset
+from offrl.evaluate import evaluate_policy, make_policy
+from offrl.learner import seed_slice
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class TrainingDiverged(RuntimeError):
+    """NaN/inf in the state, or a metric beyond the divergence threshold."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    final_step: int
+    final_eval: dict[str, np.ndarray]  # per-seed eval metrics of the last evaluation
+    dataset: OfflineDataset
+
+
+def default_run_dir(algo: str, target: str, seeds: str) -> Path:
+    """runs/<algo>/<dataset or env>/<time>-s<seeds>"""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return REPO_ROOT / "runs" / algo / dataset_config_name(target) / f"{stamp}-s{seeds.replace(',', '_')}"
+
+
+def evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes: int,
+                   normalized_score=None) -> dict[str, np.ndarray]:
+    """Mean return of each seed's deterministic policy (and its normalized score)."""
+    returns = np.array([
+        evaluate_policy(make_policy(algorithm.act, seed_slice(states, index), preprocessing),
+                        env, episodes, seed=100_000 + seed).mean()
+        for index, seed in enumerate(seeds)
+    ])
+    result = {"eval/return": returns}
+    if normalized_score is not None:
+        result["eval/normalized_score"] = normalized_score(returns)
+    return result
+
+
+def check_divergence(step: int, finite: np.ndarray, metrics: dict[str, np.ndarray],
+                      seeds: list[int], threshold: float, run_dir: Path) -> None:
+    problems = [f"seed {seed}: NaN/inf in the training state" for seed, ok in zip(seeds, finite) if not ok]
+    for name, values in metrics.items():
+        for seed, value in zip(seeds, values):
+            if abs(value) > threshold:
+                problems.append(f"seed {seed}: |{name}| = {abs(value):.3g} > {threshold:g}")
+    if problems:
+        good = checkpoint.latest(run_dir)
+        raise TrainingDiverged(
+            f"Training diverged by update {step}: " + "; ".join(problems) + ". Last good "
+            f"checkpoint: {good or 'none yet'}. Lower the learning rates, check the data for "
+            "outliers, or resume from that checkpoint with --resume " + str(run_dir) + "."
+        )

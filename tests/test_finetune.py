@@ -1,0 +1,113 @@
+"""Offline-to-online fine-tuning: mixed replay, the hooks, schedules, Cal-QL, and resume with the buffer."""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from offrl import checkpoint
+from offrl.buffer import ReplayBuffer, mixed_sample
+from offrl.config import TrainConfig, parse_config
+from offrl.data.scripted import make_pendulum_dataset
+from offrl.learner import Algorithm
+from offrl.logging import read_metrics
+from offrl.online import new_buffers, online_carry
+from offrl.rl import monte_carlo_returns
+from offrl.train import algorithm_module, train
+
+DATASET = "offrl/pendulum/finetune-v0"
+
+
+@pytest.fixture
+def pendulum(minari_store):
+    make_pendulum_dataset(DATASET, num_steps=4000)
+    return DATASET
+
+
+def test_batches_mix_offline_and_online_data_at_the_set_ratio():
+    data = {key: jnp.ones((100, 3)) if key in ("observations", "next_observations", "actions", "next_actions")
+            else jnp.ones(100) for key in ReplayBuffer.create(1, 3, 3, tuple(
+                ["observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "next_actions"])).data}
+    buffer = ReplayBuffer.create(64, 3, 3, tuple(data))
+    buffer = buffer.add({key: -jnp.ones_like(value[:64]) for key, value in data.items()})
+    for online_ratio in (0.5, 0.25):
+        batch = mixed_sample(256, 1.0 - online_ratio)((data, buffer), jax.random.PRNGKey(0))
+        assert int((batch["rewards"] < 0).sum()) == int(256 * online_ratio)
+
+
+def test_monte_carlo_returns_and_the_cal_ql_bound_by_hand():
+    returns = monte_carlo_returns(np.array([1.0, 1.0, 1.0, 2.0, 2.0]), np.array([0, 3]), 0.5)
+    np.testing.assert_allclose(returns, [1 + 0.5 + 0.25, 1 + 0.5, 1, 2 + 1, 2])
+    cql = algorithm_module("cql")
+    q = jnp.array([[[0.0, 5.0]], [[-3.0, 1.0]]])  # (critics, batch 1, 2 actions)
+    np.testing.assert_allclose(cql.calibrated(q, jnp.array([2.0])), [[[2.0, 5.0]], [[2.0, 2.0]]])
+    np.testing.assert_allclose(cql.calibrated(q, jnp.array([np.nan])), q)  # online data: no bound
+
+
+class CountingState(flax.struct.PyTreeNode):
+    hook_calls: jax.Array
+    updates: jax.Array
+
+
+def counting_algorithm(config, obs_dim, act_dim) -> Algorithm:
+    """Does nothing but count its updates and how often the online hook ran."""
+    def update(state, batch, rng, step):
+        return state.replace(updates=state.updates + 1), {"batch_reward": batch["rewards"].mean()}
+
+    return Algorithm(
+        "counting", lambda rng: CountingState(jnp.int32(0), jnp.int32(0)), update,
+        lambda state, obs, rng, deterministic: jnp.zeros(obs.shape[:-1] + (act_dim,)),
+        on_online_start=lambda state, config: state.replace(hook_calls=state.hook_calls + 1))
+
+
+def _config(tmp_path, name, *extra):
+    return parse_config(TrainConfig, "counting", [
+        "--dataset", DATASET, "--num_updates", "200", "--log_every", "100", "--eval_every", "200",
+        "--eval_episodes", "1", "--checkpoint_every", "200", "--online_steps", "400", "--online_eval_every", "200",
+        "--online_update_every", "50", "--seeds", "0,1", "--wandb", "disabled", "--run_dir", str(tmp_path / name),
+        *extra])
+
+
+def _final_carry(run_dir, config):
+    algorithm = counting_algorithm(config, 3, 1)
+    states = jax.vmap(algorithm.init)(jnp.arange(2))
+    template = online_carry(states, jnp.zeros((2, 2), jnp.uint32), [0, 1], new_buffers(
+        2, config.online_buffer_size, 3, 1, ("observations", "actions", "rewards", "next_observations",
+                                             "terminals", "timeouts", "next_actions")))
+    return checkpoint.restore(checkpoint.latest(run_dir), {"carry": template})["carry"]
+
+
+def test_the_online_hook_fires_once_and_a_killed_run_keeps_its_buffer(pendulum, tmp_path):
+    config = _config(tmp_path, "cut", "--online_steps", "200")
+    train(counting_algorithm, config, "counting", show_progress=False)  # "killed" after 200 online steps
+    resumed = parse_config(TrainConfig, "counting", ["--resume", str(tmp_path / "cut"), "--online_steps", "400"])
+    train(counting_algorithm, resumed, "counting", show_progress=False)
+    carry = _final_carry(tmp_path / "cut", resumed)
+    np.testing.assert_array_equal(carry["states"].hook_calls, [1, 1])
+    np.testing.assert_array_equal(carry["states"].updates, [200 + 400, 200 + 400])
+    assert int(carry["env_step"]) == 400
+    # the buffer came back from the checkpoint: 400 steps per seed minus the one transition
+    # per env left pending when the run stopped and at the end
+    assert np.all(np.asarray(carry["buffers"].size) >= 398)
+    rows = read_metrics(tmp_path / "cut")
+    steps = sorted({row["step"] for row in rows})
+    assert steps[-1] == 600 and all(b > a for a, b in zip(steps, steps[1:]))  # one continuous axis
+
+
+def test_rebrac_bc_coefficients_decay_online_as_configured(pendulum, tmp_path):
+    rebrac = algorithm_module("rebrac")
+    config = parse_config(rebrac.Config, "rebrac", [
+        "--dataset", DATASET, "--num_updates", "200", "--log_every", "100", "--eval_every", "200",
+        "--eval_episodes", "1", "--checkpoint_every", "200", "--online_steps", "200", "--online_eval_every", "200",
+        "--online_update_every", "50", "--batch_size", "64", "--hidden_dims", "32", "32", "--wandb", "disabled",
+        "--run_dir", str(tmp_path / "rebrac")])
+    train(rebrac.make, config, "rebrac", show_progress=False)
+    online_rows = [row for row in read_metrics(tmp_path / "rebrac") if "bc_coef_scale" in row]
+    assert [row["step"] for row in online_rows] == [250, 300, 350, 400]
+    for row in online_rows:  # each chunk logs the mean scale of its 50 updates
+        updates = np.arange(row["step"] - 250, row["step"] - 200)
+        expected = np.mean(1.0 - 0.5 * np.clip(updates / 200, 0, 1))
+        assert row["bc_coef_scale"] == pytest.approx(expected, rel=1e-5)
