@@ -45,10 +45,11 @@ class Config(ModelBasedConfig):
 
 
 make = make_sac
+program = model_based_program()  # rollouts of the plain ensemble
 
 
 def main(argv: list[str] | None = None):
-    return train_main(make, Config, "ravl", argv, make_program=model_based_program())
+    return train_main(make, Config, "ravl", argv, make_program=program)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@
     offrl datasets split-labels ID [--labelled 0.1] [--from lowest-return-50%] [--seed S]
     offrl datasets proxy-label --labelled ID1 --unlabelled ID2 --out ID3 [--ensemble N]
     offrl datasets remove ID
+    offrl sweep SPEC [--dry-run] [--workers N] [--ray ADDRESS] [--export-wandb]
+    offrl report RUNS_OR_SWEEP [...] [--out DIR] [--by-run]
 """
 
 from __future__ import annotations
@@ -115,6 +117,47 @@ def datasets_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def sweep(args: argparse.Namespace) -> int:
+    import yaml
+
+    from offrl import sweep as sweeps
+
+    spec = sweeps.load_spec(args.spec)
+    runs = sweeps.expand(spec)
+    root = Path(args.root)
+    if args.export_wandb:
+        for algorithm in spec.algorithms:
+            path = Path(args.spec).with_suffix(f".{algorithm}.wandb.yaml")
+            path.write_text(yaml.safe_dump(sweeps.wandb_sweep_yaml(spec, algorithm), sort_keys=False))
+            console.print(f"Wrote {path} (start it with `wandb sweep {path}`)")
+        return 0
+    todo = [run for run in runs if not sweeps.is_finished(run, root)]
+    table = Table(title=f"sweep {spec.name}: {len(runs)} runs, {len(todo)} to run")
+    table.add_column("run", overflow="fold")
+    table.add_column("seeds")
+    table.add_column("state")
+    for run in runs:
+        table.add_row(run.name, ",".join(map(str, run.seeds)), "to run" if run in todo else "finished")
+    console.print(table)
+    if args.dry_run or not todo:
+        return 0
+    if args.ray:
+        results = sweeps.run_ray(todo, root, args.ray, args.cpus_per_run, args.gpus_per_run)
+    else:
+        results = sweeps.run_local(todo, root, args.workers)
+    console.print(f"Finished {len(results)} runs under {root / spec.name}; summarize with "
+                  f"`offrl report {root / spec.name}`")
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from offrl.report import write_report
+
+    path = write_report([Path(p) for p in args.paths], Path(args.out) if args.out else None, args.by_run)
+    console.print(f"Wrote {path} and its plots")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="offrl", description="Offline RL on JAX.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -170,6 +213,24 @@ def build_parser() -> argparse.ArgumentParser:
     remove = actions.add_parser("remove", help="delete a local dataset")
     remove.add_argument("id")
     remove.set_defaults(run=datasets_remove)
+
+    sweep_parser = commands.add_parser("sweep", help="run a config-driven sweep (experiments/sweeps/*.yaml)")
+    sweep_parser.add_argument("spec")
+    sweep_parser.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
+    sweep_parser.add_argument("--workers", type=int, default=1, help="local runs at a time")
+    sweep_parser.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (e.g. auto, or ray://host:10001)")
+    sweep_parser.add_argument("--cpus-per-run", type=float, default=1.0)
+    sweep_parser.add_argument("--gpus-per-run", type=float, default=0.0)
+    sweep_parser.add_argument("--export-wandb", action="store_true", help="write W&B sweep YAMLs next to SPEC")
+    sweep_parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "runs" / "sweeps"),
+                              help="where run directories go")
+    sweep_parser.set_defaults(run=sweep)
+
+    report_parser = commands.add_parser("report", help="tables, rliable aggregates and plots over runs")
+    report_parser.add_argument("paths", nargs="+", help="run directories or folders holding runs")
+    report_parser.add_argument("--out", help="output directory (default: the first path)")
+    report_parser.add_argument("--by-run", action="store_true", help="one row per run instead of per algorithm")
+    report_parser.set_defaults(run=report)
     return parser
 
 
@@ -177,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except data.DatasetError as error:
+    except (data.DatasetError, ValueError, FileNotFoundError) as error:
         console.print(f"[red]error:[/] {error}", highlight=False)
         return 2
 

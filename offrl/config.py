@@ -35,6 +35,7 @@ class RunConfig:
     resume: str = ""  # a run directory to continue from its last checkpoint
     wandb: str = "auto"  # online | offline | disabled | auto (online when an API key is set)
     wandb_project: str = "offrl"
+    wandb_group: str = ""  # empty: <algorithm>/<dataset>; sweeps use the sweep's name
     divergence_threshold: float = 1e8  # |metric| above this stops the run
 
     def seed_list(self) -> list[int]:

@@ -44,12 +44,14 @@ class RunLogger:
         if self.wandb_mode != "disabled":
             import wandb
 
-            dataset = config.get("dataset", "")
+            dataset = config.get("dataset") or config.get("env", "")
+            group = config.get("wandb_group") or f"{algo}/{dataset}"
             for seed in seeds:
                 self.wandb_runs.append(wandb.init(
                     project=wandb_project, dir=str(self.run_dir), mode=self.wandb_mode,
-                    group=f"{algo}/{dataset}", name=f"{algo}-{dataset.replace('/', '_')}-s{seed}",
-                    tags=[algo, dataset, f"seed{seed}"], config={**config, "seed": seed},
+                    group=group, name=f"{algo}-{dataset.replace('/', '_')}-s{seed}",
+                    tags=[algo, dataset, f"seed{seed}"] + ([group] if config.get("wandb_group") else []),
+                    config={**config, "seed": seed},
                     id=f"{self.run_dir.name}-s{seed}".replace("/", "_")[-64:], resume="allow",
                     reinit="create_new",
                 ))

@@ -1,0 +1,178 @@
+"""Reports over finished runs: tables, rliable aggregates, and plots.
+
+    offrl report RUNS_OR_SWEEP [RUNS_OR_SWEEP ...] [--out DIR]
+
+Every directory under the given paths that holds a run (run.json and metrics.jsonl) is
+read. Per algorithm x dataset: the final normalized score (the last evaluation) and the
+best one (the best evaluation) of each seed. Written to DIR (default: the first path):
+- report.md: a table of final and best scores, mean ± std over seeds, and the rliable
+  aggregates (IQM, mean, optimality gap, with 95% stratified bootstrap confidence
+  intervals, Agarwal et al. 2021) of each algorithm's final scores across datasets;
+- learning_curves.png (mean over seeds, 95% bootstrap band), aggregates.png
+  (interval estimates) and performance_profile.png;
+- report.json with all the numbers.
+Runs of the same algorithm and dataset (e.g. sweep points) are pooled unless `--by-run`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from offrl.logging import read_metrics  # noqa: E402
+
+SCORE = "eval/normalized_score"
+
+
+@dataclass
+class RunScores:
+    run_dir: Path
+    algorithm: str
+    dataset: str
+    curves: dict[int, list[tuple[int, float]]]  # seed -> (step, normalized score)
+
+    @property
+    def final(self) -> list[float]:
+        return [curve[-1][1] for curve in self.curves.values() if curve]
+
+    @property
+    def best(self) -> list[float]:
+        return [max(score for _, score in curve) for curve in self.curves.values() if curve]
+
+
+def find_runs(paths: list[Path]) -> list[RunScores]:
+    runs = []
+    for root in paths:
+        for run_json in sorted(Path(root).rglob("run.json")):
+            run_dir = run_json.parent
+            if not (run_dir / "metrics.jsonl").is_file():
+                continue
+            meta = json.loads(run_json.read_text())
+            rows = [row for row in read_metrics(run_dir) if SCORE in row]
+            if not rows:
+                continue
+            curves: dict[int, list] = defaultdict(list)
+            for row in rows:
+                curves[row["seed"]].append((row["step"], row[SCORE]))
+            runs.append(RunScores(run_dir, meta["algorithm"], meta.get("dataset") or meta.get("env", ""),
+                                  dict(curves)))
+    if not runs:
+        raise FileNotFoundError(f"No runs with normalized evaluation scores under {', '.join(map(str, paths))}.")
+    return runs
+
+
+def group(runs: list[RunScores], by_run: bool = False) -> dict[tuple[str, str], list[RunScores]]:
+    groups: dict[tuple[str, str], list[RunScores]] = defaultdict(list)
+    for run in runs:
+        name = f"{run.algorithm} [{run.run_dir.name}]" if by_run else run.algorithm
+        groups[(name, run.dataset)].append(run)
+    return dict(groups)
+
+
+def aggregates(groups, reps: int = 2000, seed: int = 0):
+    """rliable interval estimates of IQM, mean and optimality gap of final scores / 100.
+
+    Each algorithm's score matrix is (runs x datasets); datasets an algorithm lacks, and
+    seeds beyond the fewest any dataset has, are left out, so the matrix is complete."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    algorithms = sorted({name for name, _ in groups})
+    datasets = sorted({dataset for _, dataset in groups})
+    matrices = {}
+    for name in algorithms:
+        columns = [sum((run.final for run in groups[(name, d)]), []) for d in datasets if (name, d) in groups]
+        depth = min(len(column) for column in columns)
+        matrices[name] = np.array([column[:depth] for column in columns]).T / 100.0
+    aggregate = lambda scores: np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores),  # noqa: E731
+                                         metrics.aggregate_optimality_gap(scores)])
+    point, interval = rly.get_interval_estimates(matrices, aggregate, reps=reps, random_state=np.random.RandomState(seed))
+    return matrices, point, interval
+
+
+def learning_curve_plot(groups, path: Path, seed: int = 0) -> None:
+    datasets = sorted({dataset for _, dataset in groups})
+    figure, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False)
+    rng = np.random.default_rng(seed)
+    for axis, dataset in zip(axes[0], datasets):
+        for (name, d), runs in sorted(groups.items()):
+            if d != dataset:
+                continue
+            curves = [curve for run in runs for curve in run.curves.values()]
+            length = min(len(curve) for curve in curves)
+            steps = np.array([step for step, _ in curves[0][:length]])
+            scores = np.array([[score for _, score in curve[:length]] for curve in curves])
+            means = scores.mean(0)
+            boot = np.array([scores[rng.integers(0, len(scores), len(scores))].mean(0) for _ in range(1000)])
+            low, high = np.percentile(boot, [2.5, 97.5], axis=0)
+            axis.plot(steps, means, label=name)
+            axis.fill_between(steps, low, high, alpha=0.2)
+        axis.set(title=dataset, xlabel="step", ylabel="normalized score")
+        axis.legend(fontsize=8)
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+
+
+def write_report(paths: list[Path], out: Path | None = None, by_run: bool = False) -> Path:
+    from rliable import library as rly
+    from rliable import plot_utils
+
+    runs = find_runs(paths)
+    groups = group(runs, by_run)
+    out = Path(out or paths[0])
+    out.mkdir(parents=True, exist_ok=True)
+    algorithms = sorted({name for name, _ in groups})
+    datasets = sorted({dataset for _, dataset in groups})
+    matrices, point, interval = aggregates(groups)
+
+    lines = ["# Report", "", f"{len(runs)} runs under {', '.join(map(str, paths))}. Normalized scores "
+             "(0 = random, 100 = expert), mean ± std over seeds.", ""]
+    for kind in ("final", "best"):
+        lines += [f"## {kind} score", "", "| dataset | " + " | ".join(algorithms) + " |",
+                  "|---|" + "---|" * len(algorithms)]
+        for dataset in datasets:
+            cells = []
+            for name in algorithms:
+                values = sum((getattr(run, kind) for run in groups.get((name, dataset), [])), [])
+                cells.append(f"{np.mean(values):.1f} ± {np.std(values):.1f} (n={len(values)})" if values else "–")
+            lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Aggregates of final scores (rliable, 95% stratified bootstrap CIs)", "",
+              "| algorithm | IQM | mean | optimality gap |", "|---|---|---|---|"]
+    for name in algorithms:
+        cells = [f"{100 * point[name][i]:.1f} [{100 * interval[name][0][i]:.1f}, {100 * interval[name][1][i]:.1f}]"
+                 for i in range(3)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Plots: learning_curves.png, aggregates.png, performance_profile.png.", ""]
+    (out / "report.md").write_text("\n".join(lines))
+
+    learning_curve_plot(groups, out / "learning_curves.png")
+    figure, _ = plot_utils.plot_interval_estimates(point, interval, metric_names=["IQM", "Mean", "Optimality Gap"],
+                                                   algorithms=algorithms, xlabel="normalized score / 100")
+    figure.savefig(out / "aggregates.png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    thresholds = np.linspace(0.0, 1.2, 61)
+    profiles, profile_cis = rly.create_performance_profile(matrices, thresholds)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    plot_utils.plot_performance_profiles(profiles, thresholds, performance_profile_cis=profile_cis,
+                                         colors=dict(zip(algorithms, plt.rcParams["axes.prop_cycle"].by_key()["color"])),
+                                         xlabel=r"normalized score $\tau$ / 100", ax=axis)
+    axis.legend(algorithms, fontsize=8)
+    figure.savefig(out / "performance_profile.png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    (out / "report.json").write_text(json.dumps({
+        "runs": [str(run.run_dir) for run in runs],
+        "scores": {f"{name}|{dataset}": {"final": sum((r.final for r in rs), []), "best": sum((r.best for r in rs), [])}
+                   for (name, dataset), rs in groups.items()},
+        "aggregates": {name: {"point": point[name].tolist(), "low": interval[name][0].tolist(),
+                              "high": interval[name][1].tolist(), "metrics": ["iqm", "mean", "optimality_gap"]}
+                       for name in algorithms}}, indent=1))
+    return out / "report.md"

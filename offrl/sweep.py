@@ -1,0 +1,191 @@
+"""Config-driven sweeps: algorithms x datasets x hyperparameters x seeds, run locally or on Ray.
+
+    offrl sweep experiments/sweeps/SPEC.yaml [--dry-run] [--workers N] [--ray ADDRESS] [--export-wandb]
+
+A spec (YAML):
+
+    name: rebrac-hopper            # the sweep's name: wandb group, runs/sweeps/<name>/
+    algorithms: [rebrac]
+    datasets: [offrl/hopper/medium-v0]
+    seeds: [0, 1, 2]
+    base: {num_updates: 100000}    # config keys shared by every run
+    grid:                          # every combination
+      actor_bc_coef: [0.001, 0.01]
+    random:                        # `samples` draws, seeded, combined with every grid point
+      samples: 4
+      seed: 0
+      axes:
+        actor_lr: {log_uniform: [1.0e-4, 1.0e-3]}
+        tau: {uniform: [0.001, 0.01]}
+        batch_size: {choice: [256, 512]}
+
+Each (algorithm, dataset, grid point, random draw) is one run that trains all the seeds
+side by side in one vmapped program. Runs are independent processes: up to `--workers`
+at a time locally, or one Ray task each (CPUs and GPUs declared, retried if a worker dies).
+A finished run writes result.json; re-running the sweep skips it, and resumes a run that
+was cut off from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import yaml
+
+from offrl.config import dataset_config_name
+from offrl.runs import REPO_ROOT
+
+SWEEP_ROOT = REPO_ROOT / "runs" / "sweeps"
+RESULT = "result.json"
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One run of a sweep: an algorithm on a dataset with overrides, all seeds packed."""
+
+    sweep: str
+    algorithm: str
+    dataset: str
+    seeds: tuple[int, ...]
+    overrides: dict[str, Any] = field(default_factory=dict, hash=False)
+    label: str = ""  # the varied values, e.g. "actor_bc_coef=0.01"
+
+    @property
+    def name(self) -> str:
+        return "_".join(part for part in (self.algorithm, dataset_config_name(self.dataset), self.label) if part)
+
+    def run_dir(self, root: Path) -> Path:
+        return root / self.sweep / self.name
+
+    def argv(self, root: Path) -> list[str]:
+        args = ["--dataset", self.dataset, "--seeds", ",".join(map(str, self.seeds)),
+                "--wandb_group", self.sweep, "--run_dir", str(self.run_dir(root))]
+        for key, value in self.overrides.items():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            args += [f"--{key}", *map(str, values)]
+        return args
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    algorithms: list[str]
+    datasets: list[str]
+    seeds: list[int]
+    base: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list] = field(default_factory=dict)
+    random: dict[str, Any] = field(default_factory=dict)
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    raw = yaml.safe_load(Path(path).read_text())
+    missing = [key for key in ("name", "algorithms", "datasets", "seeds") if key not in raw]
+    if missing:
+        raise ValueError(f"{path}: the sweep spec needs {', '.join(missing)} (see `offrl sweep --help`).")
+    unknown = sorted(set(raw) - {"name", "algorithms", "datasets", "seeds", "base", "grid", "random"})
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}.")
+    return SweepSpec(**raw)
+
+
+def draw(axis: dict[str, Any], rng: np.random.Generator):
+    """One value of a random axis: {uniform: [lo, hi]}, {log_uniform: [lo, hi]} or {choice: [...]}."""
+    (kind, values), = axis.items()
+    if kind == "uniform":
+        return float(rng.uniform(*values))
+    if kind == "log_uniform":
+        return float(np.exp(rng.uniform(np.log(values[0]), np.log(values[1]))))
+    if kind == "choice":
+        return values[int(rng.integers(len(values)))]
+    raise ValueError(f"Unknown random axis {kind!r}: use uniform, log_uniform or choice.")
+
+
+def _format(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def expand(spec: SweepSpec) -> list[SweepRun]:
+    """Every run of the sweep, in a fixed order."""
+    grid_keys = list(spec.grid)
+    grid_points = [dict(zip(grid_keys, values)) for values in itertools.product(*spec.grid.values())] or [{}]
+    random_points: list[dict] = [{}]
+    if spec.random:
+        rng = np.random.default_rng(spec.random.get("seed", 0))
+        axes = spec.random.get("axes", {})
+        random_points = [{key: draw(axis, rng) for key, axis in axes.items()}
+                         for _ in range(int(spec.random.get("samples", 1)))]
+    runs = []
+    for algorithm, dataset in itertools.product(spec.algorithms, spec.datasets):
+        for grid_point, random_point in itertools.product(grid_points, random_points):
+            varied = {**grid_point, **random_point}
+            label = ",".join(f"{key}={_format(value)}" for key, value in varied.items())
+            runs.append(SweepRun(spec.name, algorithm, dataset, tuple(spec.seeds), {**spec.base, **varied}, label))
+    return runs
+
+
+def is_finished(run: SweepRun, root: Path) -> bool:
+    return (run.run_dir(root) / RESULT).is_file()
+
+
+def run_one(run: SweepRun, root: Path) -> dict:
+    """Train one run (resuming it if it was cut off) and write its result.json."""
+    from offrl import checkpoint
+    from offrl.train import algorithm_module, main, offline_program
+
+    module = algorithm_module(run.algorithm)
+    run_dir = run.run_dir(root)
+    argv = (["--resume", str(run_dir)] if checkpoint.latest(run_dir) is not None else run.argv(root))
+    result = main(module.make, module.Config, run.algorithm, argv,
+                  make_program=getattr(module, "program", offline_program))
+    summary = {"run": run.name, "algorithm": run.algorithm, "dataset": run.dataset, "seeds": list(run.seeds),
+               "overrides": run.overrides, "final_eval": {k: np.asarray(v).tolist() for k, v in result.final_eval.items()}}
+    (run_dir / RESULT).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _run_in_worker(run: SweepRun, root: str) -> dict:
+    return run_one(run, Path(root))
+
+
+def run_local(runs: list[SweepRun], root: Path, workers: int) -> list[dict]:
+    """Independent runs in up to `workers` processes (spawned: jax does not survive fork)."""
+    if workers <= 1:
+        return [run_one(run, root) for run in runs]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return list(pool.map(_run_in_worker, runs, [str(root)] * len(runs)))
+
+
+def run_ray(runs: list[SweepRun], root: Path, address: str, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,
+            max_retries: int = 3, run_fn: Callable[[SweepRun, Path], dict] = run_one) -> list[dict]:
+    """One Ray task per run, with the resources it needs; a task whose worker dies is retried
+    (and resumes from the run's last checkpoint). Results come back to the driver."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=max_retries)(run_fn)
+    return ray.get([task.remote(run, root) for run in runs])
+
+
+def wandb_sweep_yaml(spec: SweepSpec, algorithm: str) -> dict:
+    """An equivalent W&B sweep (one per algorithm: the program differs) for wandb agents."""
+    parameters: dict[str, Any] = {"dataset": {"values": spec.datasets}, "seeds": {"values": [str(s) for s in spec.seeds]},
+                                  "wandb_group": {"value": spec.name}}
+    parameters.update({key: {"value": value} for key, value in spec.base.items()})
+    parameters.update({key: {"values": values} for key, values in spec.grid.items()})
+    for key, axis in spec.random.get("axes", {}).items():
+        (kind, values), = axis.items()
+        parameters[key] = ({"values": values} if kind == "choice" else
+                           {"distribution": "uniform" if kind == "uniform" else "log_uniform_values",
+                            "min": values[0], "max": values[1]})
+    return {"name": f"{spec.name}-{algorithm}", "program": f"algorithms/{algorithm}.py",
+            "method": "random" if spec.random else "grid", "project": "offrl", "parameters": parameters,
+            "command": ["${env}", "${interpreter}", "${program}", "${args}"]}

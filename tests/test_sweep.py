@@ -1,0 +1,143 @@
+"""Sweeps: spec expansion, packing, resume, the Ray runner, W&B export, and reports."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from offrl import sweep
+from offrl.cli import main as cli_main
+from offrl.data.scripted import make_pendulum_dataset
+from offrl.logging import read_metrics
+from offrl.report import write_report
+
+DATASET = "offrl/pendulum/sweep-v0"
+TINY = {"num_updates": 200, "log_every": 100, "eval_every": 100, "eval_episodes": 2, "checkpoint_every": 100,
+        "batch_size": 64, "wandb": "disabled"}
+
+
+@pytest.fixture
+def pendulum(minari_store):
+    make_pendulum_dataset(DATASET, num_steps=3000)
+    return DATASET
+
+
+def spec_file(tmp_path: Path, **fields) -> Path:
+    spec = {"name": "tiny", "algorithms": ["bc"], "datasets": [DATASET], "seeds": [0, 1], "base": TINY, **fields}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_grid_and_random_axes_expand_into_the_right_runs(tmp_path):
+    spec = sweep.load_spec(spec_file(
+        tmp_path, algorithms=["td3_bc", "iql"], datasets=["a/b/c-v0", "a/d/e-v0"], seeds=[0, 1, 2],
+        grid={"alpha": [1.0, 2.5], "tau": [0.005, 0.01]},
+        random={"samples": 3, "seed": 7, "axes": {"actor_lr": {"log_uniform": [1e-4, 1e-3]},
+                                                  "batch_size": {"choice": [128, 256]}}}))
+    runs = sweep.expand(spec)
+    assert len(runs) == 2 * 2 * (2 * 2) * 3
+    assert all(run.seeds == (0, 1, 2) for run in runs)
+    assert len({run.name for run in runs}) == len(runs)
+    lrs = {run.overrides["actor_lr"] for run in runs}
+    assert len(lrs) == 3 and all(1e-4 <= lr <= 1e-3 for lr in lrs)
+    assert {run.overrides["batch_size"] for run in runs} <= {128, 256}
+    assert [run.overrides for run in sweep.expand(spec)] == [run.overrides for run in runs]  # seeded
+    first = runs[0]
+    assert first.overrides["alpha"] == 1.0 and first.overrides["tau"] == 0.005 and first.overrides["num_updates"] == 200
+    with pytest.raises(ValueError, match="needs seeds"):
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump({"name": "x", "algorithms": ["bc"], "datasets": ["d"]}))
+        sweep.load_spec(path)
+
+
+def test_packed_seeds_match_separate_runs(pendulum, tmp_path):
+    packed = sweep.SweepRun("pack", "td3_bc", DATASET, (0, 1), TINY)
+    alone = [sweep.SweepRun("alone", "td3_bc", DATASET, (seed,), TINY) for seed in (0, 1)]
+    sweep.run_local([packed, *alone], tmp_path, workers=1)
+    packed_rows = read_metrics(packed.run_dir(tmp_path))
+    for run in alone:
+        for row in read_metrics(run.run_dir(tmp_path)):
+            twin = next(r for r in packed_rows if r["step"] == row["step"] and r["seed"] == row["seed"])
+            for key in ("critic_loss", "q_mean", "eval/return"):
+                np.testing.assert_allclose(twin[key], row[key], rtol=1e-4, atol=1e-5)
+
+
+def test_a_rerun_sweep_skips_finished_runs(pendulum, tmp_path, capsys):
+    path = spec_file(tmp_path, grid={"actor_lr": [1e-3, 3e-4]})
+    root = tmp_path / "runs"
+    assert cli_main(["sweep", str(path), "--root", str(root), "--dry-run"]) == 0
+    assert "2 to run" in capsys.readouterr().out
+    assert cli_main(["sweep", str(path), "--root", str(root)]) == 0
+    results = sorted(root.glob("tiny/*/result.json"))
+    assert len(results) == 2
+    stamps = [p.stat().st_mtime_ns for p in results]
+    assert cli_main(["sweep", str(path), "--root", str(root)]) == 0
+    assert "0 to run" in capsys.readouterr().out
+    assert [p.stat().st_mtime_ns for p in results] == stamps
+
+
+def dies_once(run, root):
+    """Kills its worker process the first time it runs, then trains normally."""
+    marker = Path(root) / f"{run.name}.died"
+    if not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("")
+        os._exit(1)
+    return sweep.run_one(run, Path(root))
+
+
+def test_ray_runner_matches_the_local_runner_and_survives_a_dying_worker(pendulum, tmp_path):
+    import ray
+
+    runs = sweep.expand(sweep.load_spec(spec_file(tmp_path, grid={"actor_lr": [1e-3, 3e-4]})))
+    local = sweep.run_local(runs, tmp_path / "local", workers=1)
+    # workers see the test's dataset store, and this file (dies_once) on their path
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {
+        "MINARI_DATASETS_PATH": os.environ["MINARI_DATASETS_PATH"], "PYTHONPATH": str(Path(__file__).parent)}})
+    try:
+        remote = sweep.run_ray(runs, tmp_path / "ray", address=None, run_fn=dies_once)
+    finally:
+        ray.shutdown()
+    assert all((tmp_path / "ray" / f"{run.name}.died").exists() for run in runs)  # every task died once
+    for a, b in zip(local, remote):
+        assert a["run"] == b["run"]
+        np.testing.assert_array_equal(a["final_eval"]["eval/return"], b["final_eval"]["eval/return"])
+    for run in runs:
+        rows_local = read_metrics(run.run_dir(tmp_path / "local"))
+        rows_ray = read_metrics(run.run_dir(tmp_path / "ray"))
+        strip = lambda rows: [{k: v for k, v in r.items() if k != "updates_per_s"} for r in rows]  # noqa: E731
+        assert strip(rows_local) == strip(rows_ray)
+
+
+def test_wandb_export_and_groups(tmp_path):
+    path = spec_file(tmp_path, algorithms=["td3_bc"], grid={"alpha": [1.0, 2.5]},
+                     random={"samples": 2, "axes": {"tau": {"uniform": [0.001, 0.01]}}})
+    assert cli_main(["sweep", str(path), "--export-wandb"]) == 0
+    exported = yaml.safe_load(path.with_suffix(".td3_bc.wandb.yaml").read_text())
+    assert exported["program"] == "algorithms/td3_bc.py" and exported["method"] == "random"
+    parameters = exported["parameters"]
+    assert parameters["alpha"] == {"values": [1.0, 2.5]}
+    assert parameters["tau"] == {"distribution": "uniform", "min": 0.001, "max": 0.01}
+    assert parameters["wandb_group"] == {"value": "tiny"} and parameters["dataset"] == {"values": [DATASET]}
+    run = sweep.expand(sweep.load_spec(path))[0]
+    assert run.argv(tmp_path)[run.argv(tmp_path).index("--wandb_group") + 1] == "tiny"
+
+
+def test_report_tables_aggregates_and_plots(pendulum, tmp_path):
+    runs = sweep.expand(sweep.load_spec(spec_file(tmp_path, algorithms=["bc", "td3_bc"])))
+    sweep.run_local(runs, tmp_path / "runs", workers=1)
+    report = write_report([tmp_path / "runs"])
+    text = report.read_text()
+    assert "| bc |" in text and "| td3_bc |" in text and "IQM" in text
+    assert "(n=2)" in text
+    for name in ("learning_curves.png", "aggregates.png", "performance_profile.png", "report.json"):
+        assert (report.parent / name).stat().st_size > 0
+    numbers = json.loads((report.parent / "report.json").read_text())
+    final_bc = numbers["scores"][f"bc|{DATASET}"]["final"]
+    assert len(final_bc) == 2 and numbers["aggregates"]["bc"]["point"][1] == pytest.approx(np.mean(final_bc) / 100)
