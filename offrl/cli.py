@@ -8,7 +8,7 @@
     offrl datasets proxy-label --labelled ID1 --unlabelled ID2 --out ID3 [--ensemble N]
     offrl datasets remove ID
     offrl sweep SPEC [--dry-run] [--workers N] [--ray ADDRESS] [--export-wandb]
-    offrl report RUNS_OR_SWEEP [...] [--out DIR] [--by-run]
+    offrl report RUNS_OR_SWEEP [...] [--out DIR] [--by-run] [--reference YAML]
 """
 
 from __future__ import annotations
@@ -153,7 +153,10 @@ def sweep(args: argparse.Namespace) -> int:
 def report(args: argparse.Namespace) -> int:
     from offrl.report import write_report
 
-    path = write_report([Path(p) for p in args.paths], Path(args.out) if args.out else None, args.by_run)
+    import yaml
+
+    reference = yaml.safe_load(Path(args.reference).read_text()) if args.reference else None
+    path = write_report([Path(p) for p in args.paths], Path(args.out) if args.out else None, args.by_run, reference)
     console.print(f"Wrote {path} and its plots")
     return 0
 
@@ -230,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     report_parser.add_argument("paths", nargs="+", help="run directories or folders holding runs")
     report_parser.add_argument("--out", help="output directory (default: the first path)")
     report_parser.add_argument("--by-run", action="store_true", help="one row per run instead of per algorithm")
+    report_parser.add_argument("--reference", help="YAML of published scores: dataset -> algorithm -> score")
     report_parser.set_defaults(run=report)
     return parser
 

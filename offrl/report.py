@@ -1,11 +1,13 @@
 """Reports over finished runs: tables, rliable aggregates, and plots.
 
-    offrl report RUNS_OR_SWEEP [RUNS_OR_SWEEP ...] [--out DIR]
+    offrl report RUNS_OR_SWEEP [RUNS_OR_SWEEP ...] [--out DIR] [--reference YAML]
 
 Every directory under the given paths that holds a run (run.json and metrics.jsonl) is
 read. Per algorithm x dataset: the final normalized score (the last evaluation) and the
 best one (the best evaluation) of each seed. Written to DIR (default: the first path):
-- report.md: a table of final and best scores, mean ± std over seeds, and the rliable
+- report.md: a table of final and best scores, mean ± std over seeds, beside the
+  dataset's own normalized return (when the dataset is local) and, with --reference, a
+  YAML of published scores (dataset name -> algorithm -> score); and the rliable
   aggregates (IQM, mean, optimality gap, with 95% stratified bootstrap confidence
   intervals, Agarwal et al. 2021) of each algorithm's final scores across datasets;
 - learning_curves.png (mean over seeds, 95% bootstrap band), aggregates.png
@@ -27,6 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from offrl.config import dataset_config_name  # noqa: E402
 from offrl.logging import read_metrics  # noqa: E402
 
 SCORE = "eval/normalized_score"
@@ -121,7 +124,18 @@ def learning_curve_plot(groups, path: Path, seed: int = 0) -> None:
     plt.close(figure)
 
 
-def write_report(paths: list[Path], out: Path | None = None, by_run: bool = False) -> Path:
+def dataset_score(dataset_id: str) -> str:
+    """The dataset's own mean normalized return, if it is in the local store."""
+    from offrl.data import DatasetError, load_dataset
+
+    try:
+        return f"{load_dataset(dataset_id).summary()['normalized_return_mean']:.1f}"
+    except (DatasetError, KeyError):
+        return "–"
+
+
+def write_report(paths: list[Path], out: Path | None = None, by_run: bool = False,
+                 reference: dict[str, dict[str, float]] | None = None) -> Path:
     from rliable import library as rly
     from rliable import plot_utils
 
@@ -135,16 +149,24 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
 
     lines = ["# Report", "", f"{len(runs)} runs under {', '.join(map(str, paths))}. Normalized scores "
              "(0 = random, 100 = expert), mean ± std over seeds.", ""]
+    reference = reference or {}
+    data_scores = {dataset: dataset_score(dataset) for dataset in datasets}
     for kind in ("final", "best"):
-        lines += [f"## {kind} score", "", "| dataset | " + " | ".join(algorithms) + " |",
-                  "|---|" + "---|" * len(algorithms)]
+        lines += [f"## {kind} score", "", "| dataset | data | " + " | ".join(algorithms) + " |",
+                  "|---|---|" + "---|" * len(algorithms)]
         for dataset in datasets:
             cells = []
+            published = reference.get(dataset_config_name(dataset), {})
             for name in algorithms:
                 values = sum((getattr(run, kind) for run in groups.get((name, dataset), [])), [])
-                cells.append(f"{np.mean(values):.1f} ± {np.std(values):.1f} (n={len(values)})" if values else "–")
-            lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+                cell = f"{np.mean(values):.1f} ± {np.std(values):.1f} (n={len(values)})" if values else "–"
+                if name in published:
+                    cell += f" [{published[name]}]"
+                cells.append(cell)
+            lines.append(f"| {dataset} | {data_scores[dataset]} | " + " | ".join(cells) + " |")
         lines.append("")
+    if reference:
+        lines += ["Published scores in brackets (--reference): a check of ordering and magnitude only.", ""]
     lines += ["## Aggregates of final scores (rliable, 95% stratified bootstrap CIs)", "",
               "| algorithm | IQM | mean | optimality gap |", "|---|---|---|---|"]
     for name in algorithms:

@@ -12,6 +12,7 @@ import yaml
 
 from offrl import sweep
 from offrl.cli import main as cli_main
+from offrl.data import load_dataset
 from offrl.data.scripted import make_pendulum_dataset
 from offrl.logging import read_metrics
 from offrl.report import write_report
@@ -132,10 +133,12 @@ def test_wandb_export_and_groups(tmp_path):
 def test_report_tables_aggregates_and_plots(pendulum, tmp_path):
     runs = sweep.expand(sweep.load_spec(spec_file(tmp_path, algorithms=["bc", "td3_bc"])))
     sweep.run_local(runs, tmp_path / "runs", workers=1)
-    report = write_report([tmp_path / "runs"])
+    report = write_report([tmp_path / "runs"], reference={"pendulum-sweep": {"td3_bc": 50.0}})
     text = report.read_text()
     assert "| bc |" in text and "| td3_bc |" in text and "IQM" in text
-    assert "(n=2)" in text
+    assert "(n=2)" in text and "[50.0]" in text
+    data_score = load_dataset(DATASET).summary()["normalized_return_mean"]
+    assert f"| {DATASET} | {data_score:.1f} |" in text
     for name in ("learning_curves.png", "aggregates.png", "performance_profile.png", "report.json"):
         assert (report.parent / name).stat().st_size > 0
     numbers = json.loads((report.parent / "report.json").read_text())
