@@ -28,6 +28,10 @@ from offrl.rl import create_scalar_state, init_actor_critic, monte_carlo_returns
 from offrl.train import main
 
 
+# Hyperparameters used only in arithmetic: a sweep may train several values in one program.
+PACKABLE = ("cql_alpha",)
+
+
 @dataclass
 class Config(TrainConfig):
     cql_alpha: float = 10.0

@@ -27,6 +27,10 @@ from offrl.rl import create_train_state, expectile_loss, soft_update, td_target
 from offrl.train import main
 
 
+# Hyperparameters used only in arithmetic: a sweep may train several values in one program.
+PACKABLE = ("expectile", "beta")
+
+
 @dataclass
 class Config(TrainConfig):
     """Defaults are the paper's D4RL locomotion settings (AntMaze: expectile 0.9, beta 10,

@@ -24,6 +24,10 @@ from offrl.rl import init_td3_state, smoothed_target_action, td3_update, td_targ
 from offrl.train import main
 
 
+# Hyperparameters used only in arithmetic: a sweep may train several values in one program.
+PACKABLE = ("actor_bc_coef", "critic_bc_coef")
+
+
 @dataclass
 class Config(TrainConfig):
     """Defaults follow the ReBRAC paper's D4RL locomotion settings (no state or reward

@@ -21,6 +21,10 @@ from offrl.rl import init_td3_state, smoothed_target_action, td3_update, td_targ
 from offrl.train import main
 
 
+# Hyperparameters used only in arithmetic: a sweep may train several values in one program.
+PACKABLE = ("alpha",)
+
+
 @dataclass
 class Config(TrainConfig):
     """Defaults are the paper's D4RL hyperparameters."""

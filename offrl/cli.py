@@ -123,7 +123,7 @@ def sweep(args: argparse.Namespace) -> int:
     from offrl import sweep as sweeps
 
     spec = sweeps.load_spec(args.spec)
-    runs = sweeps.expand(spec)
+    runs = sweeps.expand(spec) if args.no_pack else sweeps.pack(sweeps.expand(spec))
     root = Path(args.root)
     if args.export_wandb:
         for algorithm in spec.algorithms:
@@ -224,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_parser.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (e.g. auto, or ray://host:10001)")
     sweep_parser.add_argument("--cpus-per-run", type=float, default=1.0)
     sweep_parser.add_argument("--gpus-per-run", type=float, default=0.0)
+    sweep_parser.add_argument("--no-pack", action="store_true",
+                              help="one program per hyperparameter point (default: pack PACKABLE ones)")
     sweep_parser.add_argument("--export-wandb", action="store_true", help="write W&B sweep YAMLs next to SPEC")
     sweep_parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "runs" / "sweeps"),
                               help="where run directories go")

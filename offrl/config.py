@@ -60,6 +60,9 @@ class TrainConfig(RunConfig):
     reward_transform: str = "none"  # none | locomotion | antmaze | scale_bias
     reward_scale: float = 1.0
     reward_bias: float = 0.0
+    # JSON list of hyperparameter points trained side by side with the seeds (sweeps set it),
+    # e.g. '[{"actor_bc_coef": 0.01}, {"actor_bc_coef": 0.1}]'; only an algorithm's PACKABLE keys
+    pack: str = ""
     # offline-to-online fine-tuning after the offline updates (docs/online.md)
     online_steps: int = 0  # env steps per seed; 0: offline only
     online_env: str = ""  # Gymnasium id; empty: the eval env

@@ -35,9 +35,13 @@ def resolve_wandb_mode(mode: str) -> str:
 class RunLogger:
     def __init__(self, run_dir: Path, config: dict[str, Any], algo: str, seeds: list[int],
                  total_updates: int, start_update: int = 0, wandb_mode: str = "auto",
-                 wandb_project: str = "offrl", show_progress: bool = True):
+                 wandb_project: str = "offrl", show_progress: bool = True,
+                 members: list[dict[str, Any]] | None = None):
+        """One metrics row per seed and step; with packed hyperparameters, `members` holds
+        each trained member's values (logged as hp/<key>), `seeds` its seed."""
         self.run_dir = Path(run_dir)
         self.seeds = seeds
+        self.members = members or [{} for _ in seeds]
         self.metrics_path = self.run_dir / METRICS_FILE
         self.wandb_mode = resolve_wandb_mode(wandb_mode)
         self.wandb_runs = []
@@ -46,13 +50,14 @@ class RunLogger:
 
             dataset = config.get("dataset") or config.get("env", "")
             group = config.get("wandb_group") or f"{algo}/{dataset}"
-            for seed in seeds:
+            for index, (seed, member) in enumerate(zip(seeds, self.members)):
+                label = "".join(f"-{key}={value}" for key, value in member.items())
                 self.wandb_runs.append(wandb.init(
                     project=wandb_project, dir=str(self.run_dir), mode=self.wandb_mode,
-                    group=group, name=f"{algo}-{dataset.replace('/', '_')}-s{seed}",
+                    group=group, name=f"{algo}-{dataset.replace('/', '_')}{label}-s{seed}",
                     tags=[algo, dataset, f"seed{seed}"] + ([group] if config.get("wandb_group") else []),
-                    config={**config, "seed": seed},
-                    id=f"{self.run_dir.name}-s{seed}".replace("/", "_")[-64:], resume="allow",
+                    config={**config, **member, "seed": seed},
+                    id=f"{self.run_dir.name}-m{index}-s{seed}".replace("/", "_")[-64:], resume="allow",
                     reinit="create_new",
                 ))
         self.progress = Progress(
@@ -68,7 +73,8 @@ class RunLogger:
         """metrics: name -> per-seed values. Appends one JSON line per seed."""
         with open(self.metrics_path, "a") as handle:
             for index, seed in enumerate(self.seeds):
-                row = {"step": step, "seed": seed, "updates_per_s": updates_per_s}
+                row = {"step": step, "seed": seed, "updates_per_s": updates_per_s,
+                       **{f"hp/{key}": value for key, value in self.members[index].items()}}
                 row.update({key: float(np.asarray(value)[index]) for key, value in metrics.items()})
                 handle.write(json.dumps(row) + "\n")
                 if self.wandb_runs:

@@ -13,7 +13,8 @@ best one (the best evaluation) of each seed. Written to DIR (default: the first 
 - learning_curves.png (mean over seeds, 95% bootstrap band), aggregates.png
   (interval estimates) and performance_profile.png;
 - report.json with all the numbers.
-Runs of the same algorithm and dataset (e.g. sweep points) are pooled unless `--by-run`.
+Runs of the same algorithm and dataset (e.g. sweep points) are pooled unless `--by-run`;
+the points of a packed run (hp/<key> columns) are always kept apart.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class RunScores:
     algorithm: str
     dataset: str
     curves: dict[int, list[tuple[int, float]]]  # seed -> (step, normalized score)
+    point: str = ""  # packed hyperparameter values, e.g. "actor_bc_coef=0.01"
 
     @property
     def final(self) -> list[float]:
@@ -60,13 +62,14 @@ def find_runs(paths: list[Path]) -> list[RunScores]:
                 continue
             meta = json.loads(run_json.read_text())
             rows = [row for row in read_metrics(run_dir) if SCORE in row]
-            if not rows:
-                continue
-            curves: dict[int, list] = defaultdict(list)
+            # a packed run holds several hyperparameter points (hp/<key> columns): one entry each
+            points: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
             for row in rows:
-                curves[row["seed"]].append((row["step"], row[SCORE]))
-            runs.append(RunScores(run_dir, meta["algorithm"], meta.get("dataset") or meta.get("env", ""),
-                                  dict(curves)))
+                label = ",".join(f"{key[3:]}={value:g}" for key, value in sorted(row.items()) if key.startswith("hp/"))
+                points[label][row["seed"]].append((row["step"], row[SCORE]))
+            for label, curves in points.items():
+                runs.append(RunScores(run_dir, meta["algorithm"], meta.get("dataset") or meta.get("env", ""),
+                                      dict(curves), label))
     if not runs:
         raise FileNotFoundError(f"No runs with normalized evaluation scores under {', '.join(map(str, paths))}.")
     return runs
@@ -75,7 +78,8 @@ def find_runs(paths: list[Path]) -> list[RunScores]:
 def group(runs: list[RunScores], by_run: bool = False) -> dict[tuple[str, str], list[RunScores]]:
     groups: dict[tuple[str, str], list[RunScores]] = defaultdict(list)
     for run in runs:
-        name = f"{run.algorithm} [{run.run_dir.name}]" if by_run else run.algorithm
+        name = (f"{run.algorithm} [{run.run_dir.name}{'|' + run.point if run.point else ''}]" if by_run
+                else f"{run.algorithm} [{run.point}]" if run.point else run.algorithm)
         groups[(name, run.dataset)].append(run)
     return dict(groups)
 

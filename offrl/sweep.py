@@ -20,7 +20,10 @@ A spec (YAML):
         batch_size: {choice: [256, 512]}
 
 Each (algorithm, dataset, grid point, random draw) is one run that trains all the seeds
-side by side in one vmapped program. Runs are independent processes: up to `--workers`
+side by side in one vmapped program; points that differ only in scalar hyperparameters the
+algorithm declares PACKABLE (e.g. ReBRAC's BC coefficients) are packed into one run and
+program too, their values passed as traced values (`--no-pack` keeps them apart). Runs
+are independent processes: up to `--workers`
 at a time locally, or one Ray task each (CPUs and GPUs declared, retried if a worker dies).
 A finished run writes result.json; re-running the sweep skips it, and resumes a run that
 was cut off from its last checkpoint.
@@ -56,6 +59,7 @@ class SweepRun:
     seeds: tuple[int, ...]
     overrides: dict[str, Any] = field(default_factory=dict, hash=False)
     label: str = ""  # the varied values, e.g. "actor_bc_coef=0.01"
+    sweep_base: tuple[str, ...] = ()  # keys of the spec's base (not part of labels)
 
     @property
     def name(self) -> str:
@@ -126,8 +130,34 @@ def expand(spec: SweepSpec) -> list[SweepRun]:
         for grid_point, random_point in itertools.product(grid_points, random_points):
             varied = {**grid_point, **random_point}
             label = ",".join(f"{key}={_format(value)}" for key, value in varied.items())
-            runs.append(SweepRun(spec.name, algorithm, dataset, tuple(spec.seeds), {**spec.base, **varied}, label))
+            runs.append(SweepRun(spec.name, algorithm, dataset, tuple(spec.seeds), {**spec.base, **varied}, label,
+                                 tuple(spec.base)))
     return runs
+
+
+def pack(runs: list[SweepRun]) -> list[SweepRun]:
+    """Runs that differ only in their algorithm's PACKABLE hyperparameters become one run
+    that trains all their points side by side (--pack), in one compiled program."""
+    from offrl.train import algorithm_module
+
+    groups: dict[tuple, list[SweepRun]] = {}
+    for run in runs:
+        packable = set(getattr(algorithm_module(run.algorithm), "PACKABLE", ()))
+        fixed = {key: value for key, value in run.overrides.items() if key not in packable}
+        key = (run.algorithm, run.dataset, run.seeds, json.dumps(fixed, sort_keys=True, default=str))
+        groups.setdefault(key, []).append(run)
+    packed = []
+    for (algorithm, dataset, seeds, fixed_json), members in groups.items():
+        fixed = json.loads(fixed_json)
+        varied = [{key: value for key, value in run.overrides.items() if key not in fixed} for run in members]
+        if len(members) == 1 or not varied[0]:
+            packed += members
+            continue
+        shared = ",".join(f"{key}={_format(value)}" for key, value in fixed.items() if key not in members[0].sweep_base)
+        label = ",".join(part for part in (shared, f"packed{len(members)}") if part)
+        packed.append(SweepRun(members[0].sweep, algorithm, dataset, seeds, {**fixed, "pack": json.dumps(varied)},
+                               label, members[0].sweep_base))
+    return packed
 
 
 def is_finished(run: SweepRun, root: Path) -> bool:

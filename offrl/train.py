@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
@@ -23,7 +24,7 @@ from offrl import checkpoint
 from offrl.config import TrainConfig, parse_config, save_config
 from offrl.data import DatasetError, OfflineDataset, Preprocessing, fit_preprocessing, load_dataset
 from offrl.evaluate import make_policy
-from offrl.learner import Algorithm, init_states, make_train_steps, sample_uniform, seed_slice
+from offrl.learner import Algorithm, all_finite, init_states, make_train_steps, sample_uniform, scan_updates, seed_slice
 from offrl.logging import RunLogger
 from offrl.online import OnlinePhase, new_buffers, online_carry, run_online
 from offrl.runs import REPO_ROOT, RunResult, check_divergence, default_run_dir, evaluate_seeds
@@ -60,6 +61,34 @@ def _eval_env(config: TrainConfig, dataset: OfflineDataset):
     return config.eval_env or dataset.metadata.eval_env_spec
 
 
+def packed_program(make_algorithm: MakeAlgorithm, points: list[dict[str, float]]) -> Callable[..., TrainProgram]:
+    """Offline training of several hyperparameter points at once (sweeps): each (point,
+    seed) member is a slice of one vmapped program, its values passed as traced scalars
+    into the algorithm's losses, so every member shares one compiled program."""
+
+    def make_program(algorithm: Algorithm, config: TrainConfig, seeds: list[int], data, dataset: OfflineDataset,
+                     run_dir: Path) -> TrainProgram:
+        obs_dim, act_dim = data["observations"].shape[1], data["actions"].shape[1]
+        values = {key: jnp.asarray([point[key] for point in points for _ in seeds], jnp.float32) for key in points[0]}
+        states, rngs = init_states(algorithm, [seed for _ in points for seed in seeds])
+
+        def one_member(state, rng, data, first_step, hyperparameters):
+            member = make_algorithm(dataclasses.replace(config, **hyperparameters), obs_dim, act_dim)
+            updates = scan_updates(member.update, sample_uniform(config.batch_size), config.log_every)
+            state, rng, metrics = updates(state, rng, data, first_step)
+            return state, rng, jax.tree.map(jnp.nanmean, metrics), all_finite(state)
+
+        steps = jax.jit(jax.vmap(one_member, in_axes=(0, 0, None, None, 0)), donate_argnums=(0, 1))
+
+        def run(carry, data, first_update):
+            states, rngs, metrics, finite = steps(carry["states"], carry["rngs"], data, first_update, values)
+            return {"states": states, "rngs": rngs}, metrics, finite
+
+        return TrainProgram({"states": states, "rngs": rngs}, run, lambda carry: carry["states"])
+
+    return make_program
+
+
 def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_progress: bool = True,
           make_program: Callable[..., TrainProgram] = offline_program) -> RunResult:
     """Offline training, then (with --online_steps) fine-tuning in the environment."""
@@ -88,8 +117,15 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
         arrays.update(algorithm.dataset_columns(arrays, dataset.episode_starts))
     data = jax.device_put(arrays)
 
-    seeds = config.seed_list()
-    program = make_program(algorithm, config, seeds, data, dataset, run_dir)
+    seeds, members = config.seed_list(), None
+    if config.pack:  # members: every hyperparameter point with every seed
+        points = json.loads(config.pack)
+        if make_program is not offline_program or config.online_steps:
+            raise ValueError("--pack packs hyperparameters of plain offline training only.")
+        make_program = packed_program(make_algorithm, points)
+        members = [point for point in points for _ in seeds]
+        seeds = [seed for _ in points for seed in seeds]
+    program = make_program(algorithm, config, config.seed_list(), data, dataset, run_dir)
     carry, start, online = program.carry, 0, None
     if config.resume:
         saved, start = checkpoint.latest(run_dir), checkpoint.latest_step(run_dir)
@@ -105,7 +141,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
     eval_env = _eval_env(config, dataset)
     normalized_score = dataset.normalized_score if dataset.metadata.has_reference_scores else None
     logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.num_updates + config.online_steps,
-                       start, config.wandb, config.wandb_project, show_progress)
+                       start, config.wandb, config.wandb_project, show_progress, members)
     final_eval: dict[str, np.ndarray] = {}
     try:
         for step in range(start, config.num_updates, config.log_every):
@@ -173,7 +209,8 @@ def restore_run(run_dir: str | Path, checkpoint_path: str | Path | None = None):
     module = algorithm_module(run["algorithm"])
     config = parse_config(module.Config, run["algorithm"], ["--resume", str(run_dir)])
     algorithm = module.make(config, run["observation_dim"], run["action_dim"])
-    states, _ = init_states(algorithm, config.seed_list())
+    members = len(json.loads(config.pack)) if config.pack else 1  # packed hyperparameter points
+    states, _ = init_states(algorithm, config.seed_list() * members)
     saved = checkpoint_path or checkpoint.latest(run_dir)
     if saved is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint yet.")

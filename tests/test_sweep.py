@@ -144,3 +144,22 @@ def test_report_tables_aggregates_and_plots(pendulum, tmp_path):
     numbers = json.loads((report.parent / "report.json").read_text())
     final_bc = numbers["scores"][f"bc|{DATASET}"]["final"]
     assert len(final_bc) == 2 and numbers["aggregates"]["bc"]["point"][1] == pytest.approx(np.mean(final_bc) / 100)
+
+
+def test_packed_hyperparameters_match_separate_runs(pendulum, tmp_path):
+    spec = sweep.load_spec(spec_file(tmp_path, algorithms=["td3_bc"], grid={"alpha": [1.0, 4.0], "tau": [0.005]}))
+    separate = sweep.expand(spec)
+    packed = sweep.pack(separate)
+    assert len(separate) == 2 and len(packed) == 1 and "packed2" in packed[0].name
+    assert json.loads(packed[0].overrides["pack"]) == [{"alpha": 1.0}, {"alpha": 4.0}]
+    sweep.run_local(separate + packed, tmp_path / "runs", workers=1)
+    packed_rows = read_metrics(packed[0].run_dir(tmp_path / "runs"))
+    assert {row["hp/alpha"] for row in packed_rows} == {1.0, 4.0}
+    for run in separate:
+        alpha = run.overrides["alpha"]
+        for row in read_metrics(run.run_dir(tmp_path / "runs")):
+            twin = next(r for r in packed_rows if (r["step"], r["seed"], r["hp/alpha"]) == (row["step"], row["seed"], alpha))
+            for key in ("critic_loss", "actor_loss", "q_mean", "eval/return"):
+                np.testing.assert_allclose(twin[key], row[key], rtol=1e-4, atol=1e-5)
+    text = write_report([packed[0].run_dir(tmp_path / "runs")]).read_text()
+    assert "td3_bc [alpha=1]" in text and "td3_bc [alpha=4]" in text
