@@ -1,0 +1,89 @@
+"""Experiment: offline-to-online fine-tuning (issue 7).
+
+    python experiments/finetune_experiment.py [--dataset hopper-medium-replay] [--offline-updates 100000]
+        [--online-steps 100000] [--seeds 0,1,2]
+
+Pre-trains IQL, ReBRAC, CQL and CQL with Cal-QL offline on a suite dataset, then fine-tunes
+each online for the same env-step budget (50/50 offline/online batches, UTD 1), and runs
+SAC from scratch for that budget. Reports, per algorithm, the normalized score at the end
+of the offline phase, at the end of fine-tuning, and the dip: the lowest score over the
+first `--dip-window` online env steps, minus the offline score. Results go to
+experiments/results/finetune.json and finetune.md; runs to runs/finetune/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from offrl.data import load_dataset
+from offrl.logging import read_metrics
+from offrl.suite import ensure_dataset
+from offrl.train import REPO_ROOT, algorithm_module, main
+
+RESULTS = Path(__file__).resolve().parent / "results"
+AGENTS = {"iql": ("iql", []), "rebrac": ("rebrac", []), "cql": ("cql", []), "cql+cal-ql": ("cql", ["--cal_ql", "True"])}
+
+
+def per_seed(rows: list[dict], key: str = "eval/normalized_score") -> dict[int, list[tuple[int, float]]]:
+    curves: dict[int, list] = {}
+    for row in rows:
+        if key in row:
+            curves.setdefault(row["seed"], []).append((row["step"], row[key]))
+    return curves
+
+
+def main_cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="hopper-medium-replay")
+    parser.add_argument("--offline-updates", type=int, default=100_000)
+    parser.add_argument("--online-steps", type=int, default=100_000)
+    parser.add_argument("--eval-every", type=int, default=5_000, help="env steps between online evaluations")
+    parser.add_argument("--dip-window", type=int, default=20_000)
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args()
+    dataset_id = ensure_dataset(args.dataset)
+    runs = REPO_ROOT / "runs" / "finetune" / args.dataset
+    results = {}
+    for name, (algo, extra) in AGENTS.items():
+        module = algorithm_module(algo)
+        result = main(module.make, module.Config, algo, [
+            "--dataset", dataset_id, "--num_updates", str(args.offline_updates), "--seeds", args.seeds,
+            "--eval_every", str(args.offline_updates), "--checkpoint_every", str(args.offline_updates),
+            "--online_steps", str(args.online_steps), "--online_eval_every", str(args.eval_every),
+            "--wandb", "disabled", "--run_dir", str(runs / name), *extra])
+        curves = per_seed(read_metrics(result.run_dir))
+        offline = [dict(curve)[args.offline_updates] for curve in curves.values()]
+        final = [curve[-1][1] for curve in curves.values()]
+        dips = [min(score for step, score in curve
+                    if args.offline_updates < step <= args.offline_updates + args.dip_window) - dict(curve)[args.offline_updates]
+                for curve in curves.values()]
+        results[name] = {"offline": offline, "final": final, "dip": dips, "curves": curves}
+    sac = algorithm_module("sac")
+    env_id = load_dataset(dataset_id).metadata.eval_env_spec.id
+    scratch = sac.main(["--env", env_id, "--env_steps", str(args.online_steps), "--seeds", args.seeds,
+                        "--eval_every", str(args.eval_every), "--wandb", "disabled", "--run_dir", str(runs / "sac")])
+    normalize = load_dataset(dataset_id).normalized_score
+    sac_curves = {seed: [(step, float(normalize(value))) for step, value in curve]
+                  for seed, curve in per_seed(read_metrics(scratch.run_dir), "eval/return").items()}
+    results["sac from scratch"] = {"final": [curve[-1][1] for curve in sac_curves.values()], "curves": sac_curves}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "finetune.json").write_text(json.dumps({"dataset": dataset_id, **vars(args), "results": results}))
+    cell = lambda values: f"{np.mean(values):.1f} ± {np.std(values):.1f}"  # noqa: E731
+    lines = ["# Offline-to-online fine-tuning (issue 7)", "",
+             f"Command: `python experiments/finetune_experiment.py --dataset {args.dataset} --offline-updates "
+             f"{args.offline_updates} --online-steps {args.online_steps} --seeds {args.seeds}`. Normalized scores, "
+             f"mean ± std over seeds; dip = lowest score in the first {args.dip_window:,} online steps minus the "
+             "offline score.", "", "| agent | offline | after fine-tuning | dip |", "|---|---|---|---|"]
+    for name, entry in results.items():
+        lines.append(f"| {name} | {cell(entry['offline']) if 'offline' in entry else '–'} | {cell(entry['final'])} | "
+                     f"{cell(entry['dip']) if 'dip' in entry else '–'} |")
+    (RESULTS / "finetune.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main_cli()

@@ -1,0 +1,100 @@
+"""Experiment: semi-supervised offline RL with proxy labels (Zheng et al. 2023), issue 6.
+
+    python experiments/proxy_label_experiment.py [--datasets hopper-medium-replay,walker2d-medium-replay]
+        [--algos td3_bc,iql] [--updates 100000] [--seeds 0,1,2]
+
+For each suite dataset (generated if missing) and algorithm, four settings:
+  (a) the fully labelled dataset;
+  (b) 10% of trajectories labelled, drawn from the lowest-return 50%, plus IDM proxy
+      labels for the rest;
+  (c) the 10% labelled data alone;
+  (d) BC on (b).
+It also measures the IDM's action error on the held-out true actions: the proxy actions
+of (b) against the logged actions of the same transitions in the full dataset. Results go
+to experiments/results/proxy_label.json and proxy_label.md; runs to runs/proxy_label/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from offrl.data import load_dataset
+from offrl.data.labels import split_labels
+from offrl.idm import IDMConfig, proxy_label
+from offrl.suite import ensure_dataset
+from offrl.train import REPO_ROOT, algorithm_module, main
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def train_scores(algo: str, dataset_id: str, run_dir: Path, updates: int, seeds: str) -> list[float]:
+    module = algorithm_module(algo)
+    result = main(module.make, module.Config, algo, [
+        "--dataset", dataset_id, "--num_updates", str(updates), "--seeds", seeds,
+        "--eval_every", str(updates), "--checkpoint_every", str(updates), "--wandb", "disabled",
+        "--run_dir", str(run_dir)])
+    return result.final_eval["eval/normalized_score"].tolist()
+
+
+def idm_action_error(full_id: str, proxy_id: str, labelled_id: str) -> dict[str, float]:
+    """Proxy actions against the true ones they replaced (matched by the full dataset's order)."""
+    full, proxied = load_dataset(full_id), load_dataset(proxy_id)
+    chosen = set(load_dataset(labelled_id).metadata.extra["episodes"])
+    true_actions = np.concatenate([episode.actions for index, episode in enumerate(full.episodes())
+                                   if index not in chosen])
+    proxy_actions = proxied.actions[proxied.proxy_actions]
+    error = proxy_actions - true_actions
+    return {"mse": float((error ** 2).mean()), "mae": float(np.abs(error).mean()),
+            "true_action_variance": float(true_actions.var())}
+
+
+def main_cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="hopper-medium-replay,walker2d-medium-replay")
+    parser.add_argument("--algos", default="td3_bc,iql")
+    parser.add_argument("--updates", type=int, default=100_000)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--idm-epochs", type=int, default=100)
+    args = parser.parse_args()
+    results = {}
+    for name in args.datasets.split(","):
+        full_id = ensure_dataset(name)
+        split = split_labels(full_id, 0.1, "lowest-return-50%", seed=0, overwrite=True)
+        proxy_id = full_id.replace("-v0", "-proxy10-v0")
+        labelled = proxy_label(split.labelled_id, split.unlabelled_id, proxy_id, IDMConfig(epochs=args.idm_epochs),
+                               overwrite=True)
+        entry = {"idm_validation_action_mse": labelled.report.validation_action_mse,
+                 "idm_error_on_unlabelled": idm_action_error(full_id, proxy_id, split.labelled_id),
+                 "data_score": load_dataset(full_id).summary()["normalized_return_mean"], "scores": {}}
+        runs = REPO_ROOT / "runs" / "proxy_label" / name
+        for algo in args.algos.split(","):
+            entry["scores"][f"{algo} (a) full"] = train_scores(algo, full_id, runs / f"{algo}_a", args.updates, args.seeds)
+            entry["scores"][f"{algo} (b) 10% + proxy"] = train_scores(algo, proxy_id, runs / f"{algo}_b", args.updates,
+                                                                     args.seeds)
+            entry["scores"][f"{algo} (c) 10% only"] = train_scores(algo, split.labelled_id, runs / f"{algo}_c",
+                                                                  args.updates, args.seeds)
+        entry["scores"]["bc (d) on (b)"] = train_scores("bc", proxy_id, runs / "bc_d", args.updates, args.seeds)
+        results[name] = entry
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "proxy_label.json").write_text(json.dumps(
+            {"updates": args.updates, "seeds": args.seeds, "results": results}, indent=1))
+    lines = ["# Proxy labelling (issue 6)", "", f"Command: `python experiments/proxy_label_experiment.py "
+             f"--datasets {args.datasets} --algos {args.algos} --updates {args.updates} --seeds {args.seeds}`.",
+             "Final normalized scores, mean ± std over seeds.", ""]
+    for name, entry in results.items():
+        error = entry["idm_error_on_unlabelled"]
+        lines += [f"## {name} (data {entry['data_score']:.1f})", "",
+                  f"IDM action error on the unlabelled transitions: MSE {error['mse']:.4f}, MAE {error['mae']:.4f} "
+                  f"(true action variance {error['true_action_variance']:.4f}).", "", "| setting | score |", "|---|---|"]
+        lines += [f"| {setting} | {np.mean(v):.1f} ± {np.std(v):.1f} |" for setting, v in entry["scores"].items()]
+        lines.append("")
+    (RESULTS / "proxy_label.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main_cli()
