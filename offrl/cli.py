@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -220,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_parser = commands.add_parser("sweep", help="run a config-driven sweep (experiments/sweeps/*.yaml)")
     sweep_parser.add_argument("spec")
     sweep_parser.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
-    sweep_parser.add_argument("--workers", type=int, default=1, help="local runs at a time")
+    sweep_parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                              help="local programs at a time (default: one per core)")
     sweep_parser.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (e.g. auto, or ray://host:10001)")
     sweep_parser.add_argument("--cpus-per-run", type=float, default=1.0)
     sweep_parser.add_argument("--gpus-per-run", type=float, default=0.0)
