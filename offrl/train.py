@@ -209,7 +209,8 @@ def restore_run(run_dir: str | Path, checkpoint_path: str | Path | None = None):
     module = algorithm_module(run["algorithm"])
     config = parse_config(module.Config, run["algorithm"], ["--resume", str(run_dir)])
     algorithm = module.make(config, run["observation_dim"], run["action_dim"])
-    members = len(json.loads(config.pack)) if config.pack else 1  # packed hyperparameter points
+    pack = getattr(config, "pack", "")  # packed hyperparameter points (offline sweeps)
+    members = len(json.loads(pack)) if pack else 1
     states, _ = init_states(algorithm, config.seed_list() * members)
     saved = checkpoint_path or checkpoint.latest(run_dir)
     if saved is None:

@@ -18,7 +18,7 @@ from offrl.data.scripted import make_pendulum_dataset
 from offrl.nets import CriticEnsemble, tanh_gaussian_log_prob, tanh_gaussian_sample
 from offrl.buffer import ReplayBuffer, sample_replay
 from offrl.rl import expectile_loss, run_every
-from offrl.train import algorithm_module, train
+from offrl.train import algorithm_module, load_policy, train
 
 DATASET = "offrl/pendulum/learn-v0"
 
@@ -145,6 +145,9 @@ def test_sac_learns_pendulum_online(tmp_path):
     final_return = float(result.final_eval["eval/return"][0])
     print(f"sac: return {final_return:.1f} after 5000 steps (random about -1200)")
     assert final_return > -500.0
+    # an online run's checkpoint gives a plain policy too (the behavior-policy exporter uses it)
+    action = load_policy(result.run_dir)(np.zeros((2, 3), np.float32))
+    assert action.shape == (2, 1) and np.all(np.abs(action) <= 2.0)
 
 
 def test_seeds_of_orthogonally_initialized_ensembles_initialize(tmp_path):
