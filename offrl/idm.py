@@ -179,8 +179,8 @@ def train_idm(dataset: OfflineDataset, config: IDMConfig = IDMConfig(), log=prin
 def label_actions(idm: IDM, dataset: OfflineDataset, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
     """IDM mean actions (env units) and their ensemble spread for every transition."""
     windows = state_windows(dataset.observations, dataset.next_observations, dataset.episode_starts)
-    predict = jax.jit(idm.predict)
-    parts = [predict(jnp.asarray(windows[start:start + chunk])) for start in range(0, len(windows), chunk)]
+    predict = jax.jit(IDM.predict)  # the model is an argument, not baked into the program
+    parts = [predict(idm, jnp.asarray(windows[start:start + chunk])) for start in range(0, len(windows), chunk)]
     return (np.concatenate([np.asarray(a) for a, _ in parts]).astype(np.float32),
             np.concatenate([np.asarray(u) for _, u in parts]).astype(np.float32))
 

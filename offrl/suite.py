@@ -97,12 +97,12 @@ class BehaviorPolicy:
         """Batched stochastic actions, tanh-squashed to [-1, 1] and rescaled to the env's bounds."""
         network = TanhGaussianActor(self.action_dim, self.hidden_dims)
         params = self.load_params()
-        sample = jax.jit(lambda obs, key: tanh_gaussian_sample(*network.apply(params, obs), key)[0])
+        sample = jax.jit(lambda params, obs, key: tanh_gaussian_sample(*network.apply(params, obs), key)[0])
         low, high = action_space.low, action_space.high
 
         def policy(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             key = jax.random.PRNGKey(int(rng.integers(2**31)))
-            unit = np.asarray(sample(jnp.asarray(obs, jnp.float32), key))
+            unit = np.asarray(sample(params, jnp.asarray(obs, jnp.float32), key))
             return low + (unit + 1.0) * 0.5 * (high - low)
 
         return policy
