@@ -1,13 +1,15 @@
 """Benchmark: learner updates/s on a Hopper-shaped dataset, against the matmul roofline.
 
     python experiments/bench_speed.py [--algos bc,td3_bc,iql,sac,rebrac,cql] [--seeds 1,3,8]
+        [--chunk-scale K] [--out speed]
 
 For each algorithm at its default hyperparameters: jit compile time, updates/s for 1, 3
 and 8 seeds in one vmapped program, and FLOP per update from XLA's cost analysis. The
 roofline is the rate of a jitted chain of batch x 256 x 256 matmuls measured in the same
 run; an algorithm's ceiling is roofline / FLOP per update. One update is one critic step
-plus the actor step on its schedule (CORL's unit). Writes experiments/results/speed.json
-and speed.md.
+plus the actor step on its schedule (CORL's unit). Writes experiments/results/<out>.json
+and <out>.md (`--out speed_gpu` on a GPU, with `--chunk-scale 10` so a timed call lasts long
+enough; the peers' figures in REFERENCE.md are CPU figures and are shown on CPU only).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -114,13 +117,17 @@ def main() -> None:
     parser.add_argument("--algos", default=",".join(CHUNKS))
     parser.add_argument("--seeds", default="1,3,8")
     parser.add_argument("--rounds", type=int, default=3, help="timed calls; the median is reported")
+    parser.add_argument("--chunk-scale", type=int, default=1, help="multiplies the updates per timed call")
+    parser.add_argument("--out", default="speed", help="results file name, without extension")
     args = parser.parse_args()
+    on_cpu = jax.devices()[0].platform == "cpu"
 
     data = hopper_shaped_data(SIZE)
     rows = []
     for name in args.algos.split(","):
-        row = bench_algorithm(name, [int(s) for s in args.seeds.split(",")], data, CHUNKS[name], args.rounds)
-        row["best_peer_updates_per_s"] = PEERS.get(name)
+        row = bench_algorithm(name, [int(s) for s in args.seeds.split(",")], data,
+                              CHUNKS[name] * args.chunk_scale, args.rounds)
+        row["best_peer_updates_per_s"] = PEERS.get(name) if on_cpu else None
         # The roofline is measured beside each algorithm: the machine's rate drifts by 10-20%.
         batch_roofline = round(matmul_roofline(1024 if row["batch_size"] >= 1024 else 256), 1)
         row["roofline_gflop_s"] = batch_roofline
@@ -129,18 +136,20 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row))
     # Rows of algorithms not benchmarked in this run are kept from the previous report.
-    previous = json.loads((RESULTS / "speed.json").read_text()) if (RESULTS / "speed.json").is_file() else {}
+    json_path, md_path = RESULTS / f"{args.out}.json", RESULTS / f"{args.out}.md"
+    previous = json.loads(json_path.read_text()) if json_path.is_file() else {}
     kept = [row for row in previous.get("results", []) if row["algorithm"] not in {r["algorithm"] for r in rows}]
     report = {
         "device": str(jax.devices()[0]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-        "command": "python experiments/bench_speed.py",
+        "command": " ".join(["python experiments/bench_speed.py", *sys.argv[1:]]),
+        "jax": jax.__version__,
         "results": sorted(kept + rows, key=lambda row: list(CHUNKS).index(row["algorithm"])),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "speed.json").write_text(json.dumps(report, indent=1) + "\n")
-    (RESULTS / "speed.md").write_text(markdown(report, [int(s) for s in args.seeds.split(",")]))
-    print((RESULTS / "speed.md").read_text())
+    json_path.write_text(json.dumps(report, indent=1) + "\n")
+    md_path.write_text(markdown(report, [int(s) for s in args.seeds.split(",")]))
+    print(md_path.read_text())
 
 
 def markdown(report: dict, seed_counts: list[int]) -> str:
@@ -148,7 +157,7 @@ def markdown(report: dict, seed_counts: list[int]) -> str:
     columns = ["algorithm", "GFLOP/update", "roofline GFLOP/s", "ceiling", "1 seed", "share of ceiling",
                "best peer", *(f"{k} seeds" for k in extra), "compile (s)"]
     lines = [
-        f"# Learner speed ({report['machine']}, {report['device']})",
+        f"# Learner speed ({report['machine']}, {report['device']}, jax {report.get('jax', '0.10.2')})",
         "",
         f"Command: `{report['command']}`. Hopper-shaped data (obs 11, action 3, 1M transitions),",
         "default hyperparameters. One update = one critic step plus the actor step on its",

@@ -1,8 +1,8 @@
 """Checkpoints: the whole training state of all seeds as one msgpack file, written atomically.
 
 A checkpoint holds the stacked algorithm states, the training rngs and the update count.
-Together with the run's config.yaml and preprocessing.json it resumes a run bit for bit,
-and `load_policy` turns it into a plain `obs -> action` function.
+Together with the run's config.yaml and preprocessing.json it resumes a run exactly (see
+docs/core.md on CPU rounding), and `load_policy` turns it into a plain `obs -> action` function.
 """
 
 from __future__ import annotations

