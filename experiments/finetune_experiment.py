@@ -44,7 +44,11 @@ def main_cli() -> None:
     parser.add_argument("--eval-every", type=int, default=5_000, help="env steps between online evaluations")
     parser.add_argument("--dip-window", type=int, default=20_000)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--cql-overrides", default="", help="extra flags for both CQL agents, e.g. smaller "
+                        "networks on a CPU: '--hidden_dims 256 256 --num_sampled_actions 4'")
+    parser.add_argument("--rebrac-overrides", default="", help="extra flags for ReBRAC, e.g. '--batch_size 256'")
     args = parser.parse_args()
+    overrides = {"cql": args.cql_overrides.split(), "rebrac": args.rebrac_overrides.split()}
     dataset_id = ensure_dataset(args.dataset)
     runs = REPO_ROOT / "runs" / "finetune" / args.dataset
     results = {}
@@ -54,7 +58,7 @@ def main_cli() -> None:
             "--dataset", dataset_id, "--num_updates", str(args.offline_updates), "--seeds", args.seeds,
             "--eval_every", str(args.offline_updates), "--checkpoint_every", str(args.offline_updates),
             "--online_steps", str(args.online_steps), "--online_eval_every", str(args.eval_every),
-            "--wandb", "disabled", "--run_dir", str(runs / name), *extra])
+            "--wandb", "disabled", "--run_dir", str(runs / name), *extra, *overrides.get(algo, [])])
         curves = per_seed(read_metrics(result.run_dir))
         offline = [dict(curve)[args.offline_updates] for curve in curves.values()]
         final = [curve[-1][1] for curve in curves.values()]
@@ -75,7 +79,9 @@ def main_cli() -> None:
     cell = lambda values: f"{np.mean(values):.1f} ± {np.std(values):.1f}"  # noqa: E731
     lines = ["# Offline-to-online fine-tuning (issue 7)", "",
              f"Command: `python experiments/finetune_experiment.py --dataset {args.dataset} --offline-updates "
-             f"{args.offline_updates} --online-steps {args.online_steps} --seeds {args.seeds}`. Normalized scores, "
+             f"{args.offline_updates} --online-steps {args.online_steps} --seeds {args.seeds}"
+             + "".join(f" --{algo}-overrides '{' '.join(flags)}'" for algo, flags in overrides.items() if flags)
+             + "`. Normalized scores, "
              f"mean ± std over seeds; dip = lowest score in the first {args.dip_window:,} online steps minus the "
              "offline score.", "", "| agent | offline | after fine-tuning | dip |", "|---|---|---|---|"]
     for name, entry in results.items():

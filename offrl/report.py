@@ -43,6 +43,7 @@ class RunScores:
     dataset: str
     curves: dict[int, list[tuple[int, float]]]  # seed -> (step, normalized score)
     point: str = ""  # packed hyperparameter values, e.g. "actor_bc_coef=0.01"
+    data_score: float | None = None  # the training data's mean normalized return, as recorded by the run
 
     @property
     def final(self) -> list[float]:
@@ -69,7 +70,7 @@ def find_runs(paths: list[Path]) -> list[RunScores]:
                 points[label][row["seed"]].append((row["step"], row[SCORE]))
             for label, curves in points.items():
                 runs.append(RunScores(run_dir, meta["algorithm"], meta.get("dataset") or meta.get("env", ""),
-                                      dict(curves), label))
+                                      dict(curves), label, meta.get("data_normalized_return")))
     if not runs:
         raise FileNotFoundError(f"No runs with normalized evaluation scores under {', '.join(map(str, paths))}.")
     return runs
@@ -128,10 +129,13 @@ def learning_curve_plot(groups, path: Path, seed: int = 0) -> None:
     plt.close(figure)
 
 
-def dataset_score(dataset_id: str) -> str:
-    """The dataset's own mean normalized return, if it is in the local store."""
+def dataset_score(dataset_id: str, runs: list[RunScores]) -> str:
+    """The dataset's own mean normalized return: as the runs recorded it, else from the local store."""
     from offrl.data import DatasetError, load_dataset
 
+    recorded = [run.data_score for run in runs if run.dataset == dataset_id and run.data_score is not None]
+    if recorded:
+        return f"{recorded[0]:.1f}"
     try:
         return f"{load_dataset(dataset_id).summary()['normalized_return_mean']:.1f}"
     except (DatasetError, KeyError):
@@ -154,7 +158,7 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
     lines = ["# Report", "", f"{len(runs)} runs under {', '.join(map(str, paths))}. Normalized scores "
              "(0 = random, 100 = expert), mean ± std over seeds.", ""]
     reference = reference or {}
-    data_scores = {dataset: dataset_score(dataset) for dataset in datasets}
+    data_scores = {dataset: dataset_score(dataset, runs) for dataset in datasets}
     for kind in ("final", "best"):
         lines += [f"## {kind} score", "", "| dataset | data | " + " | ".join(algorithms) + " |",
                   "|---|---|" + "---|" * len(algorithms)]

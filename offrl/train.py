@@ -107,9 +107,11 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
                                           config.reward_scale, config.reward_bias)
         preprocessing.save(run_dir / "preprocessing.json")
     save_config(config, run_dir / "config.yaml")  # on resume too: it may add online steps
+    # the data's own score travels with the run, so reports made elsewhere can show it
     (run_dir / "run.json").write_text(json.dumps({
         "algorithm": algo, "dataset": config.dataset,
         "observation_dim": dataset.observations.shape[1], "action_dim": dataset.actions.shape[1],
+        "data_normalized_return": dataset.summary().get("normalized_return_mean"),
     }))
     algorithm = make_algorithm(config, dataset.observations.shape[1], dataset.actions.shape[1])
     arrays = preprocessing.apply(dataset)
