@@ -209,6 +209,12 @@ def proxy_label(labelled_id: str, unlabelled_id: str, out_id: str, config: IDMCo
     episodes = labelled.episodes() + unlabelled.episodes()
     flags = ([np.zeros(len(e.rewards), bool) for e in labelled.episodes()]
              + [np.ones(len(e.rewards), bool) for e in unlabelled.episodes()])
+    infos = [{"proxy_action": flag} for flag in flags]
+    if config.ensemble > 1:  # per-step uncertainty of the labels: 0 where the action was logged
+        ends = np.append(unlabelled.episode_starts[1:], unlabelled.num_transitions)
+        spreads = ([np.zeros(len(e.rewards), np.float32) for e in labelled.episodes()]
+                   + [spread[start:end] for start, end in zip(unlabelled.episode_starts, ends)])
+        infos = [{**info, "proxy_spread": values} for info, values in zip(infos, spreads)]
     meta = labelled.metadata
     write_dataset(
         out_id, episodes, spaces.flatten_space(meta.observation_space), spaces.flatten_space(meta.action_space),
@@ -218,5 +224,5 @@ def proxy_label(labelled_id: str, unlabelled_id: str, out_id: str, config: IDMCo
                         "idm": {**asdict(config), "report": {k: v for k, v in asdict(report).items() if k != "history"}},
                         "idm_validation_action_mse": report.validation_action_mse,
                         "proxy_spread_mean": float(spread.mean()) if config.ensemble > 1 else None},
-        episode_infos=[{"proxy_action": flag} for flag in flags], overwrite=overwrite)
+        episode_infos=infos, overwrite=overwrite)
     return ProxyLabelResult(out_id, report, labelled.num_transitions, unlabelled.num_transitions)

@@ -214,14 +214,19 @@ class Chunk:
 
 
 _progress_counter = None  # a shared step counter in worker processes
+_parent_pid = None
 
 
 def _init_worker(counter) -> None:
-    global _progress_counter
-    _progress_counter = counter
+    global _progress_counter, _parent_pid
+    _progress_counter, _parent_pid = counter, os.getppid()
 
 
 def _count(steps: int) -> None:
+    # A killed generate (SIGTERM, SIGKILL) cannot shut its pool down: its workers notice
+    # that they were orphaned and stop, instead of stepping MuJoCo on for minutes.
+    if os.getppid() != _parent_pid:
+        os._exit(1)
     with _progress_counter.get_lock():
         _progress_counter.value += steps
 

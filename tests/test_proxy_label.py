@@ -99,6 +99,8 @@ def test_proxy_labels_and_their_flags_survive_the_round_trip(linear_dataset):
     extra = proxied.metadata.extra
     assert extra["idm_validation_action_mse"] == pytest.approx(result.report.validation_action_mse)
     assert extra["proxy_spread_mean"] > 0 and not proxied.metadata.actions_missing
+    assert np.all(proxied.proxy_spread[:500] == 0) and np.all(proxied.proxy_spread[500:] > 0)
+    assert proxied.proxy_spread[500:].mean() == pytest.approx(extra["proxy_spread_mean"], rel=1e-5)
 
 
 def test_the_pipeline_script_splits_labels_and_trains(linear_dataset, tmp_path):

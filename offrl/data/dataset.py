@@ -74,6 +74,7 @@ class OfflineDataset:
     episode_starts: np.ndarray
     metadata: DatasetMetadata
     proxy_actions: np.ndarray | None = None  # per transition: the action is an IDM's label, not the logged one
+    proxy_spread: np.ndarray | None = None  # per transition: an IDM ensemble's spread of that label (0: logged)
 
     @property
     def dataset_id(self) -> str:

@@ -141,7 +141,7 @@ def load_dataset(dataset_id: str, download: bool = False) -> OfflineDataset:
     flat_dim(act_space, "action")
 
     columns: dict[str, list[np.ndarray]] = {key: [] for key in
-                                            ("obs", "next_obs", "act", "rew", "term", "trunc", "proxy")}
+                                            ("obs", "next_obs", "act", "rew", "term", "trunc", "proxy", "spread")}
     lengths = []
     try:
         for episode in storage.get_episodes(range(storage.total_episodes)):
@@ -158,8 +158,11 @@ def load_dataset(dataset_id: str, download: bool = False) -> OfflineDataset:
             columns["rew"].append(episode["rewards"])
             columns["term"].append(episode["terminations"])
             columns["trunc"].append(episode["truncations"])
-            if "proxy_action" in (episode.get("infos") or {}):
-                columns["proxy"].append(np.asarray(episode["infos"]["proxy_action"], bool))
+            infos = episode.get("infos") or {}
+            if "proxy_action" in infos:
+                columns["proxy"].append(np.asarray(infos["proxy_action"], bool))
+            if "proxy_spread" in infos:
+                columns["spread"].append(np.asarray(infos["proxy_spread"], np.float32))
             lengths.append(steps)
     except (OSError, KeyError) as error:
         raise DatasetFormatError(
@@ -173,6 +176,7 @@ def load_dataset(dataset_id: str, download: bool = False) -> OfflineDataset:
         return np.concatenate(columns.pop(key)).astype(np.float32, copy=False)
 
     proxy = np.concatenate(columns.pop("proxy")) if len(columns["proxy"]) == len(lengths) else None
+    spread = np.concatenate(columns.pop("spread")) if len(columns["spread"]) == len(lengths) else None
 
     dataset = OfflineDataset(
         observations=stack("obs"),
@@ -184,6 +188,7 @@ def load_dataset(dataset_id: str, download: bool = False) -> OfflineDataset:
         episode_starts=np.r_[0, np.cumsum(lengths)[:-1]].astype(np.int64),
         metadata=metadata,
         proxy_actions=proxy,
+        proxy_spread=spread,
     )
     arrays = dataset.transitions()
     if metadata.actions_missing:  # NaN actions by design; everything else must be finite
