@@ -67,7 +67,10 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
                  else GaussianActor(act_dim, config.hidden_dims))
     critic_net = CriticEnsemble(2, config.hidden_dims)
     value_net = ValueNet(config.hidden_dims)
-    actor_schedule = optax.cosine_decay_schedule(config.actor_lr, config.num_updates)
+    # The actor's cosine decay spans every update the run will make: ending it with the
+    # offline phase would freeze the actor (learning rate 0) for all of fine-tuning.
+    total_updates = config.num_updates + config.online_steps * config.online_updates_per_step
+    actor_schedule = optax.cosine_decay_schedule(config.actor_lr, total_updates)
 
     def init(rng):
         actor_rng, critic_rng, value_rng = jax.random.split(rng, 3)

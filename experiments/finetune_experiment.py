@@ -36,6 +36,31 @@ def per_seed(rows: list[dict], key: str = "eval/normalized_score") -> dict[int, 
     return curves
 
 
+def sac_from_scratch(dataset_id: str, args, runs: Path) -> dict:
+    """SAC trained online from nothing for the same env-step budget."""
+    sac = algorithm_module("sac")
+    env_id = load_dataset(dataset_id).metadata.eval_env_spec.id
+    scratch = sac.main(["--env", env_id, "--env_steps", str(args.online_steps), "--seeds", args.seeds,
+                        "--eval_every", str(args.eval_every), "--wandb", "disabled", "--run_dir", str(runs / "sac")])
+    normalize = load_dataset(dataset_id).normalized_score
+    sac_curves = {seed: [(step, float(normalize(value))) for step, value in curve]
+                  for seed, curve in per_seed(read_metrics(scratch.run_dir), "eval/return").items()}
+    return {"final": [curve[-1][1] for curve in sac_curves.values()], "curves": sac_curves}
+
+
+def earlier_results(args) -> dict:
+    """Entries of an earlier finetune.json made with the same settings, which a run of some
+    `--agents` keeps; an earlier file with other settings is not mixed in."""
+    path = RESULTS / "finetune.json"
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    settings = {key: value for key, value in vars(args).items() if key != "agents"}
+    if any(earlier.get(key) != value for key, value in settings.items()):
+        return {}
+    return earlier["results"]
+
+
 def main_cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="hopper-medium-replay")
@@ -47,12 +72,17 @@ def main_cli() -> None:
     parser.add_argument("--cql-overrides", default="", help="extra flags for both CQL agents, e.g. smaller "
                         "networks on a CPU: '--hidden_dims 256 256 --num_sampled_actions 4'")
     parser.add_argument("--rebrac-overrides", default="", help="extra flags for ReBRAC, e.g. '--batch_size 256'")
+    parser.add_argument("--agents", default=",".join([*AGENTS, "sac"]),
+                        help="which to (re)run; the others keep their entries from an earlier finetune.json")
     args = parser.parse_args()
+    chosen = args.agents.split(",")
     overrides = {"cql": args.cql_overrides.split(), "rebrac": args.rebrac_overrides.split()}
     dataset_id = ensure_dataset(args.dataset)
     runs = REPO_ROOT / "runs" / "finetune" / args.dataset
-    results = {}
+    results = earlier_results(args)
     for name, (algo, extra) in AGENTS.items():
+        if name not in chosen:
+            continue
         module = algorithm_module(algo)
         result = main(module.make, module.Config, algo, [
             "--dataset", dataset_id, "--num_updates", str(args.offline_updates), "--seeds", args.seeds,
@@ -66,14 +96,8 @@ def main_cli() -> None:
                     if args.offline_updates < step <= args.offline_updates + args.dip_window) - dict(curve)[args.offline_updates]
                 for curve in curves.values()]
         results[name] = {"offline": offline, "final": final, "dip": dips, "curves": curves}
-    sac = algorithm_module("sac")
-    env_id = load_dataset(dataset_id).metadata.eval_env_spec.id
-    scratch = sac.main(["--env", env_id, "--env_steps", str(args.online_steps), "--seeds", args.seeds,
-                        "--eval_every", str(args.eval_every), "--wandb", "disabled", "--run_dir", str(runs / "sac")])
-    normalize = load_dataset(dataset_id).normalized_score
-    sac_curves = {seed: [(step, float(normalize(value))) for step, value in curve]
-                  for seed, curve in per_seed(read_metrics(scratch.run_dir), "eval/return").items()}
-    results["sac from scratch"] = {"final": [curve[-1][1] for curve in sac_curves.values()], "curves": sac_curves}
+    if "sac" in chosen:
+        results["sac from scratch"] = sac_from_scratch(dataset_id, args, runs)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "finetune.json").write_text(json.dumps({"dataset": dataset_id, **vars(args), "results": results}))
     cell = lambda values: f"{np.mean(values):.1f} ± {np.std(values):.1f}"  # noqa: E731

@@ -11,7 +11,8 @@ For each suite dataset (generated if missing) and algorithm, four settings:
   (d) BC on (b).
 It also measures the IDM's action error on the held-out true actions: the proxy actions
 of (b) against the logged actions of the same transitions in the full dataset. Results go
-to experiments/results/proxy_label.json and proxy_label.md; runs to runs/proxy_label/.
+to experiments/results/<out>.json and <out>.md (default proxy_label); runs to
+runs/<out>/<dataset>/.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def main_cli() -> None:
     parser.add_argument("--updates", type=int, default=100_000)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--idm-epochs", type=int, default=100)
+    parser.add_argument("--out", default="proxy_label", help="results file name in experiments/results/")
     args = parser.parse_args()
     results = {}
     for name in args.datasets.split(","):
@@ -70,7 +72,7 @@ def main_cli() -> None:
         entry = {"idm_validation_action_mse": labelled.report.validation_action_mse,
                  "idm_error_on_unlabelled": idm_action_error(full_id, proxy_id, split.labelled_id),
                  "data_score": load_dataset(full_id).summary()["normalized_return_mean"], "scores": {}}
-        runs = REPO_ROOT / "runs" / "proxy_label" / name
+        runs = REPO_ROOT / "runs" / args.out / name
         for algo in args.algos.split(","):
             entry["scores"][f"{algo} (a) full"] = train_scores(algo, full_id, runs / f"{algo}_a", args.updates, args.seeds)
             entry["scores"][f"{algo} (b) 10% + proxy"] = train_scores(algo, proxy_id, runs / f"{algo}_b", args.updates,
@@ -80,10 +82,11 @@ def main_cli() -> None:
         entry["scores"]["bc (d) on (b)"] = train_scores("bc", proxy_id, runs / "bc_d", args.updates, args.seeds)
         results[name] = entry
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "proxy_label.json").write_text(json.dumps(
+        (RESULTS / f"{args.out}.json").write_text(json.dumps(
             {"updates": args.updates, "seeds": args.seeds, "results": results}, indent=1))
     lines = ["# Proxy labelling (issue 6)", "", f"Command: `python experiments/proxy_label_experiment.py "
-             f"--datasets {args.datasets} --algos {args.algos} --updates {args.updates} --seeds {args.seeds}`.",
+             f"--datasets {args.datasets} --algos {args.algos} --updates {args.updates} --seeds {args.seeds} "
+             f"--out {args.out}`.",
              "Final normalized scores, mean ± std over seeds.", ""]
     for name, entry in results.items():
         error = entry["idm_error_on_unlabelled"]
@@ -92,7 +95,7 @@ def main_cli() -> None:
                   f"(true action variance {error['true_action_variance']:.4f}).", "", "| setting | score |", "|---|---|"]
         lines += [f"| {setting} | {np.mean(v):.1f} ± {np.std(v):.1f} |" for setting, v in entry["scores"].items()]
         lines.append("")
-    (RESULTS / "proxy_label.md").write_text("\n".join(lines))
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 

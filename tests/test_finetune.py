@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import serialization
 
 from offrl import checkpoint
 from offrl.buffer import ReplayBuffer, mixed_sample
@@ -111,3 +112,20 @@ def test_rebrac_bc_coefficients_decay_online_as_configured(pendulum, tmp_path):
         updates = np.arange(row["step"] - 250, row["step"] - 200)
         expected = np.mean(1.0 - 0.5 * np.clip(updates / 200, 0, 1))
         assert row["bc_coef_scale"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_iql_actor_keeps_learning_online(pendulum, tmp_path):
+    """IQL's cosine learning-rate decay must not end with the offline phase."""
+    iql = algorithm_module("iql")
+    config = parse_config(iql.Config, "iql", [
+        "--dataset", DATASET, "--num_updates", "200", "--log_every", "100", "--eval_every", "200",
+        "--eval_episodes", "1", "--checkpoint_every", "200", "--online_steps", "200", "--online_eval_every", "200",
+        "--online_update_every", "50", "--batch_size", "64", "--hidden_dims", "32", "32", "--wandb", "disabled",
+        "--keep_checkpoints", "0", "--run_dir", str(tmp_path / "iql")])
+    train(iql.make, config, "iql", show_progress=False)
+    offline, online = (serialization.msgpack_restore(path.read_bytes())
+                       for path in sorted((tmp_path / "iql" / checkpoint.CHECKPOINT_DIR).glob("step_*.msgpack")))
+    assert offline["step"] == 200 and online["step"] == 400
+    changes = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                           offline["carry"]["states"]["actor"]["params"], online["carry"]["states"]["actor"]["params"])
+    assert max(jax.tree.leaves(changes)) > 1e-4
