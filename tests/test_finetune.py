@@ -98,14 +98,18 @@ def test_the_online_hook_fires_once_and_a_killed_run_keeps_its_buffer(pendulum, 
     assert steps[-1] == 600 and all(b > a for a, b in zip(steps, steps[1:]))  # one continuous axis
 
 
-def test_rebrac_bc_coefficients_decay_online_as_configured(pendulum, tmp_path):
-    rebrac = algorithm_module("rebrac")
-    config = parse_config(rebrac.Config, "rebrac", [
+def _tiny_finetune_config(algo: str, tmp_path, *extra: str):
+    """200 offline updates, then 200 online steps in chunks of 50, with small networks."""
+    return parse_config(algorithm_module(algo).Config, algo, [
         "--dataset", DATASET, "--num_updates", "200", "--log_every", "100", "--eval_every", "200",
         "--eval_episodes", "1", "--checkpoint_every", "200", "--online_steps", "200", "--online_eval_every", "200",
         "--online_update_every", "50", "--batch_size", "64", "--hidden_dims", "32", "32", "--wandb", "disabled",
-        "--run_dir", str(tmp_path / "rebrac")])
-    train(rebrac.make, config, "rebrac", show_progress=False)
+        "--run_dir", str(tmp_path / algo), *extra])
+
+
+def test_rebrac_bc_coefficients_decay_online_as_configured(pendulum, tmp_path):
+    rebrac = algorithm_module("rebrac")
+    train(rebrac.make, _tiny_finetune_config("rebrac", tmp_path), "rebrac", show_progress=False)
     online_rows = [row for row in read_metrics(tmp_path / "rebrac") if "bc_coef_scale" in row]
     assert [row["step"] for row in online_rows] == [250, 300, 350, 400]
     for row in online_rows:  # each chunk logs the mean scale of its 50 updates
@@ -117,12 +121,7 @@ def test_rebrac_bc_coefficients_decay_online_as_configured(pendulum, tmp_path):
 def test_iql_actor_keeps_learning_online(pendulum, tmp_path):
     """IQL's cosine learning-rate decay must not end with the offline phase."""
     iql = algorithm_module("iql")
-    config = parse_config(iql.Config, "iql", [
-        "--dataset", DATASET, "--num_updates", "200", "--log_every", "100", "--eval_every", "200",
-        "--eval_episodes", "1", "--checkpoint_every", "200", "--online_steps", "200", "--online_eval_every", "200",
-        "--online_update_every", "50", "--batch_size", "64", "--hidden_dims", "32", "32", "--wandb", "disabled",
-        "--keep_checkpoints", "0", "--run_dir", str(tmp_path / "iql")])
-    train(iql.make, config, "iql", show_progress=False)
+    train(iql.make, _tiny_finetune_config("iql", tmp_path, "--keep_checkpoints", "0"), "iql", show_progress=False)
     offline, online = (serialization.msgpack_restore(path.read_bytes())
                        for path in sorted((tmp_path / "iql" / checkpoint.CHECKPOINT_DIR).glob("step_*.msgpack")))
     assert offline["step"] == 200 and online["step"] == 400
