@@ -8,7 +8,8 @@ each online for the same env-step budget (50/50 offline/online batches, UTD 1), 
 SAC from scratch for that budget. Reports, per algorithm, the normalized score at the end
 of the offline phase, at the end of fine-tuning, and the dip: the lowest score over the
 first `--dip-window` online env steps, minus the offline score. Results go to
-experiments/results/finetune.json and finetune.md; runs to runs/finetune/.
+experiments/results/finetune.json and finetune.md; runs to runs/finetune/<dataset>/<agent>/,
+where a finished run is reused on the next call.
 """
 
 from __future__ import annotations
@@ -40,25 +41,25 @@ def sac_from_scratch(dataset_id: str, args, runs: Path) -> dict:
     """SAC trained online from nothing for the same env-step budget."""
     sac = algorithm_module("sac")
     env_id = load_dataset(dataset_id).metadata.eval_env_spec.id
-    scratch = sac.main(["--env", env_id, "--env_steps", str(args.online_steps), "--seeds", args.seeds,
-                        "--eval_every", str(args.eval_every), "--wandb", "disabled", "--run_dir", str(runs / "sac")])
+    if not finished_run(runs / "sac", args.online_steps):
+        sac.main(["--env", env_id, "--env_steps", str(args.online_steps), "--seeds", args.seeds,
+                  "--eval_every", str(args.eval_every), "--wandb", "disabled", "--run_dir", str(runs / "sac")])
     normalize = load_dataset(dataset_id).normalized_score
     sac_curves = {seed: [(step, float(normalize(value))) for step, value in curve]
-                  for seed, curve in per_seed(read_metrics(scratch.run_dir), "eval/return").items()}
+                  for seed, curve in per_seed(read_metrics(runs / "sac"), "eval/return").items()}
     return {"final": [curve[-1][1] for curve in sac_curves.values()], "curves": sac_curves}
 
 
-def earlier_results(args) -> dict:
-    """Entries of an earlier finetune.json made with the same settings, which a run of some
-    `--agents` keeps; an earlier file with other settings is not mixed in."""
-    path = RESULTS / "finetune.json"
-    if not path.is_file():
-        return {}
-    earlier = json.loads(path.read_text())
-    settings = {key: value for key, value in vars(args).items() if key != "agents"}
-    if any(earlier.get(key) != value for key, value in settings.items()):
-        return {}
-    return earlier["results"]
+def finished_run(run_dir: Path, total_steps: int) -> bool:
+    """A run directory that already holds this agent's finished run (its last logged step is
+    the budget's last); one holding anything else must be removed first."""
+    if not (run_dir / "metrics.jsonl").is_file():
+        return False
+    last = max(row["step"] for row in read_metrics(run_dir))
+    if last != total_steps:
+        raise SystemExit(f"{run_dir} holds a run that ended at step {last}, not {total_steps}: "
+                         "remove it to train it again with these settings.")
+    return True
 
 
 def main_cli() -> None:
@@ -73,23 +74,25 @@ def main_cli() -> None:
                         "networks on a CPU: '--hidden_dims 256 256 --num_sampled_actions 4'")
     parser.add_argument("--rebrac-overrides", default="", help="extra flags for ReBRAC, e.g. '--batch_size 256'")
     parser.add_argument("--agents", default=",".join([*AGENTS, "sac"]),
-                        help="which to (re)run; the others keep their entries from an earlier finetune.json")
+                        help="which agents to report; a finished run of one under runs/finetune/ is reused "
+                        "(remove its directory to train it again)")
     args = parser.parse_args()
     chosen = args.agents.split(",")
     overrides = {"cql": args.cql_overrides.split(), "rebrac": args.rebrac_overrides.split()}
     dataset_id = ensure_dataset(args.dataset)
     runs = REPO_ROOT / "runs" / "finetune" / args.dataset
-    results = earlier_results(args)
+    results = {}
     for name, (algo, extra) in AGENTS.items():
         if name not in chosen:
             continue
         module = algorithm_module(algo)
-        result = main(module.make, module.Config, algo, [
-            "--dataset", dataset_id, "--num_updates", str(args.offline_updates), "--seeds", args.seeds,
-            "--eval_every", str(args.offline_updates), "--checkpoint_every", str(args.offline_updates),
-            "--online_steps", str(args.online_steps), "--online_eval_every", str(args.eval_every),
-            "--wandb", "disabled", "--run_dir", str(runs / name), *extra, *overrides.get(algo, [])])
-        curves = per_seed(read_metrics(result.run_dir))
+        if not finished_run(runs / name, args.offline_updates + args.online_steps):
+            main(module.make, module.Config, algo, [
+                "--dataset", dataset_id, "--num_updates", str(args.offline_updates), "--seeds", args.seeds,
+                "--eval_every", str(args.offline_updates), "--checkpoint_every", str(args.offline_updates),
+                "--online_steps", str(args.online_steps), "--online_eval_every", str(args.eval_every),
+                "--wandb", "disabled", "--run_dir", str(runs / name), *extra, *overrides.get(algo, [])])
+        curves = per_seed(read_metrics(runs / name))
         offline = [dict(curve)[args.offline_updates] for curve in curves.values()]
         final = [curve[-1][1] for curve in curves.values()]
         dips = [min(score for step, score in curve
@@ -105,6 +108,7 @@ def main_cli() -> None:
              f"Command: `python experiments/finetune_experiment.py --dataset {args.dataset} --offline-updates "
              f"{args.offline_updates} --online-steps {args.online_steps} --seeds {args.seeds}"
              + "".join(f" --{algo}-overrides '{' '.join(flags)}'" for algo, flags in overrides.items() if flags)
+             + (f" --agents {args.agents}" if set(chosen) != {*AGENTS, "sac"} else "")
              + "`. Normalized scores, "
              f"mean ± std over seeds; dip = lowest score in the first {args.dip_window:,} online steps minus the "
              "offline score.", "", "| agent | offline | after fine-tuning | dip |", "|---|---|---|---|"]
