@@ -106,7 +106,8 @@ def main_cli() -> None:
     cell = lambda values: f"{np.mean(values):.1f} ± {np.std(values):.1f}"  # noqa: E731
     lines = ["# Offline-to-online fine-tuning (issue 7)", "",
              f"Command: `python experiments/finetune_experiment.py --dataset {args.dataset} --offline-updates "
-             f"{args.offline_updates} --online-steps {args.online_steps} --seeds {args.seeds}"
+             f"{args.offline_updates} --online-steps {args.online_steps} --eval-every {args.eval_every} "
+             f"--dip-window {args.dip_window} --seeds {args.seeds}"
              + "".join(f" --{algo}-overrides '{' '.join(flags)}'" for algo, flags in overrides.items() if flags)
              + (f" --agents {args.agents}" if set(chosen) != {*AGENTS, "sac"} else "")
              + "`. Normalized scores, "
