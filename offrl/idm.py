@@ -206,14 +206,13 @@ def proxy_label(labelled_id: str, unlabelled_id: str, out_id: str, config: IDMCo
     idm, report = train_idm(labelled, config, log)
     proxy, spread = label_actions(idm, unlabelled)
     unlabelled.actions = proxy
-    episodes = labelled.episodes() + unlabelled.episodes()
-    flags = ([np.zeros(len(e.rewards), bool) for e in labelled.episodes()]
-             + [np.ones(len(e.rewards), bool) for e in unlabelled.episodes()])
-    infos = [{"proxy_action": flag} for flag in flags]
+    logged, proxied = labelled.episodes(), unlabelled.episodes()
+    episodes = logged + proxied
+    infos = ([{"proxy_action": np.zeros(len(e.rewards), bool)} for e in logged]
+             + [{"proxy_action": np.ones(len(e.rewards), bool)} for e in proxied])
     if config.ensemble > 1:  # per-step uncertainty of the labels: 0 where the action was logged
-        ends = np.append(unlabelled.episode_starts[1:], unlabelled.num_transitions)
-        spreads = ([np.zeros(len(e.rewards), np.float32) for e in labelled.episodes()]
-                   + [spread[start:end] for start, end in zip(unlabelled.episode_starts, ends)])
+        spreads = ([np.zeros(len(e.rewards), np.float32) for e in logged]
+                   + np.split(spread, unlabelled.episode_starts[1:]))
         infos = [{**info, "proxy_spread": values} for info, values in zip(infos, spreads)]
     meta = labelled.metadata
     write_dataset(
