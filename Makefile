@@ -24,6 +24,7 @@ train: install
 bench: install
 	$(PY) experiments/bench_data_load.py
 	$(PY) experiments/bench_speed.py
+	$(PY) experiments/bench_model_based.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,6 +1,7 @@
 """Experiment: the edge-of-reach check of Sims et al. (2024) with the true simulator as the model.
 
     python experiments/edge_of_reach.py --dataset offrl/hopper/medium-v0 [--updates 100000] [--seeds 0,1,2]
+        [--agents mopo_style,ravl]
 
 Model-based training where every imagined step is the real MuJoCo step (offrl.simulator):
 model error is zero, so whatever goes wrong is the edge-of-reach problem. Two agents on
@@ -9,7 +10,8 @@ perfect model has no uncertainty):
 - "MOPO-style": SAC with 2 critics, the recipe that trusts the model;
 - RAVL: SAC with 10 critics and EDAC's diversity loss.
 The paper's claim: the first one's Q-values blow up and its score collapses, RAVL's do not.
-Writes experiments/results/edge_of_reach_<dataset>.json and .png.
+Writes experiments/results/edge_of_reach_<dataset>.json and .png; runs go to
+runs/edge_of_reach/<agent>_<dataset>/, where a finished run of the same budget is reused.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from offrl.config import dataset_config_name, parse_config  # noqa: E402
 from offrl.data import read_metadata  # noqa: E402
 from offrl.logging import read_metrics  # noqa: E402
 from offrl.model_based import model_based_program  # noqa: E402
+from offrl.runs import finished_run  # noqa: E402
 from offrl.simulator import simulator_step  # noqa: E402
 from offrl.train import REPO_ROOT, algorithm_module, train  # noqa: E402
 
@@ -52,6 +55,7 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=100_000)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rollout-batch", type=int, default=5000)
+    parser.add_argument("--agents", default=",".join(AGENTS), help="agents to train; the others' finished runs are reused")
     args = parser.parse_args()
     env_id = read_metadata(args.dataset).eval_env_spec.id
     ravl = algorithm_module("ravl")
@@ -59,15 +63,18 @@ def main() -> None:
     name = dataset_config_name(args.dataset)
     results = {}
     for agent, extra in AGENTS.items():
-        config = parse_config(ravl.Config, "ravl", [
-            "--dataset", args.dataset, "--num_updates", str(args.updates), "--seeds", args.seeds,
-            "--eval_every", str(max(args.updates // 10, 1000)), "--checkpoint_every", str(args.updates),
-            "--rollout_batch", str(args.rollout_batch), "--wandb", "disabled",
-            "--run_dir", str(REPO_ROOT / "runs" / "edge_of_reach" / f"{agent}_{name}"), *extra])
-        result = train(ravl.make, config, agent, make_program=program)
-        results[agent] = {"q_mean": curves(result.run_dir, "q_mean"),
-                          "score": curves(result.run_dir, "eval/normalized_score"),
-                          "final_score": result.final_eval["eval/normalized_score"].tolist()}
+        run_dir = REPO_ROOT / "runs" / "edge_of_reach" / f"{agent}_{name}"
+        if not finished_run(run_dir, args.updates):
+            if agent not in args.agents.split(","):
+                continue
+            config = parse_config(ravl.Config, "ravl", [
+                "--dataset", args.dataset, "--num_updates", str(args.updates), "--seeds", args.seeds,
+                "--eval_every", str(max(args.updates // 10, 1000)), "--checkpoint_every", str(args.updates),
+                "--rollout_batch", str(args.rollout_batch), "--wandb", "disabled", "--run_dir", str(run_dir), *extra])
+            train(ravl.make, config, agent, make_program=program)
+        scores = curves(run_dir, "eval/normalized_score")
+        results[agent] = {"q_mean": curves(run_dir, "q_mean"), "score": scores,
+                          "final_score": [points[-1][1] for points in scores.values()]}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"edge_of_reach_{name}.json").write_text(json.dumps(
         {"dataset": args.dataset, "updates": args.updates, "seeds": args.seeds,

@@ -22,6 +22,7 @@ import numpy as np
 
 from offrl.data import load_dataset
 from offrl.logging import read_metrics
+from offrl.runs import finished_run
 from offrl.suite import ensure_dataset
 from offrl.train import REPO_ROOT, algorithm_module, main
 
@@ -48,18 +49,6 @@ def sac_from_scratch(dataset_id: str, args, runs: Path) -> dict:
     sac_curves = {seed: [(step, float(normalize(value))) for step, value in curve]
                   for seed, curve in per_seed(read_metrics(runs / "sac"), "eval/return").items()}
     return {"final": [curve[-1][1] for curve in sac_curves.values()], "curves": sac_curves}
-
-
-def finished_run(run_dir: Path, total_steps: int) -> bool:
-    """A run directory that already holds this agent's finished run (its last logged step is
-    the budget's last); one holding anything else must be removed first."""
-    if not (run_dir / "metrics.jsonl").is_file():
-        return False
-    last = max(row["step"] for row in read_metrics(run_dir))
-    if last != total_steps:
-        raise SystemExit(f"{run_dir} holds a run that ended at step {last}, not {total_steps}: "
-                         "remove it to train it again with these settings.")
-    return True
 
 
 def main_cli() -> None:

@@ -1,6 +1,7 @@
 """Experiment: how far imagined rollouts drift from the real ones, against the horizon.
 
     python experiments/model_accuracy.py --dataset offrl/hopper/medium-v0 [--dynamics DIR] [--horizon 100]
+        [--max-epochs N]
 
 From dataset states that have `horizon` more steps in their episode, replay the dataset's
 own actions through:
@@ -52,6 +53,8 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=100)
     parser.add_argument("--starts", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-epochs", type=int, default=DynamicsConfig.max_epochs,
+                        help="cap on the ensemble's training epochs (early stopping may end it sooner)")
     args = parser.parse_args()
     dataset = load_dataset(args.dataset)
     name = dataset_config_name(args.dataset)
@@ -60,7 +63,7 @@ def main() -> None:
     if (directory / "dynamics.json").is_file():
         model = load_dynamics(directory)
     else:
-        model, report = train_dynamics(arrays, DynamicsConfig())
+        model, report = train_dynamics(arrays, DynamicsConfig(max_epochs=args.max_epochs))
         save_dynamics(model, report, directory)
     morec = algorithm_module("morec")
     config = morec.Config()
@@ -96,7 +99,9 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"model_accuracy_{name}.json").write_text(json.dumps({
         "dataset": args.dataset, "horizon": args.horizon, "starts": len(rows), "mean_l2_error": errors,
-        "morec_still_above_threshold": above_threshold, "threshold": config.reward_threshold}, indent=1))
+        "morec_still_above_threshold": above_threshold, "threshold": config.reward_threshold,
+        "dynamics_training": json.loads((directory / "dynamics.json").read_text())["report"],
+        "dynamics_reward": json.loads((directory / "dynamics_reward.json").read_text())["report"]}, indent=1))
     figure, axis = plt.subplots(figsize=(6, 4))
     for method, values in errors.items():
         axis.plot(range(1, args.horizon + 1), values, label=method)

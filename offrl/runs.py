@@ -14,6 +14,7 @@ from offrl.config import dataset_config_name
 from offrl.data import OfflineDataset
 from offrl.evaluate import evaluate_policy, make_policy
 from offrl.learner import seed_slice
+from offrl.logging import read_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,6 +35,18 @@ def default_run_dir(algo: str, target: str, seeds: str) -> Path:
     """runs/<algo>/<dataset or env>/<time>-s<seeds>"""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return REPO_ROOT / "runs" / algo / dataset_config_name(target) / f"{stamp}-s{seeds.replace(',', '_')}"
+
+
+def finished_run(run_dir: Path, total_steps: int) -> bool:
+    """Whether run_dir holds a finished run of `total_steps` steps, for experiments that reuse
+    finished runs; a run that ended elsewhere (killed, or another budget) must be removed first."""
+    if not (run_dir / "metrics.jsonl").is_file():
+        return False
+    last = max(row["step"] for row in read_metrics(run_dir))
+    if last != total_steps:
+        raise FileExistsError(f"{run_dir} holds a run that ended at step {last}, not {total_steps}: "
+                              "remove it to train it again with these settings.")
+    return True
 
 
 def evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes: int,

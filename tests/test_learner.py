@@ -15,7 +15,7 @@ from offrl.data import load_dataset
 from offrl.data.scripted import make_pendulum_dataset
 from offrl.logging import read_metrics
 from offrl.rl import td_target
-from offrl.runs import TrainingDiverged
+from offrl.runs import TrainingDiverged, finished_run
 from offrl.train import algorithm_module, load_policy, train
 
 td3_bc = algorithm_module("td3_bc")
@@ -65,10 +65,13 @@ def test_same_seed_same_metrics_and_seeds_run_side_by_side(pendulum, tmp_path):
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_run(pendulum, tmp_path):
     full = train(td3_bc.make, _config(tmp_path, name="full"), "td3_bc", show_progress=False)
     train(td3_bc.make, _config(tmp_path, "--num_updates", "200", name="cut"), "td3_bc", show_progress=False)
+    with pytest.raises(FileExistsError, match="ended at step 200, not 400"):  # experiments must not reuse it
+        finished_run(tmp_path / "cut", 400)
     resumed_config = parse_config(td3_bc.Config, "td3_bc",
                                   ["--resume", str(tmp_path / "cut"), "--num_updates", "400"])
     train(td3_bc.make, resumed_config, "td3_bc", show_progress=False)
     assert_same_checkpoint(checkpoint.latest(full.run_dir), checkpoint.latest(tmp_path / "cut"))
+    assert finished_run(tmp_path / "cut", 400) and not finished_run(tmp_path / "never-ran", 400)
 
 
 def test_divergence_stops_with_the_update_and_last_checkpoint(pendulum, tmp_path):
