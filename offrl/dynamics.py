@@ -262,7 +262,8 @@ def load_dynamics(directory: str | Path) -> DynamicsModel:
     zeros_in, zeros_out = jnp.zeros(meta["input_dim"]), jnp.zeros(meta["output_dim"])
     template = DynamicsModel(params, zeros_in, zeros_in, zeros_out, zeros_out,
                              jnp.zeros(meta["num_elites"], jnp.int32), members, hidden)
-    return serialization.from_bytes(template, (directory / "dynamics.msgpack").read_bytes())
+    # as device arrays: a NumPy elite index table cannot be indexed by a traced rng draw
+    return jax.tree.map(jnp.asarray, serialization.from_bytes(template, (directory / "dynamics.msgpack").read_bytes()))
 
 
 # --- termination of imagined transitions ---------------------------------------------------

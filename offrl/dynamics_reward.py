@@ -7,17 +7,21 @@ choice below is ours and documented in docs/model_based.md:
 - The discriminator D(s, a, s') is an MLP on the dynamics model's normalized (s, a) and
   normalized state change s' - s (the reward is not part of the dynamics), giving the
   logit of "this transition is from the dataset".
-- The generator is a copy of the trained dynamics ensemble. Its samples are
-  reparameterized (s' = s + mu + sigma * eps from a random member), so it learns by the
-  pathwise gradient of the non-saturating GAN loss -log D(s, a, s'_model), instead of the
-  policy gradient GAIL needs for a non-differentiable environment. A Gaussian NLL term on
-  dataset transitions keeps it a likelihood model while it learns to fool D.
+- The generator is an ensemble of the dynamics model's architecture and normalization,
+  starting untrained. Its samples are reparameterized (s' = s + mu + sigma * eps from a
+  random member), so it learns by the pathwise gradient of the non-saturating GAN loss
+  -log D(s, a, s'_model), instead of the policy gradient GAIL needs for a
+  non-differentiable environment. A Gaussian NLL term on dataset transitions keeps it a
+  likelihood model while it learns to fool D.
 - Each iteration: one discriminator step (binary cross-entropy, dataset transitions 1,
-  generated ones 0) and one generator step, on a batch of dataset (s, a).
+  generated ones 0, lr 1e-3) and one generator step (lr 1e-4), on a batch of dataset (s, a).
 - Every `keep_every`-th discriminator is kept (the newest `max_kept`); the dynamics
   reward is the mean of their probabilities. A single late discriminator is near 0.5 at
   the adversarial equilibrium; the history of discriminators, each trained against a
-  weaker generator, keeps scoring what makes transitions real.
+  weaker generator, keeps scoring what makes transitions real. That needs generators that
+  start weak: started from the trained ensemble (`generator_from_model`), every
+  discriminator on hopper-medium sat at 0.50 on dataset and model transitions alike, so
+  MOREC's 0.6 threshold ended every rollout at its first step (docs/model_based.md).
 - The adversarially trained generator is discarded: rollouts use the maximum-likelihood
   ensemble, filtered by the dynamics reward (offrl/model_based.py).
 """
@@ -46,9 +50,11 @@ class DynamicsRewardConfig:
     hidden_dims: tuple[int, ...] = (128, 128)
     iterations: int = 2000
     batch_size: int = 256
-    discriminator_lr: float = 3e-4
+    discriminator_lr: float = 1e-3
     generator_lr: float = 1e-4
     nll_weight: float = 1.0
+    # False: the generator starts untrained, so the early discriminators face a weak one (see above)
+    generator_from_model: bool = False
     keep_every: int = 10
     max_kept: int = 200
     seed: int = 0
@@ -143,7 +149,10 @@ def learn_dynamics_reward(model: DynamicsModel, data: dict[str, np.ndarray],
         return (disc, disc_state, gen, gen_state, kept, key), None
 
     kept = jax.tree.map(lambda leaf: jnp.zeros((kept_count, *leaf.shape), leaf.dtype), disc_params)
-    carry = (disc_params, disc_opt.init(disc_params), model.params, gen_opt.init(model.params), kept, rng)
+    gen_rng, rng = jax.random.split(rng)
+    gen_params = (model.params if config.generator_from_model
+                  else model.network.init(gen_rng, jnp.zeros((members, 1, model.input_mean.shape[0]))))
+    carry = (disc_params, disc_opt.init(disc_params), gen_params, gen_opt.init(gen_params), kept, rng)
     carry, _ = jax.jit(lambda c: jax.lax.scan(iteration, c, jnp.arange(config.iterations)))(carry)
     reward = DynamicsReward(carry[4], model, tuple(config.hidden_dims))
 
@@ -176,5 +185,5 @@ def load_dynamics_reward(directory: str | Path, model: DynamicsModel) -> Dynamic
     features = model.input_mean.shape[0] + model.target_mean.shape[0] - 1  # (s, a) and s' - s
     one = network.init(jax.random.PRNGKey(0), jnp.zeros((1, features)))
     template = jax.tree.map(lambda leaf: jnp.zeros((meta["kept"], *leaf.shape), leaf.dtype), one)
-    params = serialization.from_bytes(template, (directory / "dynamics_reward.msgpack").read_bytes())
+    params = jax.tree.map(jnp.asarray, serialization.from_bytes(template, (directory / "dynamics_reward.msgpack").read_bytes()))
     return DynamicsReward(params, model, tuple(meta["hidden_dims"]))

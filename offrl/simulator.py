@@ -29,6 +29,17 @@ class Simulator:
         qpos = np.concatenate([[0.0], obs[: self.nq - 1]])
         self.env.set_state(qpos, obs[self.nq - 1:])
 
+    def replay(self, start_obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Observations after each of `actions` (horizon, batch, act_dim), stepping on from each
+        start state without rebuilding it from (clipped) observations on the way:
+        (horizon, batch, obs_dim)."""
+        observations = np.zeros((*actions.shape[:2], start_obs.shape[-1]), np.float32)
+        for row, start in enumerate(np.asarray(start_obs, np.float64)):
+            self.set_from_observation(start)
+            for t, action in enumerate(np.asarray(actions[:, row], np.float64)):
+                observations[t, row] = self.env.step(action)[0]
+        return observations
+
     def step(self, obs: np.ndarray, actions: np.ndarray):
         """(next_obs, rewards, terminated) for each row, each from its own observation."""
         next_obs, rewards, terminated = [], [], []

@@ -67,6 +67,10 @@ def test_ensemble_learns_a_linear_system_and_round_trips(tmp_path):
     for a, b in zip(model.predict(next_obs, jnp.asarray(test["actions"])), loaded.predict(next_obs, jnp.asarray(test["actions"]))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     np.testing.assert_array_equal(np.asarray(loaded.elites), report.elites)
+    # a loaded model steps inside jit with its arrays closed over, as experiments use it
+    loaded_next, _, _ = jax.jit(loaded.step)(next_obs, jnp.asarray(test["actions"]), jax.random.PRNGKey(0))
+    eager_next = model.step(next_obs, jnp.asarray(test["actions"]), jax.random.PRNGKey(0))[0]
+    np.testing.assert_allclose(np.asarray(loaded_next), np.asarray(eager_next), rtol=1e-5, atol=1e-6)
 
 
 def test_training_stops_early_once_holdout_stops_improving():

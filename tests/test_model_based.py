@@ -154,9 +154,9 @@ def test_dynamics_reward_tells_dataset_transitions_from_a_wrong_model(tmp_path):
     wrong = dict(data, next_observations=data["next_observations"] + 0.3)  # the model learns s' off by 0.3
     model, _ = train_dynamics(wrong, DynamicsConfig(num_members=3, num_elites=2, hidden_dims=(32, 32),
                                                     batch_size=64, max_epochs=30, epochs_per_call=10), log=None)
-    # a frozen generator (lr 0, no NLL): the discriminators learn real against the wrong model
+    # the wrong model as a frozen generator: the discriminators learn real against it
     config = DynamicsRewardConfig(hidden_dims=(32, 32), iterations=600, keep_every=20, max_kept=10,
-                                  generator_lr=0.0, nll_weight=0.0, discriminator_lr=1e-3)
+                                  generator_lr=0.0, nll_weight=0.0, generator_from_model=True)
     reward, report = learn_dynamics_reward(model, data, config)
     assert report.kept == 10
     assert report.real_reward_mean > 0.6 > report.model_reward_mean
@@ -167,6 +167,18 @@ def test_dynamics_reward_tells_dataset_transitions_from_a_wrong_model(tmp_path):
     save_dynamics_reward(reward, report, tmp_path)
     np.testing.assert_array_equal(np.asarray(load_dynamics_reward(tmp_path, model)(obs, actions, candidates)),
                                   np.asarray(scores))
+
+
+def test_dynamics_reward_scores_dataset_transitions_above_the_threshold():
+    """With an accurate model, dataset transitions must clear MOREC's 0.6, or every rollout
+    ends at its first step: the historical discriminators must face an untrained generator
+    first (started from the model instead, no transition clears 0.6 here)."""
+    data = linear_system(3000)
+    model, _ = train_dynamics(data, DynamicsConfig(num_members=3, num_elites=2, hidden_dims=(32, 32),
+                                                   batch_size=64, max_epochs=30, epochs_per_call=10), log=None)
+    config = DynamicsRewardConfig(hidden_dims=(32, 32), iterations=600, keep_every=20, max_kept=10)
+    _, report = learn_dynamics_reward(model, data, config)
+    assert report.real_above["0.6"] > 0.8 and report.model_above["0.6"] > 0.5
 
 
 def test_morec_trains_with_filtered_rollouts(pendulum_data, tmp_path):
