@@ -89,12 +89,31 @@ class CriticEnsemble(nn.Module):
         return ensemble(self.hidden_dims, self.layer_norm, self.orthogonal_init)(obs, action)
 
 
+def ensemble_members(ensemble: CriticEnsemble, params) -> tuple[Critic, dict]:
+    """The ensemble as one plain critic module and its members' parameters stacked on a
+    leading axis, for computations that treat members apart (jax.vmap over the stack)."""
+    critic = Critic(ensemble.hidden_dims, ensemble.layer_norm, ensemble.orthogonal_init)
+    return critic, params["params"][f"Vmap{Critic.__name__}_0"]
+
+
 def ensemble_member(ensemble: CriticEnsemble, params, index: int) -> tuple[Critic, dict]:
     """One critic of an ensemble as a plain module with its own parameters, for losses that
     use a single member (TD3's actor uses Q1) without computing the others."""
-    members = params["params"][f"Vmap{Critic.__name__}_0"]
-    critic = Critic(ensemble.hidden_dims, ensemble.layer_norm, ensemble.orthogonal_init)
+    critic, members = ensemble_members(ensemble, params)
     return critic, {"params": jax.tree.map(lambda leaf: leaf[index], members)}
+
+
+def critic_action_gradients(ensemble: CriticEnsemble, params, obs, actions) -> jax.Array:
+    """dQ_i(s, a)/da for every critic i and sample: (N, batch, act_dim), from one backward
+    pass. Each critic gets its own copy of the actions so the gradients stay apart; a
+    jacobian of the ensemble's output would run one backward pass per critic, each
+    through all N critics (N times the work)."""
+    critic, members = ensemble_members(ensemble, params)
+
+    def total_q(per_critic_actions):
+        return jax.vmap(lambda member, a: critic.apply({"params": member}, obs, a))(members, per_critic_actions).sum()
+
+    return jax.grad(total_q)(jnp.broadcast_to(actions, (ensemble.num_critics, *actions.shape)))
 
 
 class ValueNet(nn.Module):

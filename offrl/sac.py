@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax.training.train_state import TrainState
 
 from offrl.learner import Algorithm
-from offrl.nets import CriticEnsemble, TanhGaussianActor, tanh_gaussian_sample
+from offrl.nets import CriticEnsemble, TanhGaussianActor, critic_action_gradients, tanh_gaussian_sample
 from offrl.rl import create_scalar_state, init_actor_critic, soft_update, td_target, temperature_loss
 
 
@@ -62,8 +62,7 @@ def make_sac(config, obs_dim: int, act_dim: int) -> Algorithm:
         loss = ((q - jax.lax.stop_gradient(target)) ** 2).mean(axis=1).sum()
         metrics = {"critic_loss": loss, "q_mean": q.mean(), "q_std_across_critics": q.std(axis=0).mean()}
         if eta > 0:
-            action_grads = jax.jacrev(lambda a: critic_net.apply(critic_params, batch["observations"], a).sum(axis=1))(
-                batch["actions"])
+            action_grads = critic_action_gradients(critic_net, critic_params, batch["observations"], batch["actions"])
             diversity = ensemble_diversity(action_grads)
             loss = loss + eta * diversity
             metrics["diversity_loss"] = diversity
