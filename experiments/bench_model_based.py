@@ -172,18 +172,20 @@ def markdown(report: dict, seed_counts: list[int]) -> str:
         "| rollouts | starts x steps | s per epoch | imagined steps/s |", "|---|---|---|---|"]
     lines += [f"| {r['algorithm']} | {r['rollout_batch']:,} x {r['rollout_length']} | {r['seconds']} | "
               f"{r['imagined_steps_per_s']:,} |" for r in report["rollouts"]]
-    seed_heads = " | ".join(f"{k} seeds" for k in seed_counts[1:])
-    lines += ["", f"| agent update alone | GFLOP/update | ceiling | 1 seed | share | {seed_heads} |",
-              "|---|---|---|---|---|" + "---|" * len(seed_counts[1:])]
+    more_seeds = seed_counts[1:]
+    extra_heads = "".join(f" {k} seeds |" for k in more_seeds)
+
+    def extra_cells(row):
+        return "".join(f" {row[f'updates_per_s_{k}_seeds']} |" for k in more_seeds)
+
+    lines += ["", "| agent update alone | GFLOP/update | ceiling | 1 seed | share |" + extra_heads,
+              "|---|---|---|---|---|" + "---|" * len(more_seeds)]
     lines += [f"| {a['algorithm']} | {a['gflop_per_update']} | {a['ceiling_updates_per_s']} | "
-              f"{a['updates_per_s_1_seeds']} | {a['share_of_ceiling']:.0%} | "
-              + " | ".join(str(a[f"updates_per_s_{k}_seeds"]) for k in seed_counts[1:]) + " |"
+              f"{a['updates_per_s_1_seeds']} | {a['share_of_ceiling']:.0%} |" + extra_cells(a)
               for a in report["agent_updates"]]
-    lines += ["", f"| whole epochs (rollouts + 1000 updates) | 1 seed | {seed_heads} |",
-              "|---|---|" + "---|" * len(seed_counts[1:])]
-    lines += [f"| {e['algorithm']} | {e['updates_per_s_1_seeds']} | "
-              + " | ".join(str(e[f"updates_per_s_{k}_seeds"]) for k in seed_counts[1:]) + " |"
-              for e in report["epochs"]]
+    lines += ["", "| whole epochs (rollouts + 1000 updates) | 1 seed |" + extra_heads,
+              "|---|---|" + "---|" * len(more_seeds)]
+    lines += [f"| {e['algorithm']} | {e['updates_per_s_1_seeds']} |" + extra_cells(e) for e in report["epochs"]]
     return "\n".join(lines) + "\n"
 
 
