@@ -45,7 +45,8 @@ def finished_run(run_dir: Path, total_steps: int) -> bool:
     last = max(row["step"] for row in read_metrics(run_dir))
     if last != total_steps:
         raise FileExistsError(f"{run_dir} holds a run that ended at step {last}, not {total_steps}: "
-                              "remove it to train it again with these settings.")
+                              "resume a killed run with `python algorithms/<algo>.py --resume` on it, "
+                              "or remove it to train again with these settings.")
     return True
 
 
