@@ -55,10 +55,9 @@ def timed(function, *args, rounds: int = 1) -> tuple[float, float]:
     return first, float(np.median(seconds))
 
 
-def bench_ensemble(data) -> tuple[object, dict]:
+def bench_ensemble(arrays: dict[str, np.ndarray]) -> tuple[object, dict]:
     """Two single-epoch calls of train_dynamics' compiled loop: compile + epoch, then an epoch."""
     stamps = [time.perf_counter()]
-    arrays = {key: np.asarray(data[key]) for key in ("observations", "actions", "next_observations", "rewards")}
     model, report = train_dynamics(arrays, DynamicsConfig(max_epochs=2, epochs_per_call=1, patience=10),
                                    log=lambda _: stamps.append(time.perf_counter()))
     first, second = np.diff(stamps)[:2]
@@ -127,9 +126,9 @@ def main() -> None:
     morec = algorithm_module("morec")
     data = hopper_shaped_data(args.size)
 
-    model, ensemble = bench_ensemble(data)
-    print("ensemble", json.dumps(ensemble), flush=True)
     arrays = {key: np.asarray(data[key]) for key in ("observations", "actions", "next_observations", "rewards")}
+    model, ensemble = bench_ensemble(arrays)
+    print("ensemble", json.dumps(ensemble), flush=True)
     reward, reward_report = learn_dynamics_reward(model, arrays, DynamicsRewardConfig())
     dynamics_reward = {"iterations": DynamicsRewardConfig().iterations, "kept": reward_report.kept,
                        "seconds_with_compile": round(reward_report.seconds, 1)}
