@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -9,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import assert_same_checkpoint, assert_same_metrics
 
+import offrl
 from offrl import checkpoint
 from offrl.config import parse_config
 from offrl.data import load_dataset
@@ -102,3 +107,23 @@ def test_config_layers_defaults_then_dataset_yaml_then_command_line():
     assert parse_config(rebrac.Config, "rebrac", ["--dataset", "neorl2/dmsd/train-v0"]).actor_bc_coef == 0.01
     with pytest.raises(ValueError, match="multiple of"):
         parse_config(rebrac.Config, "rebrac", ["--eval_every", "1500"])
+
+
+def _xla_flags_after_importing_offrl(xla_flags: str | None) -> str:
+    env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
+    if xla_flags is not None:
+        env["XLA_FLAGS"] = xla_flags
+    script = "import os, offrl, jax; jax.numpy.ones(2).block_until_ready(); print(os.environ['XLA_FLAGS'])"
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+def test_xla_cpu_flag_is_set_for_the_pinned_jaxlib_and_yields_to_the_user():
+    assert metadata.version("jaxlib") == offrl.PINNED_JAXLIB, (
+        "the jaxlib pin changed: re-measure ReBRAC with and without offrl.YNN_REDUCE_OFF "
+        "(experiments/bench_speed.py --algos rebrac), then update offrl.PINNED_JAXLIB")
+    # XLA aborts on a flag it does not know, so a clean exit shows the flag is accepted.
+    assert _xla_flags_after_importing_offrl(None) == offrl.YNN_REDUCE_OFF
+    own = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+    assert _xla_flags_after_importing_offrl(own) == own
