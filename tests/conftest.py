@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -10,6 +12,14 @@ import pytest
 from flax import serialization
 
 SHARED_NEORL2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "neorl2"
+
+
+def run_in_fresh_python(script: str, env: dict[str, str] | None = None, timeout: int = 300) -> str:
+    """stdout of `python -c script` in a new interpreter (for what one process can do only
+    once: XLA's flags, its first compilation); fails with the child's stderr."""
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_in_fresh_python
 
 from offrl.config import parse_config
 from offrl.data import load_dataset
@@ -154,13 +155,9 @@ def test_sac_learns_pendulum_online(tmp_path):
 
 def test_seeds_of_orthogonally_initialized_ensembles_initialize(tmp_path):
     """Regression: jitted orthogonal init of an nn.vmap ensemble deadlocked on CPU."""
-    import subprocess
-    import sys
-
     script = ("from offrl.learner import init_states; from offrl.train import algorithm_module; "
               "import jax; m = algorithm_module('cql'); a = m.make(m.Config(), 11, 3); "
               "s, _ = init_states(a, [0, 1, 2]); jax.block_until_ready(s); "
               "import numpy as np; k = s.critic.params['params']['VmapCritic_0']['MLP_0']['Dense_0']['kernel']; "
               "assert k.shape[:2] == (3, 2) and not np.allclose(k[0], k[1]); print('ok')")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+    assert run_in_fresh_python(script).endswith("ok")

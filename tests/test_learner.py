@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_same_checkpoint, assert_same_metrics
+from conftest import assert_same_checkpoint, assert_same_metrics, run_in_fresh_python
 
 import offrl
 from offrl import checkpoint
@@ -114,9 +112,7 @@ def _xla_flags_after_importing_offrl(xla_flags: str | None) -> str:
     if xla_flags is not None:
         env["XLA_FLAGS"] = xla_flags
     script = "import os, offrl, jax; jax.numpy.ones(2).block_until_ready(); print(os.environ['XLA_FLAGS'])"
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout.strip()
+    return run_in_fresh_python(script, env)
 
 
 def test_xla_cpu_flag_is_set_for_the_pinned_jaxlib_and_yields_to_the_user():
