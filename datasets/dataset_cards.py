@@ -4,7 +4,8 @@
 
 Reads the policy manifest and every generated `offrl/<env>/<kind>-v0` dataset in the local
 Minari store, and replaces the text between the CARDS markers in datasets/README.md.
-Datasets not generated locally are listed as such, never guessed.
+A dataset missing from the local store keeps the row it already has (measured when it was
+generated, by an earlier run of this script) or is listed as not generated: never guessed.
 """
 
 from __future__ import annotations
@@ -29,14 +30,24 @@ def policy_table() -> list[str]:
     return lines
 
 
-def dataset_table() -> list[str]:
+def existing_rows(text: str) -> dict[str, str]:
+    """The README's current dataset rows by dataset id, for those that were measured."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.split("|")]
+        if len(cells) > 2 and cells[1].startswith("offrl/") and cells[2] != "not generated here":
+            rows[cells[1]] = line
+    return rows
+
+
+def dataset_table(previous: dict[str, str]) -> list[str]:
     lines = ["| dataset | made from | episodes | steps | terminals | mean return | normalized | "
              "generation steps/s |", "|---|---|---|---|---|---|---|---|"]
     for name in read_manifest():
         for kind in KINDS:
             dataset_id = suite_id(name, kind)
             if not dataset_path(dataset_id).exists():
-                lines.append(f"| {dataset_id} | not generated here | | | | | | |")
+                lines.append(previous.get(dataset_id, f"| {dataset_id} | not generated here | | | | | | |"))
                 continue
             dataset = load_dataset(dataset_id)
             summary, extra = dataset.summary(), dataset.metadata.extra
@@ -49,8 +60,9 @@ def dataset_table() -> list[str]:
 
 
 def main() -> None:
-    body = "\n".join(["### Behavior policies", "", *policy_table(), "", "### Datasets", "", *dataset_table()])
     text = README.read_text()
+    body = "\n".join(["### Behavior policies", "", *policy_table(), "", "### Datasets", "",
+                      *dataset_table(existing_rows(text))])
     text = re.sub(re.escape(BEGIN) + ".*" + re.escape(END), f"{BEGIN}\n{body}\n{END}", text, flags=re.S)
     README.write_text(text)
     print(body)
