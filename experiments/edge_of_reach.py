@@ -11,7 +11,8 @@ perfect model has no uncertainty):
 - RAVL: SAC with 10 critics and EDAC's diversity loss.
 The paper's claim: the first one's Q-values blow up and its score collapses, RAVL's do not.
 Writes experiments/results/edge_of_reach_<dataset>.json and .png; runs go to
-runs/edge_of_reach/<agent>_<dataset>/, where a finished run of the same budget is reused.
+runs/edge_of_reach/<agent>_<dataset>/, where a finished run of the same budget and seeds is
+reused and a killed one resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from offrl.config import dataset_config_name, parse_config  # noqa: E402
 from offrl.data import read_metadata  # noqa: E402
 from offrl.logging import read_metrics  # noqa: E402
 from offrl.model_based import model_based_program  # noqa: E402
-from offrl.runs import finished_run  # noqa: E402
+from offrl.runs import resume_flag, run_status  # noqa: E402
 from offrl.simulator import simulator_step  # noqa: E402
 from offrl.train import REPO_ROOT, algorithm_module, train  # noqa: E402
 
@@ -53,9 +54,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="offrl/hopper/medium-v0")
     parser.add_argument("--updates", type=int, default=100_000)
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds of the agents trained now")
     parser.add_argument("--rollout-batch", type=int, default=5000)
-    parser.add_argument("--agents", default=",".join(AGENTS), help="agents to train; the others' finished runs are reused")
+    parser.add_argument("--agents", default=",".join(AGENTS), help="agents to train; the others' finished runs of the same budget are reused, whatever their seeds")
     args = parser.parse_args()
     env_id = read_metadata(args.dataset).eval_env_spec.id
     ravl = algorithm_module("ravl")
@@ -64,20 +65,23 @@ def main() -> None:
     results = {}
     for agent, extra in AGENTS.items():
         run_dir = REPO_ROOT / "runs" / "edge_of_reach" / f"{agent}_{name}"
-        if not finished_run(run_dir, args.updates):
-            if agent not in args.agents.split(","):
+        if agent not in args.agents.split(","):
+            if run_status(run_dir, args.updates) != "finished":
                 continue
+        elif (status := run_status(run_dir, args.updates, args.seeds)) != "finished":
+            every = str(max(args.updates // 10, 1000))  # checkpoints too: a killed run resumes
             config = parse_config(ravl.Config, "ravl", [
                 "--dataset", args.dataset, "--num_updates", str(args.updates), "--seeds", args.seeds,
-                "--eval_every", str(max(args.updates // 10, 1000)), "--checkpoint_every", str(args.updates),
-                "--rollout_batch", str(args.rollout_batch), "--wandb", "disabled", "--run_dir", str(run_dir), *extra])
+                "--eval_every", every, "--checkpoint_every", every,
+                "--rollout_batch", str(args.rollout_batch), "--wandb", "disabled", "--run_dir", str(run_dir), *extra,
+                *resume_flag(run_dir, status)])
             train(ravl.make, config, agent, make_program=program)
         scores = curves(run_dir, "eval/normalized_score")
         results[agent] = {"q_mean": curves(run_dir, "q_mean"), "score": scores,
                           "final_score": [points[-1][1] for points in scores.values()]}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"edge_of_reach_{name}.json").write_text(json.dumps(
-        {"dataset": args.dataset, "updates": args.updates, "seeds": args.seeds,
+        {"dataset": args.dataset, "updates": args.updates,
          "rollout_batch": args.rollout_batch, "agents": results}, indent=1))
     figure, (q_axis, score_axis) = plt.subplots(1, 2, figsize=(10, 4))
     for agent, result in results.items():

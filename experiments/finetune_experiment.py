@@ -9,7 +9,7 @@ SAC from scratch for that budget. Reports, per algorithm, the normalized score a
 of the offline phase, at the end of fine-tuning, and the dip: the lowest score over the
 first `--dip-window` online env steps, minus the offline score. Results go to
 experiments/results/finetune.json and finetune.md; runs to runs/finetune/<dataset>/<agent>/,
-where a finished run is reused on the next call.
+where a finished run is reused on the next call and a killed one resumes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 
 from offrl.data import load_dataset
 from offrl.logging import read_metrics
-from offrl.runs import finished_run
+from offrl.runs import resume_flag, run_status
 from offrl.suite import ensure_dataset
 from offrl.train import REPO_ROOT, algorithm_module, main
 
@@ -42,9 +42,11 @@ def sac_from_scratch(dataset_id: str, args, runs: Path) -> dict:
     """SAC trained online from nothing for the same env-step budget."""
     sac = algorithm_module("sac")
     env_id = load_dataset(dataset_id).metadata.eval_env_spec.id
-    if not finished_run(runs / "sac", args.online_steps):
+    status = run_status(runs / "sac", args.online_steps, args.seeds)
+    if status != "finished":
         sac.main(["--env", env_id, "--env_steps", str(args.online_steps), "--seeds", args.seeds,
-                  "--eval_every", str(args.eval_every), "--wandb", "disabled", "--run_dir", str(runs / "sac")])
+                  "--eval_every", str(args.eval_every), "--wandb", "disabled", "--run_dir", str(runs / "sac"),
+                  *resume_flag(runs / "sac", status)])
     normalize = load_dataset(dataset_id).normalized_score
     sac_curves = {seed: [(step, float(normalize(value))) for step, value in curve]
                   for seed, curve in per_seed(read_metrics(runs / "sac"), "eval/return").items()}
@@ -75,12 +77,14 @@ def main_cli() -> None:
         if name not in chosen:
             continue
         module = algorithm_module(algo)
-        if not finished_run(runs / name, args.offline_updates + args.online_steps):
+        status = run_status(runs / name, args.offline_updates + args.online_steps, args.seeds)
+        if status != "finished":
             main(module.make, module.Config, algo, [
                 "--dataset", dataset_id, "--num_updates", str(args.offline_updates), "--seeds", args.seeds,
                 "--eval_every", str(args.offline_updates), "--checkpoint_every", str(args.offline_updates),
                 "--online_steps", str(args.online_steps), "--online_eval_every", str(args.eval_every),
-                "--wandb", "disabled", "--run_dir", str(runs / name), *extra, *overrides.get(algo, [])])
+                "--wandb", "disabled", "--run_dir", str(runs / name), *extra, *overrides.get(algo, []),
+                *resume_flag(runs / name, status)])
         curves = per_seed(read_metrics(runs / name))
         offline = [dict(curve)[args.offline_updates] for curve in curves.values()]
         final = [curve[-1][1] for curve in curves.values()]

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from offrl import checkpoint
 from offrl.config import dataset_config_name
@@ -37,17 +38,30 @@ def default_run_dir(algo: str, target: str, seeds: str) -> Path:
     return REPO_ROOT / "runs" / algo / dataset_config_name(target) / f"{stamp}-s{seeds.replace(',', '_')}"
 
 
-def finished_run(run_dir: Path, total_steps: int) -> bool:
-    """Whether run_dir holds a finished run of `total_steps` steps, for experiments that reuse
-    finished runs; a run that ended elsewhere (killed, or another budget) must be removed first."""
+def run_status(run_dir: Path, total_steps: int, seeds: str | None = None) -> str:
+    """For experiments that reuse their runs: 'finished' (run_dir holds a run of `total_steps`
+    steps with these seeds, or any seeds if None), 'resumable' (a killed such run with a checkpoint: continue it with
+    `--resume run_dir`) or 'new' (no run there). A run of other seeds or another budget raises:
+    it must be removed first, since extending it would not equal a run planned for the new
+    budget (learning-rate schedules span the planned steps)."""
     if not (run_dir / "metrics.jsonl").is_file():
-        return False
+        return "new"
     last = max(row["step"] for row in read_metrics(run_dir))
-    if last != total_steps:
-        raise FileExistsError(f"{run_dir} holds a run that ended at step {last}, not {total_steps}: "
-                              "resume a killed run with `python algorithms/<algo>.py --resume` on it, "
-                              "or remove it to train again with these settings.")
-    return True
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    planned = saved["num_updates"] + saved["online_steps"] if "num_updates" in saved else saved["env_steps"]
+    if planned == total_steps and seeds in (None, str(saved["seeds"])):
+        if last == total_steps:
+            return "finished"
+        if checkpoint.latest(run_dir) is not None:
+            return "resumable"
+    raise FileExistsError(f"{run_dir} holds a run of seeds {saved['seeds']} planned for {planned} steps that "
+                          f"ended at step {last}, not one of seeds {seeds} and {total_steps} steps: remove it "
+                          "to train again with these settings.")
+
+
+def resume_flag(run_dir: Path, status: str) -> list[str]:
+    """The command-line flag that continues a run `run_status` found resumable."""
+    return ["--resume", str(run_dir)] if status == "resumable" else []
 
 
 def evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from importlib import metadata
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from offrl.data import load_dataset
 from offrl.data.scripted import make_pendulum_dataset
 from offrl.logging import read_metrics
 from offrl.rl import td_target
-from offrl.runs import TrainingDiverged, finished_run
+from offrl.runs import TrainingDiverged, resume_flag, run_status
 from offrl.train import algorithm_module, load_policy, train
 
 td3_bc = algorithm_module("td3_bc")
@@ -68,13 +69,28 @@ def test_same_seed_same_metrics_and_seeds_run_side_by_side(pendulum, tmp_path):
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_run(pendulum, tmp_path):
     full = train(td3_bc.make, _config(tmp_path, name="full"), "td3_bc", show_progress=False)
     train(td3_bc.make, _config(tmp_path, "--num_updates", "200", name="cut"), "td3_bc", show_progress=False)
-    with pytest.raises(FileExistsError, match="ended at step 200, not 400"):  # experiments must not reuse it
-        finished_run(tmp_path / "cut", 400)
+    # experiments must neither reuse a run of another budget nor extend it (its schedules differ)
+    with pytest.raises(FileExistsError, match="planned for 200 steps that ended at step 200"):
+        run_status(tmp_path / "cut", 400)
     resumed_config = parse_config(td3_bc.Config, "td3_bc",
                                   ["--resume", str(tmp_path / "cut"), "--num_updates", "400"])
     train(td3_bc.make, resumed_config, "td3_bc", show_progress=False)
     assert_same_checkpoint(checkpoint.latest(full.run_dir), checkpoint.latest(tmp_path / "cut"))
-    assert finished_run(tmp_path / "cut", 400) and not finished_run(tmp_path / "never-ran", 400)
+    assert run_status(tmp_path / "cut", 400, "0") == "finished" and run_status(tmp_path / "never-ran", 400) == "new"
+    with pytest.raises(FileExistsError, match="seeds 0 planned"):
+        run_status(tmp_path / "cut", 400, "0,1")
+
+
+def test_a_killed_run_planned_for_the_budget_is_resumable(pendulum, tmp_path):
+    run = train(td3_bc.make, _config(tmp_path, "--num_updates", "200", name="killed"), "td3_bc",
+                show_progress=False).run_dir
+    # what a run planned for 400 updates and killed after its checkpoint at 200 leaves behind
+    config_file = run / "config.yaml"
+    config_file.write_text(config_file.read_text().replace("num_updates: 200", "num_updates: 400"))
+    assert run_status(run, 400, "0") == "resumable" and resume_flag(run, "resumable") == ["--resume", str(run)]
+    shutil.rmtree(run / checkpoint.CHECKPOINT_DIR)  # killed before its first checkpoint: nothing to resume
+    with pytest.raises(FileExistsError, match="remove it"):
+        run_status(run, 400, "0")
 
 
 def test_divergence_stops_with_the_update_and_last_checkpoint(pendulum, tmp_path):
