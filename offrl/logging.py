@@ -43,6 +43,10 @@ class RunLogger:
         self.seeds = seeds
         self.members = members or [{} for _ in seeds]
         self.metrics_path = self.run_dir / METRICS_FILE
+        if start_update and self.metrics_path.is_file():
+            # a killed run logged past its last checkpoint; the resumed run logs those steps again
+            kept = [row for row in read_metrics(self.run_dir) if row["step"] <= start_update]
+            self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
         self.wandb_mode = resolve_wandb_mode(wandb_mode)
         self.wandb_runs = []
         if self.wandb_mode != "disabled":

@@ -128,11 +128,12 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
         members = [point for point in points for _ in seeds]
         seeds = [seed for _ in points for seed in seeds]
     program = make_program(algorithm, config, config.seed_list(), data, dataset, run_dir)
-    carry, start, online = program.carry, 0, None
+    carry, start, online, resumed_at = program.carry, 0, None, 0
     if config.resume:
-        saved, start = checkpoint.latest(run_dir), checkpoint.latest_step(run_dir)
+        saved, resumed_at = checkpoint.latest(run_dir), checkpoint.latest_step(run_dir)
         if saved is None:
             raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from; start a new run.")
+        start = resumed_at
         if start > config.num_updates:  # killed during fine-tuning
             online = checkpoint.restore(saved, {"carry": _online_start(algorithm, config, program.states(carry),
                                                                        carry["rngs"], data)})["carry"]
@@ -143,7 +144,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
     eval_env = _eval_env(config, dataset)
     normalized_score = dataset.normalized_score if dataset.metadata.has_reference_scores else None
     logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.num_updates + config.online_steps,
-                       start, config.wandb, config.wandb_project, show_progress, members)
+                       resumed_at, config.wandb, config.wandb_project, show_progress, members)
     final_eval: dict[str, np.ndarray] = {}
     try:
         for step in range(start, config.num_updates, config.log_every):

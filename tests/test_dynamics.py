@@ -144,3 +144,38 @@ def test_simulator_rebuilt_from_observations_replays_the_env(env_id):
     assert exact.sum() >= 3
     np.testing.assert_allclose(predicted[exact], np.array(expected)[exact], atol=1e-4)
     np.testing.assert_allclose(predicted_rewards[exact], np.array(rewards)[exact], atol=1e-4)
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"])
+def test_batched_simulator_equals_stepping_the_gym_env_row_by_row(env_id):
+    """The simulator runs the physics in mujoco.rollout and reads observations, rewards and
+    terminations from the env; Gymnasium's own step, set to each state, must agree."""
+    from offrl.simulator import Simulator
+
+    simulator = Simulator(env_id)
+    env = gym.make(env_id).unwrapped
+    start, _ = env.reset(seed=1)
+    rng = np.random.default_rng(0)
+    observations = start + rng.normal(0.0, 0.3, (200, start.size)) * np.r_[np.ones(simulator.nq - 1),
+                                                                            10 * np.ones(simulator.nv)]
+    actions = rng.uniform(-1, 1, (200, env.action_space.shape[0]))
+
+    def gym_step(obs, action):
+        env.set_state(np.concatenate([[0.0], obs[: simulator.nq - 1]]), obs[simulator.nq - 1:])
+        return env.step(action)[:3]
+
+    expected_obs, expected_rewards, expected_terminated = map(np.array, zip(*map(gym_step, observations, actions)))
+    next_obs, rewards, terminated = simulator.step(observations, actions)
+    np.testing.assert_allclose(next_obs, expected_obs, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(rewards, expected_rewards, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(terminated, expected_terminated)
+    if env_id == "Hopper-v5":
+        assert 0 < terminated.mean() < 1  # both outcomes are checked
+
+    horizon_actions = rng.uniform(-1, 1, (10, 20, actions.shape[1]))
+    replayed = simulator.replay(observations[:20], horizon_actions)
+    for row in range(20):
+        env.set_state(np.concatenate([[0.0], observations[row, : simulator.nq - 1]]),
+                      observations[row, simulator.nq - 1:])
+        stepped = [env.step(action)[0] for action in horizon_actions[:, row]]
+        np.testing.assert_allclose(replayed[:, row], stepped, rtol=1e-6, atol=1e-6)

@@ -17,7 +17,7 @@ from offrl import checkpoint
 from offrl.config import parse_config
 from offrl.data import load_dataset
 from offrl.data.scripted import make_pendulum_dataset
-from offrl.logging import read_metrics
+from offrl.logging import RunLogger, read_metrics
 from offrl.rl import td_target
 from offrl.runs import TrainingDiverged, resume_flag, run_status
 from offrl.train import algorithm_module, load_policy, train
@@ -91,6 +91,19 @@ def test_a_killed_run_planned_for_the_budget_is_resumable(pendulum, tmp_path):
     shutil.rmtree(run / checkpoint.CHECKPOINT_DIR)  # killed before its first checkpoint: nothing to resume
     with pytest.raises(FileExistsError, match="remove it"):
         run_status(run, 400, "0")
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+    logger = RunLogger(tmp_path, {}, "td3_bc", [0], 400, 0, "disabled", show_progress=False)
+    for step in (100, 200, 300):
+        logger.log(step, {"critic_loss": np.array([step])}, 1.0)
+    logger.close()
+    # killed after logging step 300; resumed from its checkpoint at 200, it logs 300 again
+    logger = RunLogger(tmp_path, {}, "td3_bc", [0], 400, 200, "disabled", show_progress=False)
+    for step in (300, 400):
+        logger.log(step, {"critic_loss": np.array([step])}, 1.0)
+    logger.close()
+    assert [row["step"] for row in read_metrics(tmp_path)] == [100, 200, 300, 400]
 
 
 def test_divergence_stops_with_the_update_and_last_checkpoint(pendulum, tmp_path):
