@@ -10,9 +10,10 @@ perfect model has no uncertainty):
 - "MOPO-style": SAC with 2 critics, the recipe that trusts the model;
 - RAVL: SAC with 10 critics and EDAC's diversity loss.
 The paper's claim: the first one's Q-values blow up and its score collapses, RAVL's do not.
-Writes experiments/results/edge_of_reach_<dataset>.json and .png; runs go to
+Writes experiments/results/edge_of_reach_<dataset>_<updates>k.json and .png; runs go to
 runs/edge_of_reach/<agent>_<dataset>/, where a finished run of the same budget and seeds is
-reused and a killed one resumes from its last checkpoint.
+reused and a killed one resumes from its last checkpoint (or, when not among --agents, is
+reported up to its last evaluation).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=100_000)
     parser.add_argument("--seeds", default="0,1,2", help="seeds of the agents trained now")
     parser.add_argument("--rollout-batch", type=int, default=5000)
-    parser.add_argument("--agents", default=",".join(AGENTS), help="agents to train; the others' finished runs of the same budget are reused, whatever their seeds")
+    parser.add_argument("--agents", default=",".join(AGENTS),
+                        help="agents to train; the others' runs of the same budget are reported, whatever their seeds")
     args = parser.parse_args()
     env_id = read_metadata(args.dataset).eval_env_spec.id
     ravl = algorithm_module("ravl")
@@ -65,10 +67,9 @@ def main() -> None:
     results = {}
     for agent, extra in AGENTS.items():
         run_dir = REPO_ROOT / "runs" / "edge_of_reach" / f"{agent}_{name}"
-        if agent not in args.agents.split(","):
-            if run_status(run_dir, args.updates) != "finished":
-                continue
-        elif (status := run_status(run_dir, args.updates, args.seeds)) != "finished":
+        chosen = agent in args.agents.split(",")
+        status = run_status(run_dir, args.updates, args.seeds if chosen else None)
+        if chosen and status != "finished":
             every = str(max(args.updates // 10, 1000))  # checkpoints too: a killed run resumes
             config = parse_config(ravl.Config, "ravl", [
                 "--dataset", args.dataset, "--num_updates", str(args.updates), "--seeds", args.seeds,
@@ -77,10 +78,15 @@ def main() -> None:
                 *resume_flag(run_dir, status)])
             train(ravl.make, config, agent, make_program=program)
         scores = curves(run_dir, "eval/normalized_score")
+        if not scores:  # no run, or killed before its first evaluation
+            continue
+        # an unfinished run (killed, not chosen now) is reported up to its last evaluation
         results[agent] = {"q_mean": curves(run_dir, "q_mean"), "score": scores,
+                          "last_step": max(points[-1][0] for points in scores.values()),
                           "final_score": [points[-1][1] for points in scores.values()]}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"edge_of_reach_{name}.json").write_text(json.dumps(
+    stem = RESULTS / f"edge_of_reach_{name}_{args.updates // 1000}k"
+    stem.with_suffix(".json").write_text(json.dumps(
         {"dataset": args.dataset, "updates": args.updates,
          "rollout_batch": args.rollout_batch, "agents": results}, indent=1))
     figure, (q_axis, score_axis) = plt.subplots(1, 2, figsize=(10, 4))
@@ -92,10 +98,12 @@ def main() -> None:
     q_axis.set(xlabel="updates", ylabel="mean Q on training batches", yscale="symlog", title="Q-values")
     score_axis.set(xlabel="updates", ylabel="normalized score", title=f"{name}, true dynamics")
     q_axis.legend(fontsize=7)
-    figure.savefig(RESULTS / f"edge_of_reach_{name}.png", dpi=100, bbox_inches="tight")
+    figure.savefig(stem.with_suffix(".png"), dpi=100, bbox_inches="tight")
     for agent, result in results.items():
         final_q = [points[-1][1] for points in result["q_mean"].values()]
-        print(f"{agent}: final Q {np.mean(final_q):.1f}, final score {np.mean(result['final_score']):.1f}")
+        last = result["last_step"]
+        unfinished = f" (unfinished: step {last} of {args.updates})" if last < args.updates else ""
+        print(f"{agent}: final Q {np.mean(final_q):.1f}, final score {np.mean(result['final_score']):.1f}{unfinished}")
 
 
 if __name__ == "__main__":
