@@ -10,7 +10,7 @@ perfect model has no uncertainty):
 - "MOPO-style": SAC with 2 critics, the recipe that trusts the model;
 - RAVL: SAC with 10 critics and EDAC's diversity loss.
 The paper's claim: the first one's Q-values blow up and its score collapses, RAVL's do not.
-Writes experiments/results/edge_of_reach_<dataset>_<updates>k.json and .png; runs go to
+Writes experiments/results/edge_of_reach_<dataset>_<updates>k.{json,md,png}; runs go to
 runs/edge_of_reach/<agent>_<dataset>/, where a finished run of the same budget and seeds is
 reused and a killed one resumes from its last checkpoint (or, when not among --agents, is
 reported up to its last evaluation).
@@ -51,6 +51,24 @@ def curves(run_dir: Path, key: str) -> dict[int, list[tuple[int, float]]]:
             for seed in sorted({row["seed"] for row in rows})}
 
 
+def markdown_table(args, results: dict) -> str:
+    """Mean Q on training batches and normalized score (mean ± std over seeds) at each evaluation."""
+    steps = sorted({step for result in results.values() for points in result["score"].values() for step, _ in points})
+    lines = [f"# Edge of reach on {args.dataset}, true dynamics, {args.updates:,} updates",
+             "", "| agent | seeds | " + " | ".join(f"{step // 1000}k" for step in steps) + " |",
+             "|---|---|" + "---|" * len(steps)]
+    for agent, result in results.items():
+        for key, label in (("q_mean", "mean Q"), ("score", "score")):
+            by_step = {}
+            for points in result[key].values():
+                for step, value in points:
+                    by_step.setdefault(step, []).append(value)
+            cells = [f"{np.mean(by_step[step]):.1f} ± {np.std(by_step[step]):.1f}" if step in by_step else "–"
+                     for step in steps]
+            lines.append(f"| {agent}: {label} | {','.join(map(str, result[key]))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="offrl/hopper/medium-v0")
@@ -89,6 +107,7 @@ def main() -> None:
     stem.with_suffix(".json").write_text(json.dumps(
         {"dataset": args.dataset, "updates": args.updates,
          "rollout_batch": args.rollout_batch, "agents": results}, indent=1))
+    stem.with_suffix(".md").write_text(markdown_table(args, results))
     figure, (q_axis, score_axis) = plt.subplots(1, 2, figsize=(10, 4))
     for agent, result in results.items():
         for seed, points in result["q_mean"].items():
