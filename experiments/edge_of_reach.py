@@ -95,8 +95,10 @@ def main() -> None:
                 "--rollout_batch", str(args.rollout_batch), "--wandb", "disabled", "--run_dir", str(run_dir), *extra,
                 *resume_flag(run_dir, status)])
             train(ravl.make, config, agent, make_program=program)
+        elif status == "new":
+            continue
         scores = curves(run_dir, "eval/normalized_score")
-        if not scores:  # no run, or killed before its first evaluation
+        if not scores:  # killed before its first evaluation
             continue
         # an unfinished run (killed, not chosen now) is reported up to its last evaluation
         results[agent] = {"q_mean": curves(run_dir, "q_mean"), "score": scores,
