@@ -25,6 +25,7 @@ bench: install
 	$(PY) experiments/bench_data_load.py
 	$(PY) experiments/bench_speed.py
 	$(PY) experiments/bench_model_based.py
+	$(PY) experiments/bench_simulator.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -171,6 +171,8 @@ def test_batched_simulator_equals_stepping_the_gym_env_row_by_row(env_id):
     np.testing.assert_array_equal(terminated, expected_terminated)
     if env_id == "Hopper-v5":
         assert 0 < terminated.mean() < 1  # both outcomes are checked
+        with pytest.raises(ValueError, match="Hopper, Walker2d and HalfCheetah"):
+            Simulator("InvertedPendulum-v5")
 
     horizon_actions = rng.uniform(-1, 1, (10, 20, actions.shape[1]))
     replayed = simulator.replay(observations[:20], horizon_actions)
