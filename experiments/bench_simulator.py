@@ -5,7 +5,8 @@ Gymnasium's own step, on dataset states.
 
 `Simulator.step` on the observations and actions of `--rows` random transitions of a suite
 dataset (generated first if it is not in the local store), timed against `env.set_state` +
-`env.step` row by row on the same rows; medians of `--rounds`. Writes experiments/results/speed_simulator.json.
+`env.step` row by row on the same rows; medians of `--rounds`. Writes
+experiments/results/speed_simulator.json.
 """
 
 from __future__ import annotations

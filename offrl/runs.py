@@ -40,10 +40,10 @@ def default_run_dir(algo: str, target: str, seeds: str) -> Path:
 
 def run_status(run_dir: Path, total_steps: int, seeds: str | None = None) -> str:
     """For experiments that reuse their runs: 'finished' (run_dir holds a run of `total_steps`
-    steps with these seeds, or any seeds if None), 'resumable' (a killed such run with a checkpoint: continue it with
-    `--resume run_dir`) or 'new' (no run there). A run of other seeds or another budget raises:
-    it must be removed first, since extending it would not equal a run planned for the new
-    budget (learning-rate schedules span the planned steps)."""
+    steps with these seeds, or with any seeds if None), 'resumable' (a killed such run with a
+    checkpoint: continue it with `--resume run_dir`) or 'new' (no run there). A run of other
+    seeds or another budget raises: it must be removed first, since extending it would not
+    equal a run planned for the new budget (learning-rate schedules span the planned steps)."""
     if not (run_dir / "metrics.jsonl").is_file():
         return "new"
     last = max(row["step"] for row in read_metrics(run_dir))
