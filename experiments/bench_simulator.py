@@ -5,7 +5,7 @@ Gymnasium's own step, on dataset states.
 
 `Simulator.step` on the observations and actions of `--rows` random transitions of a suite
 dataset (generated first if it is not in the local store), timed against `env.set_state` +
-`env.step` row by row on the same rows; medians of `--rounds`. Writes
+`env.step` row by row on the same rows; medians of `--rounds` after a first call. Writes
 experiments/results/speed_simulator.json.
 """
 
@@ -14,25 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
+from bench_model_based import timed  # experiments/ is on sys.path when run as a script
 from offrl.data import load_dataset
 from offrl.simulator import Simulator
 from offrl.suite import ensure_dataset
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def median_seconds(function, rounds: int) -> float:
-    timings = []
-    for _ in range(rounds):
-        began = time.perf_counter()
-        function()
-        timings.append(time.perf_counter() - began)
-    return float(np.median(timings))
 
 
 def main() -> None:
@@ -57,11 +48,10 @@ def main() -> None:
     result = {
         "dataset": args.dataset, "rows": args.rows, "threads": len(simulator.thread_data),
         "cpus": os.cpu_count(),
-        "simulator_us_per_row": round(median_seconds(lambda: simulator.step(observations, actions), args.rounds)
-                                      * micro, 1),
-        "physics_us_per_row": round(median_seconds(lambda: simulator.physics(observations, actions[:, None]),
-                                                   args.rounds) * micro, 1),
-        "gym_step_us_per_row": round(median_seconds(gym_steps, args.rounds) * micro, 1),
+        "simulator_us_per_row": round(timed(simulator.step, observations, actions, rounds=args.rounds)[1] * micro, 1),
+        "physics_us_per_row": round(timed(simulator.physics, observations, actions[:, None], rounds=args.rounds)[1]
+                                    * micro, 1),
+        "gym_step_us_per_row": round(timed(gym_steps, rounds=args.rounds)[1] * micro, 1),
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "speed_simulator.json").write_text(json.dumps(result, indent=1) + "\n")

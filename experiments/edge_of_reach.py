@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from offrl.config import dataset_config_name, parse_config  # noqa: E402
 from offrl.data import read_metadata  # noqa: E402
-from offrl.logging import read_metrics  # noqa: E402
+from offrl.logging import read_metrics, seed_curves  # noqa: E402
 from offrl.model_based import model_based_program  # noqa: E402
 from offrl.runs import resume_flag, run_status  # noqa: E402
 from offrl.simulator import simulator_step  # noqa: E402
@@ -43,12 +43,6 @@ AGENTS = {"mopo_style": ["--num_critics", "2", "--eta", "0.0", "--hidden_dims", 
 
 def no_model(config, dataset, data, run_dir):
     return None  # the simulator step needs no learned model
-
-
-def curves(run_dir: Path, key: str) -> dict[int, list[tuple[int, float]]]:
-    rows = [row for row in read_metrics(run_dir) if key in row]
-    return {seed: [(row["step"], row[key]) for row in rows if row["seed"] == seed]
-            for seed in sorted({row["seed"] for row in rows})}
 
 
 def markdown_table(args, results: dict) -> str:
@@ -97,11 +91,12 @@ def main() -> None:
             train(ravl.make, config, agent, make_program=program)
         elif status == "new":
             continue
-        scores = curves(run_dir, "eval/normalized_score")
+        rows = read_metrics(run_dir)
+        scores = seed_curves(rows, "eval/normalized_score")
         if not scores:  # killed before its first evaluation
             continue
         # an unfinished run (killed, not chosen now) is reported up to its last evaluation
-        results[agent] = {"q_mean": curves(run_dir, "q_mean"), "score": scores,
+        results[agent] = {"q_mean": seed_curves(rows, "q_mean"), "score": scores,
                           "last_step": max(points[-1][0] for points in scores.values()),
                           "final_score": [points[-1][1] for points in scores.values()]}
     RESULTS.mkdir(exist_ok=True)

@@ -21,21 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from offrl.data import load_dataset
-from offrl.logging import read_metrics
+from offrl.logging import read_metrics, seed_curves
 from offrl.runs import resume_flag, run_status
 from offrl.suite import ensure_dataset
 from offrl.train import REPO_ROOT, algorithm_module, main
 
 RESULTS = Path(__file__).resolve().parent / "results"
 AGENTS = {"iql": ("iql", []), "rebrac": ("rebrac", []), "cql": ("cql", []), "cql+cal-ql": ("cql", ["--cal_ql", "True"])}
-
-
-def per_seed(rows: list[dict], key: str = "eval/normalized_score") -> dict[int, list[tuple[int, float]]]:
-    curves: dict[int, list] = {}
-    for row in rows:
-        if key in row:
-            curves.setdefault(row["seed"], []).append((row["step"], row[key]))
-    return curves
 
 
 def sac_from_scratch(dataset_id: str, args, runs: Path) -> dict:
@@ -49,7 +41,7 @@ def sac_from_scratch(dataset_id: str, args, runs: Path) -> dict:
                   *resume_flag(runs / "sac", status)])
     normalize = load_dataset(dataset_id).normalized_score
     sac_curves = {seed: [(step, float(normalize(value))) for step, value in curve]
-                  for seed, curve in per_seed(read_metrics(runs / "sac"), "eval/return").items()}
+                  for seed, curve in seed_curves(read_metrics(runs / "sac"), "eval/return").items()}
     return {"final": [curve[-1][1] for curve in sac_curves.values()], "curves": sac_curves}
 
 
@@ -85,7 +77,7 @@ def main_cli() -> None:
                 "--online_steps", str(args.online_steps), "--online_eval_every", str(args.eval_every),
                 "--wandb", "disabled", "--run_dir", str(runs / name), *extra, *overrides.get(algo, []),
                 *resume_flag(runs / name, status)])
-        curves = per_seed(read_metrics(runs / name))
+        curves = seed_curves(read_metrics(runs / name), "eval/normalized_score")
         offline = [dict(curve)[args.offline_updates] for curve in curves.values()]
         final = [curve[-1][1] for curve in curves.values()]
         dips = [min(score for step, score in curve

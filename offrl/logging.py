@@ -99,3 +99,12 @@ class RunLogger:
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def seed_curves(rows: list[dict[str, Any]], key: str) -> dict[int, list[tuple[int, float]]]:
+    """(step, value) of `key` for each seed, from metrics rows (read_metrics)."""
+    curves: dict[int, list[tuple[int, float]]] = {}
+    for row in rows:
+        if key in row:
+            curves.setdefault(row["seed"], []).append((row["step"], row[key]))
+    return dict(sorted(curves.items()))
