@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
 	touch $(STAMP)
 
+# Tests spend much of their time compiling, which XLA does on one thread: one pytest
+# worker per core (worksteal balances the few minute-long learning tests).
+TEST_WORKERS ?= 2
+
 test: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 
 train: install
 	$(PY) -m offrl.main_job
