@@ -146,9 +146,9 @@ def _xla_flags_after_importing_offrl(xla_flags: str | None) -> str:
 
 def test_xla_cpu_flag_is_set_for_the_pinned_jaxlib_and_yields_to_the_user():
     assert metadata.version("jaxlib") == offrl.PINNED_JAXLIB, (
-        "the jaxlib pin changed: re-measure ReBRAC with and without offrl.YNN_REDUCE_OFF "
-        "(experiments/bench_speed.py --algos rebrac), then update offrl.PINNED_JAXLIB")
+        "the jaxlib pin changed: re-measure CQL and ReBRAC with and without offrl.YNNPACK_OFF "
+        "(experiments/bench_speed.py --algos rebrac,cql), then update offrl.PINNED_JAXLIB")
     # XLA aborts on a flag it does not know, so a clean exit shows the flag is accepted.
-    assert _xla_flags_after_importing_offrl(None) == offrl.YNN_REDUCE_OFF
+    assert _xla_flags_after_importing_offrl(None) == offrl.YNNPACK_OFF
     own = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
     assert _xla_flags_after_importing_offrl(own) == own
