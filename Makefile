@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
 	touch $(STAMP)
 
-# Tests spend much of their time compiling, which XLA does on one thread: one pytest
+# XLA compiles on one thread and many tests are mostly compilation: one pytest
 # worker per core (worksteal balances the few minute-long learning tests).
 TEST_WORKERS ?= 2
 

@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 # XLA:CPU in the pinned jaxlib hands matmuls and reductions to YNNPACK. Its column sums
 # of backward passes (LayerNorm's scale gradients: a sum over the batch axis of a
 # 2 x 1024 x 256 array) run about as slowly as a whole 1024 x 256 x 256 matmul, and its
-# matmuls ran 10-14% slower than Eigen's on the wide batches of CQL (2,560 rows) and ReBRAC
+# matmuls ran 11-14% slower than Eigen's on the wide batches of CQL (2,560 rows) and ReBRAC
 # (1,024) on 2 CPU cores (docs/core.md, "Speed"). With YNNPACK off XLA uses Eigen and its
 # own loops. XLA reads the flag when its backend starts, so it is set at import, before
 # any computation. Only for the pinned jaxlib, whose flag names are known; setting
