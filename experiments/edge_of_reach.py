@@ -11,9 +11,11 @@ perfect model has no uncertainty):
 - RAVL: SAC with 10 critics and EDAC's diversity loss.
 The paper's claim: the first one's Q-values blow up and its score collapses, RAVL's do not.
 Writes experiments/results/edge_of_reach_<dataset>_<updates>k.{json,md,png}; runs go to
-runs/edge_of_reach/<agent>_<dataset>/, where a finished run of the same budget and seeds is
-reused and a killed one resumes from its last checkpoint (or, when not among --agents, is
-reported up to its last evaluation).
+runs/edge_of_reach/<agent>_<dataset>_s<seeds>/, where a finished run of the same budget and
+seeds is reused and a killed one resumes from its last checkpoint. The report gathers every
+run of each agent at this budget, so seeds can be trained in separate calls (--seeds 1, then
+--seeds 2: on 2 CPU cores one seed at a time is as fast as vmapped ones); an unfinished run
+is reported up to its last evaluation.
 """
 
 from __future__ import annotations
@@ -27,22 +29,45 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 
 from offrl.config import dataset_config_name, parse_config  # noqa: E402
 from offrl.data import read_metadata  # noqa: E402
 from offrl.logging import read_metrics, seed_curves  # noqa: E402
 from offrl.model_based import model_based_program  # noqa: E402
-from offrl.runs import resume_flag, run_status  # noqa: E402
+from offrl.runs import planned_steps, resume_flag, run_status  # noqa: E402
 from offrl.simulator import simulator_step  # noqa: E402
 from offrl.train import REPO_ROOT, algorithm_module, train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+RUNS = REPO_ROOT / "runs" / "edge_of_reach"
 AGENTS = {"mopo_style": ["--num_critics", "2", "--eta", "0.0", "--hidden_dims", "256", "256"],
           "ravl": []}
 
 
 def no_model(config, dataset, data, run_dir):
     return None  # the simulator step needs no learned model
+
+
+def agent_runs(agent: str, name: str, updates: int) -> list[Path]:
+    """The run directories of one agent on one dataset planned for `updates`, one per set of seeds."""
+    return [run_dir for run_dir in sorted(RUNS.glob(f"{agent}_{name}_s*"))
+            if (run_dir / "config.yaml").is_file() and planned_steps(run_dir) == updates]
+
+
+def check_seeds_unused(runs: list[Path], run_dir: Path, seeds: str) -> None:
+    """Seeds are trained in one run each, so that the report has one curve per seed."""
+    for other in runs:
+        trained = {int(seed) for seed in str(yaml.safe_load((other / "config.yaml").read_text())["seeds"]).split(",")}
+        overlap = trained & {int(seed) for seed in seeds.split(",")}
+        if other != run_dir and overlap:
+            raise FileExistsError(f"{other} already trains seeds {sorted(overlap)}: choose other --seeds, "
+                                  "or remove that run to train them again.")
+
+
+def merged_seed_curves(runs: list[list[dict]], key: str) -> dict[int, list[tuple[int, float]]]:
+    """seed_curves of several runs with disjoint seeds, in one dict."""
+    return dict(sorted(item for rows in runs for item in seed_curves(rows, key).items()))
 
 
 def markdown_table(args, results: dict) -> str:
@@ -78,25 +103,24 @@ def main() -> None:
     name = dataset_config_name(args.dataset)
     results = {}
     for agent, extra in AGENTS.items():
-        run_dir = REPO_ROOT / "runs" / "edge_of_reach" / f"{agent}_{name}"
-        chosen = agent in args.agents.split(",")
-        status = run_status(run_dir, args.updates, args.seeds if chosen else None)
-        if chosen and status != "finished":
-            every = str(max(args.updates // 10, 1000))  # checkpoints too: a killed run resumes
-            config = parse_config(ravl.Config, "ravl", [
-                "--dataset", args.dataset, "--num_updates", str(args.updates), "--seeds", args.seeds,
-                "--eval_every", every, "--checkpoint_every", every,
-                "--rollout_batch", str(args.rollout_batch), "--wandb", "disabled", "--run_dir", str(run_dir), *extra,
-                *resume_flag(run_dir, status)])
-            train(ravl.make, config, agent, make_program=program)
-        elif status == "new":
+        if agent in args.agents.split(","):
+            run_dir = RUNS / f"{agent}_{name}_s{args.seeds.replace(',', '_')}"
+            check_seeds_unused(agent_runs(agent, name, args.updates), run_dir, args.seeds)
+            status = run_status(run_dir, args.updates, args.seeds)
+            if status != "finished":
+                every = str(max(args.updates // 10, 1000))  # checkpoints too: a killed run resumes
+                config = parse_config(ravl.Config, "ravl", [
+                    "--dataset", args.dataset, "--num_updates", str(args.updates), "--seeds", args.seeds,
+                    "--eval_every", every, "--checkpoint_every", every, "--rollout_batch", str(args.rollout_batch),
+                    "--wandb", "disabled", "--run_dir", str(run_dir), *extra, *resume_flag(run_dir, status)])
+                train(ravl.make, config, agent, make_program=program)
+        # every run of this agent and budget, whatever its seeds; an unfinished one (killed,
+        # not chosen now) is reported up to its last evaluation
+        runs = [read_metrics(run_dir) for run_dir in agent_runs(agent, name, args.updates)]
+        scores = merged_seed_curves(runs, "eval/normalized_score")
+        if not scores:  # no run, or killed before its first evaluation
             continue
-        rows = read_metrics(run_dir)
-        scores = seed_curves(rows, "eval/normalized_score")
-        if not scores:  # killed before its first evaluation
-            continue
-        # an unfinished run (killed, not chosen now) is reported up to its last evaluation
-        results[agent] = {"q_mean": seed_curves(rows, "q_mean"), "score": scores,
+        results[agent] = {"q_mean": merged_seed_curves(runs, "q_mean"), "score": scores,
                           "last_step": max(points[-1][0] for points in scores.values()),
                           "final_score": [points[-1][1] for points in scores.values()]}
     RESULTS.mkdir(exist_ok=True)

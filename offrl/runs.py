@@ -38,6 +38,12 @@ def default_run_dir(algo: str, target: str, seeds: str) -> Path:
     return REPO_ROOT / "runs" / algo / dataset_config_name(target) / f"{stamp}-s{seeds.replace(',', '_')}"
 
 
+def planned_steps(run_dir: Path) -> int:
+    """The steps a run was planned for: offline updates plus online steps, or env steps."""
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    return saved["num_updates"] + saved["online_steps"] if "num_updates" in saved else saved["env_steps"]
+
+
 def run_status(run_dir: Path, total_steps: int, seeds: str | None = None) -> str:
     """For experiments that reuse their runs: 'finished' (run_dir holds a run of `total_steps`
     steps with these seeds, or with any seeds if None), 'resumable' (a killed such run with a
@@ -48,7 +54,7 @@ def run_status(run_dir: Path, total_steps: int, seeds: str | None = None) -> str
         return "new"
     last = max(row["step"] for row in read_metrics(run_dir))
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    planned = saved["num_updates"] + saved["online_steps"] if "num_updates" in saved else saved["env_steps"]
+    planned = planned_steps(run_dir)
     if planned == total_steps and seeds in (None, str(saved["seeds"])):
         if last == total_steps:
             return "finished"
