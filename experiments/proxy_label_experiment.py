@@ -11,21 +11,27 @@ For each suite dataset (generated if missing) and algorithm, four settings:
   (d) BC on (b).
 It also measures the IDM's action error on the held-out true actions: the proxy actions
 of (b) against the logged actions of the same transitions in the full dataset. Results go
-to experiments/results/<out>.json and <out>.md (default proxy_label); runs to
-runs/<out>/<dataset>/.
+to experiments/results/<out>.json and <out>.md (default proxy_label_<updates>k); runs to
+runs/<out>/<dataset>/. A finished run is reused and a killed one resumes from its last
+checkpoint (every tenth of the budget), and the proxy-labelled dataset is relabelled only
+when missing or made with other IDM settings, so the experiment can be spread over
+several sessions.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from offrl.data import load_dataset
+from offrl.data import load_dataset, local_dataset_ids
 from offrl.data.labels import split_labels
 from offrl.idm import IDMConfig, proxy_label
+from offrl.logging import read_metrics, seed_curves
+from offrl.runs import resume_flag, run_status
 from offrl.suite import ensure_dataset
 from offrl.train import REPO_ROOT, algorithm_module, main
 
@@ -33,12 +39,28 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def train_scores(algo: str, dataset_id: str, run_dir: Path, updates: int, seeds: str) -> list[float]:
-    module = algorithm_module(algo)
-    result = main(module.make, module.Config, algo, [
-        "--dataset", dataset_id, "--num_updates", str(updates), "--seeds", seeds,
-        "--eval_every", str(updates), "--checkpoint_every", str(updates), "--wandb", "disabled",
-        "--run_dir", str(run_dir)])
-    return result.final_eval["eval/normalized_score"].tolist()
+    """Each seed's final normalized score, training (or resuming) the run unless it finished."""
+    status = run_status(run_dir, updates, seeds)
+    if status != "finished":
+        module = algorithm_module(algo)
+        every = str(max(updates // 10, 1000))
+        main(module.make, module.Config, algo, [
+            "--dataset", dataset_id, "--num_updates", str(updates), "--seeds", seeds,
+            "--eval_every", str(updates), "--checkpoint_every", every, "--wandb", "disabled",
+            "--run_dir", str(run_dir), *resume_flag(run_dir, status)])
+    scores = seed_curves(read_metrics(run_dir), "eval/normalized_score")
+    return [points[-1][1] for points in scores.values()]
+
+
+def proxy_labelled(labelled_id: str, unlabelled_id: str, proxy_id: str, config: IDMConfig) -> float:
+    """Make the proxy-labelled dataset unless it exists with these IDM settings (runs in
+    progress train on it); returns the IDM's validation action MSE."""
+    wanted = json.loads(json.dumps(asdict(config)))  # tuples as the metadata's lists
+    if proxy_id in local_dataset_ids():
+        made = load_dataset(proxy_id).metadata.extra
+        if {key: made["idm"].get(key) for key in wanted} == wanted and made["labelled"] == labelled_id:
+            return made["idm_validation_action_mse"]
+    return proxy_label(labelled_id, unlabelled_id, proxy_id, config, overwrite=True).report.validation_action_mse
 
 
 def idm_action_error(full_id: str, proxy_id: str, labelled_id: str) -> dict[str, float]:
@@ -60,16 +82,17 @@ def main_cli() -> None:
     parser.add_argument("--updates", type=int, default=100_000)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--idm-epochs", type=int, default=100)
-    parser.add_argument("--out", default="proxy_label", help="results file name in experiments/results/")
+    parser.add_argument("--out", default="", help="results file name in experiments/results/ "
+                        "(default proxy_label_<updates in thousands>k)")
     args = parser.parse_args()
+    args.out = args.out or f"proxy_label_{args.updates // 1000}k"
     results = {}
     for name in args.datasets.split(","):
         full_id = ensure_dataset(name)
         split = split_labels(full_id, 0.1, "lowest-return-50%", seed=0, overwrite=True)
         proxy_id = full_id.replace("-v0", "-proxy10-v0")
-        labelled = proxy_label(split.labelled_id, split.unlabelled_id, proxy_id, IDMConfig(epochs=args.idm_epochs),
-                               overwrite=True)
-        entry = {"idm_validation_action_mse": labelled.report.validation_action_mse,
+        idm_mse = proxy_labelled(split.labelled_id, split.unlabelled_id, proxy_id, IDMConfig(epochs=args.idm_epochs))
+        entry = {"idm_validation_action_mse": idm_mse,
                  "idm_error_on_unlabelled": idm_action_error(full_id, proxy_id, split.labelled_id),
                  "data_score": load_dataset(full_id).summary()["normalized_return_mean"], "scores": {}}
         runs = REPO_ROOT / "runs" / args.out / name
@@ -86,7 +109,7 @@ def main_cli() -> None:
             {"updates": args.updates, "seeds": args.seeds, "results": results}, indent=1))
     lines = ["# Proxy labelling (issue 6)", "", f"Command: `python experiments/proxy_label_experiment.py "
              f"--datasets {args.datasets} --algos {args.algos} --updates {args.updates} --seeds {args.seeds} "
-             f"--out {args.out}`.",
+             f"--idm-epochs {args.idm_epochs} --out {args.out}`.",
              "Final normalized scores, mean ± std over seeds.", ""]
     for name, entry in results.items():
         error = entry["idm_error_on_unlabelled"]
