@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from flax import serialization
 
-from offrl.nets import MLP
+from offrl.nets import MLP, Dense
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ class GaussianMLP(nn.Module):
     def __call__(self, inputs):
         x = inputs
         for width in self.hidden_dims:
-            x = nn.swish(nn.Dense(width)(x))
-        mean, logvar = jnp.split(nn.Dense(2 * self.output_dim)(x), 2, axis=-1)
+            x = nn.swish(Dense(width)(x))
+        mean, logvar = jnp.split(Dense(2 * self.output_dim)(x), 2, axis=-1)
         max_logvar = self.param("max_logvar", nn.initializers.constant(0.5), (self.output_dim,))
         min_logvar = self.param("min_logvar", nn.initializers.constant(-10.0), (self.output_dim,))
         logvar = max_logvar - nn.softplus(max_logvar - logvar)

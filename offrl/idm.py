@@ -26,7 +26,7 @@ import optax
 from gymnasium import spaces
 
 from offrl.data import DatasetError, OfflineDataset, load_dataset, write_dataset
-from offrl.nets import tanh_gaussian_log_prob
+from offrl.nets import Dense, tanh_gaussian_log_prob
 
 ACTION_EDGE = 1.0 - 1e-4  # logged actions at the bounds are pulled inside for atanh
 
@@ -55,9 +55,9 @@ class InverseDynamics(nn.Module):
     def __call__(self, windows, train: bool = False):
         x = windows
         for width in self.hidden_dims:
-            x = nn.relu(nn.Dense(width)(x))
+            x = nn.relu(Dense(width)(x))
             x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        mean, log_std = jnp.split(nn.Dense(2 * self.action_dim)(x), 2, axis=-1)
+        mean, log_std = jnp.split(Dense(2 * self.action_dim)(x), 2, axis=-1)
         return mean, jnp.clip(log_std, -5.0, 2.0)
 
 

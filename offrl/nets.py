@@ -6,7 +6,7 @@ environment's bounds), so every actor ends in tanh.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -17,6 +17,46 @@ import numpy as np
 def kernel_init(orthogonal: bool, scale: float = float(np.sqrt(2.0))):
     """Orthogonal init (CQL/ReBRAC style), or flax's default lecun-normal."""
     return nn.initializers.orthogonal(scale) if orthogonal else nn.initializers.lecun_normal()
+
+
+@jax.custom_vjp
+def dense(x, kernel, bias):
+    return x @ kernel + bias
+
+
+def dense_forward(x, kernel, bias):
+    return dense(x, kernel, bias), (x, kernel)
+
+
+def dense_backward(saved, output_grad):
+    x, kernel = saved
+    rows, row_grads = x.reshape(-1, x.shape[-1]), output_grad.reshape(-1, output_grad.shape[-1])
+    input_grad = jax.lax.dot_general(output_grad, kernel, (((output_grad.ndim - 1,), (1,)), ((), ())))
+    # x^T @ dy contracting the rows directly: JAX's own rule computes (dy^T @ x)^T, and
+    # XLA:CPU leaves that transpose to the optimizer's elementwise updates, so Adam reads
+    # every weight gradient strided, once per moment. In IQL's profile those updates took
+    # 0.78 ms per update with JAX's rule and 0.28 ms with this one (2 CPU cores).
+    kernel_grad = jax.lax.dot_general(rows, row_grads, (((0,), (0,)), ((), ())))
+    return input_grad, kernel_grad, row_grads.sum(axis=0)
+
+
+dense.defvjp(dense_forward, dense_backward)
+
+
+class Dense(nn.Module):
+    """flax's nn.Dense (same parameters and names, so checkpoints are interchangeable) with
+    a weight gradient laid out as the weight. Reverse-mode only: forward-mode derivatives
+    (jax.jvp, jacfwd) of a custom_vjp are not defined; second derivatives by grad-of-grad are."""
+
+    features: int
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        bias = self.param("bias", self.bias_init, (self.features,))
+        return dense(x, kernel, bias)
 
 
 class MLP(nn.Module):
@@ -31,12 +71,12 @@ class MLP(nn.Module):
     def __call__(self, x):
         act = getattr(nn, self.activation)
         for width in self.hidden_dims:
-            x = nn.Dense(width, kernel_init=kernel_init(self.orthogonal_init))(x)
+            x = Dense(width, kernel_init=kernel_init(self.orthogonal_init))(x)
             if self.layer_norm:
                 x = nn.LayerNorm()(x)
             x = act(x)
-        return nn.Dense(self.output_dim,
-                        kernel_init=kernel_init(self.orthogonal_init, self.output_scale))(x)
+        return Dense(self.output_dim,
+                     kernel_init=kernel_init(self.orthogonal_init, self.output_scale))(x)
 
 
 class Critic(nn.Module):

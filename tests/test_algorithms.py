@@ -7,6 +7,7 @@ smaller networks or batches where the published settings would take minutes on 2
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +17,7 @@ from conftest import run_in_fresh_python
 from offrl.config import parse_config
 from offrl.data import load_dataset
 from offrl.data.scripted import make_pendulum_dataset
-from offrl.nets import CriticEnsemble, tanh_gaussian_log_prob, tanh_gaussian_sample
+from offrl.nets import CriticEnsemble, Dense, tanh_gaussian_log_prob, tanh_gaussian_sample
 from offrl.buffer import ReplayBuffer, sample_replay
 from offrl.rl import expectile_loss, run_every
 from offrl.train import algorithm_module, load_policy, train
@@ -70,6 +71,25 @@ def test_tanh_gaussian_log_prob_matches_change_of_variables():
     np.testing.assert_allclose(log_prob, [expected], rtol=1e-4)
     np.testing.assert_allclose(tanh_gaussian_log_prob(mean, log_std, jnp.asarray(pre_tanh, jnp.float32)),
                                [expected], rtol=1e-4)
+
+
+def test_dense_matches_flax_dense_in_value_and_first_and_second_derivatives():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 3))  # rows on two leading axes
+    params = nn.Dense(4).init(jax.random.PRNGKey(1), x)
+    assert jax.tree.map(jnp.shape, Dense(4).init(jax.random.PRNGKey(1), x)) == jax.tree.map(jnp.shape, params)
+
+    def loss(module, params, x):  # x enters squared, so d/dx of d/dparams is not trivial
+        return jnp.sum(jnp.tanh(module.apply(params, x ** 2)) ** 3)
+
+    for argnums in (0, 1):
+        ours, flax_own = (jax.grad(loss, argnums=1 + argnums)(module, params, x) for module in (Dense(4), nn.Dense(4)))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), ours, flax_own)
+
+    def input_grad_norm(module, params):  # grad of a grad, as in EDAC's diversity loss
+        return jnp.sum(jax.grad(loss, argnums=2)(module, params, x) ** 2)
+
+    ours, flax_own = (jax.grad(input_grad_norm, argnums=1)(module, params) for module in (Dense(4), nn.Dense(4)))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), ours, flax_own)
 
 
 def test_critic_ensemble_members_are_independent():
