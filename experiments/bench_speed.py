@@ -1,14 +1,14 @@
 """Benchmark: learner updates/s on a Hopper-shaped dataset, against the matmul roofline.
 
     python experiments/bench_speed.py [--algos bc,td3_bc,iql,sac,rebrac,cql] [--seeds 1,3,8]
-        [--rounds 5] [--chunk-scale K] [--out speed]
+        [--rounds 3] [--chunk-scale K] [--out speed]
 
 For each algorithm at its default hyperparameters: jit compile time, updates/s for 1, 3
-and 8 seeds in one vmapped program, and FLOP per update from XLA's cost analysis. All
-programs are compiled first, then timed in interleaved rounds (each program once per round,
-medians reported), as the peers' figures in REFERENCE.md were. The roofline is the rate of a
-jitted chain of batch x 256 x 256 matmuls, measured in every round; an algorithm's ceiling
-is roofline / FLOP per update. One update is one critic step
+and 8 seeds in one vmapped program, and FLOP per update from XLA's cost analysis. Each
+round times every algorithm once, each in a fresh process, and rounds interleave the
+algorithms (medians reported), as the peers' figures in REFERENCE.md were taken. The
+roofline is the rate of a jitted chain of batch x 256 x 256 matmuls, measured in every
+process; an algorithm's ceiling is roofline / FLOP per update. One update is one critic step
 plus the actor step on its schedule (CORL's unit). Writes experiments/results/<out>.json
 and <out>.md (`--out speed_gpu` on a GPU, with `--chunk-scale 10` so a timed call lasts long
 enough; the peers' figures in REFERENCE.md are CPU figures and are shown on CPU only).
@@ -20,10 +20,10 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -89,15 +89,15 @@ def flop_per_update(algorithm, states, data, batch_size: int) -> float:
     return float(np.mean(flops))
 
 
-def compile_algorithm(name: str, seed_counts: list[int], data, chunk: int) -> tuple[dict, dict[int, Callable]]:
-    """An algorithm's row (compile time, FLOP per update) and, per seed count, a warmed-up
-    program: a call runs `chunk` more updates and returns the updates/s it took."""
+def time_algorithm(name: str, seed_counts: list[int], chunk: int) -> dict:
+    """One round for one algorithm, in a process of its own: compile time, FLOP per update,
+    the matmul roofline, and per seed count the updates/s of one timed call after a warm-up call."""
     module = algorithm_module(name)
     config = module.Config()
     algorithm = module.make(config, OBS_DIM, ACT_DIM)
+    data = hopper_shaped_data(SIZE)
     row = {"algorithm": name, "batch_size": config.batch_size, "chunk": chunk,
            "hidden_dims": list(config.hidden_dims) if getattr(config, "hidden_dims", None) else None}
-    timed_calls = {}
     for seeds in seed_counts:
         states, rngs = init_states(algorithm, list(range(seeds)))
         train_steps = make_train_steps(algorithm.update, sample_uniform(config.batch_size), chunk)
@@ -106,55 +106,49 @@ def compile_algorithm(name: str, seed_counts: list[int], data, chunk: int) -> tu
         if seeds == seed_counts[0]:
             row["compile_s"] = round(time.perf_counter() - began, 1)
             row["gflop_per_update"] = round(flop_per_update(algorithm, states, data, config.batch_size) / 1e9, 3)
-        carry = {"states": states, "rngs": rngs, "step": 0}
-
-        def timed_call(compiled=compiled, carry=carry) -> float:
-            began = time.perf_counter()
-            carry["states"], carry["rngs"], _, _ = jax.block_until_ready(
-                compiled(carry["states"], carry["rngs"], data, carry["step"]))
-            carry["step"] += chunk
-            return chunk / (time.perf_counter() - began)
-
-        timed_call()  # warm up
-        timed_calls[seeds] = timed_call
-    return row, timed_calls
+        states, rngs, _, _ = jax.block_until_ready(compiled(states, rngs, data, 0))  # warm up
+        began = time.perf_counter()
+        jax.block_until_ready(compiled(states, rngs, data, chunk))
+        row[f"updates_per_s_{seeds}_seeds"] = chunk / (time.perf_counter() - began)
+    row["roofline_gflop_s"] = matmul_roofline(1024 if config.batch_size >= 1024 else 256)
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algos", default=",".join(CHUNKS))
     parser.add_argument("--seeds", default="1,3,8")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; medians are reported")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--chunk-scale", type=int, default=1, help="multiplies the updates per timed call")
     parser.add_argument("--out", default="speed", help="results file name, without extension")
+    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)  # one algorithm's round
     args = parser.parse_args()
-    on_cpu = jax.devices()[0].platform == "cpu"
     seed_counts = [int(s) for s in args.seeds.split(",")]
-
-    data = hopper_shaped_data(SIZE)
-    rows, timed_calls = [], []
-    for name in args.algos.split(","):
-        row, calls = compile_algorithm(name, seed_counts, data, CHUNKS[name] * args.chunk_scale)
-        rows.append(row)
-        timed_calls += [(row, f"updates_per_s_{seeds}_seeds", call) for seeds, call in calls.items()]
-    # The machine's rate drifts by 10-20% within minutes: every round times each program once,
-    # and the roofline at each batch size, so all rows see the same conditions.
-    roofline_batches = sorted({1024 if row["batch_size"] >= 1024 else 256 for row in rows})
-    rates, rooflines = {}, {}
+    if args.worker:
+        print(json.dumps(time_algorithm(args.worker, seed_counts, CHUNKS[args.worker] * args.chunk_scale)))
+        return
+    on_cpu = jax.devices()[0].platform == "cpu"
+    # Each algorithm is timed in a fresh process, as a training run would be (programs timed
+    # one after another in one process ran up to 15% slower: IQL 218 against 253 updates/s),
+    # and the rounds interleave the algorithms: the machine's rate drifts by 10-20% within
+    # minutes, so every row sees the same conditions.
+    rounds: dict[str, list[dict]] = {}
     for round_index in range(args.rounds):
-        for row, key, call in timed_calls:
-            rates.setdefault((row["algorithm"], key), []).append(call())
-        for batch in roofline_batches:
-            rooflines.setdefault(batch, []).append(matmul_roofline(batch))
+        for name in args.algos.split(","):
+            worker = subprocess.run([sys.executable, __file__, "--worker", name, "--seeds", args.seeds,
+                                     "--chunk-scale", str(args.chunk_scale)], check=True, capture_output=True, text=True)
+            rounds.setdefault(name, []).append(json.loads(worker.stdout.strip().splitlines()[-1]))
         print(f"round {round_index + 1} of {args.rounds} done", flush=True)
-    for row in rows:
-        for key in (f"updates_per_s_{seeds}_seeds" for seeds in seed_counts):
-            row[key] = round(float(np.median(rates[row["algorithm"], key])), 1)
-        row["best_peer_updates_per_s"] = PEERS.get(row["algorithm"]) if on_cpu else None
-        row["roofline_gflop_s"] = round(float(np.median(rooflines[1024 if row["batch_size"] >= 1024 else 256])), 1)
+    rows = []
+    for name, timings in rounds.items():
+        row = dict(timings[0])
+        for key in ["compile_s", "roofline_gflop_s", *(f"updates_per_s_{seeds}_seeds" for seeds in seed_counts)]:
+            row[key] = round(float(np.median([timing[key] for timing in timings])), 1)
+        row["best_peer_updates_per_s"] = PEERS.get(name) if on_cpu else None
         row["ceiling_updates_per_s"] = round(row["roofline_gflop_s"] / row["gflop_per_update"], 1)
         row["share_of_ceiling"] = round(row["updates_per_s_1_seeds"] / row["ceiling_updates_per_s"], 3)
         print(json.dumps(row))
+        rows.append(row)
     # Rows of algorithms not benchmarked in this run are kept from the previous report.
     json_path, md_path = RESULTS / f"{args.out}.json", RESULTS / f"{args.out}.md"
     previous = json.loads(json_path.read_text()) if json_path.is_file() else {}
@@ -182,8 +176,8 @@ def markdown(report: dict, seed_counts: list[int]) -> str:
         "",
         f"Command: `{report['command']}`. Hopper-shaped data (obs 11, action 3, 1M transitions),",
         "default hyperparameters. One update = one critic step plus the actor step on its",
-        "schedule. Every round times each program once, then the matmul roofline (a jitted chain of",
-        f"batch x 256 x 256 matmuls); figures are medians of {report.get('rounds', 3)} such interleaved rounds.",
+        "schedule. Every round times each algorithm once in a fresh process, with the matmul roofline (a",
+        f"jitted chain of batch x 256 x 256 matmuls); figures are medians of {report.get('rounds', 1)} interleaved rounds.",
         "Ceiling = roofline / FLOP per update (XLA cost analysis). With k seeds, one update advances",
         "all k seeds; `k seeds` columns give updates/s of the program (multiply by k for",
         "seed-updates/s).",
