@@ -128,10 +128,10 @@ def main() -> None:
         print(json.dumps(time_algorithm(args.worker, seed_counts, CHUNKS[args.worker] * args.chunk_scale)))
         return
     on_cpu = jax.devices()[0].platform == "cpu"
-    # Each algorithm is timed in a fresh process, as a training run would be (programs timed
-    # one after another in one process ran up to 15% slower: IQL 218 against 253 updates/s),
-    # and the rounds interleave the algorithms: the machine's rate drifts by 10-20% within
-    # minutes, so every row sees the same conditions.
+    # Each algorithm is timed in a fresh process, as a training run would be (timed among the
+    # other algorithms' programs in one process, IQL made 80% of its ceiling; alone in a fresh
+    # process, 87%), and the rounds interleave the algorithms: the machine's rate drifts by
+    # 10-20% within minutes, so every row sees the same conditions.
     rounds: dict[str, list[dict]] = {}
     for round_index in range(args.rounds):
         for name in args.algos.split(","):
