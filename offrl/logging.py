@@ -20,8 +20,12 @@ METRICS_FILE = "metrics.jsonl"
 
 
 def resolve_wandb_mode(mode: str) -> str:
+    """`auto`: wandb's own WANDB_MODE when set (e.g. disabled on a machine without wandb or
+    without network), else online with an API key and offline without one."""
     if mode != "auto":
         return mode
+    if os.environ.get("WANDB_MODE") in ("online", "offline", "disabled"):
+        return os.environ["WANDB_MODE"]
     if os.environ.get("WANDB_API_KEY"):
         return "online"
     try:

@@ -4,7 +4,9 @@
 
 Every directory under the given paths that holds a run (run.json and metrics.jsonl) is
 read. Per algorithm x dataset: the final normalized score (the last evaluation) and the
-best one (the best evaluation) of each seed. Written to DIR (default: the first path):
+best one (the best evaluation) of each seed. A run that stopped before its planned budget
+(killed, or still running) is reported at its last evaluation with the step it reached
+("at 60k of 100k") and left out of the aggregates, which compare scores at the budget. Written to DIR (default: the first path):
 - report.md: a table of final and best scores, mean ± std over seeds, beside the
   dataset's own normalized return (when the dataset is local) and, with --reference, a
   YAML of published scores (dataset name -> algorithm -> score); and the rliable
@@ -32,6 +34,7 @@ import numpy as np  # noqa: E402
 
 from offrl.config import dataset_config_name  # noqa: E402
 from offrl.logging import read_metrics  # noqa: E402
+from offrl.runs import planned_steps  # noqa: E402
 
 SCORE = "eval/normalized_score"
 
@@ -44,6 +47,15 @@ class RunScores:
     curves: dict[int, list[tuple[int, float]]]  # seed -> (step, normalized score)
     point: str = ""  # packed hyperparameter values, e.g. "actor_bc_coef=0.01"
     data_score: float | None = None  # the training data's mean normalized return, as recorded by the run
+    planned: int | None = None  # the steps the run was configured for (None: not recorded)
+
+    @property
+    def reached(self) -> int:
+        return min(curve[-1][0] for curve in self.curves.values() if curve)
+
+    @property
+    def finished(self) -> bool:
+        return self.planned is None or self.reached >= self.planned
 
     @property
     def final(self) -> list[float]:
@@ -62,6 +74,7 @@ def find_runs(paths: list[Path]) -> list[RunScores]:
             if not (run_dir / "metrics.jsonl").is_file():
                 continue
             meta = json.loads(run_json.read_text())
+            planned = planned_steps(run_dir) if (run_dir / "config.yaml").is_file() else None
             rows = [row for row in read_metrics(run_dir) if SCORE in row]
             # a packed run holds several hyperparameter points (hp/<key> columns): one entry each
             points: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
@@ -70,7 +83,7 @@ def find_runs(paths: list[Path]) -> list[RunScores]:
                 points[label][row["seed"]].append((row["step"], row[SCORE]))
             for label, curves in points.items():
                 runs.append(RunScores(run_dir, meta["algorithm"], meta.get("dataset") or meta.get("env", ""),
-                                      dict(curves), label, meta.get("data_normalized_return")))
+                                      dict(curves), label, meta.get("data_normalized_return"), planned))
     if not runs:
         raise FileNotFoundError(f"No runs with normalized evaluation scores under {', '.join(map(str, paths))}.")
     return runs
@@ -83,6 +96,12 @@ def group(runs: list[RunScores], by_run: bool = False) -> dict[tuple[str, str], 
                 else f"{run.algorithm} [{run.point}]" if run.point else run.algorithm)
         groups[(name, run.dataset)].append(run)
     return dict(groups)
+
+
+def finished_groups(groups):
+    """The groups' finished runs, keeping only groups with any."""
+    finished = {key: [run for run in runs if run.finished] for key, runs in groups.items()}
+    return {key: runs for key, runs in finished.items() if runs}
 
 
 def aggregates(groups, reps: int = 2000, seed: int = 0):
@@ -153,7 +172,11 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
     out.mkdir(parents=True, exist_ok=True)
     algorithms = sorted({name for name, _ in groups})
     datasets = sorted({dataset for _, dataset in groups})
-    matrices, point, interval = aggregates(groups)
+    at_budget = finished_groups(groups)
+    aggregated = sorted({name for name, _ in at_budget})
+    # aggregates compare algorithms on the same datasets: those every one of them finished
+    common = set(datasets).intersection(*({d for n, d in at_budget if n == name} for name in aggregated))
+    at_budget = {key: runs for key, runs in at_budget.items() if key[1] in common}
 
     lines = ["# Report", "", f"{len(runs)} runs under {', '.join(map(str, paths))}. Normalized scores "
              "(0 = random, 100 = expert), mean ± std over seeds.", ""]
@@ -166,8 +189,13 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
             cells = []
             published = reference.get(dataset_config_name(dataset), {})
             for name in algorithms:
-                values = sum((getattr(run, kind) for run in groups.get((name, dataset), [])), [])
+                group_runs = groups.get((name, dataset), [])
+                values = sum((getattr(run, kind) for run in group_runs), [])
                 cell = f"{np.mean(values):.1f} ± {np.std(values):.1f} (n={len(values)})" if values else "–"
+                stopped = [run for run in group_runs if not run.finished]
+                if stopped:
+                    cell += (f" at {_steps(min(run.reached for run in stopped))}"
+                             f" of {_steps(max(run.planned for run in stopped))}")
                 if name in published:
                     cell += f" [{published[name]}]"
                 cells.append(cell)
@@ -175,34 +203,51 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
         lines.append("")
     if reference:
         lines += ["Published scores in brackets (--reference): a check of ordering and magnitude only.", ""]
-    lines += ["## Aggregates of final scores (rliable, 95% stratified bootstrap CIs)", "",
-              "| algorithm | IQM | mean | optimality gap |", "|---|---|---|---|"]
-    for name in algorithms:
+    if len(aggregated) < len(algorithms):
+        lines += ["Entries marked 'at N of M' stopped before their budget: their scores are at the "
+                  "last evaluation, and the aggregates leave them out.", ""]
+    lines += ["## Aggregates of final scores (rliable, 95% stratified bootstrap CIs)", ""]
+    if at_budget and len(common) < len(datasets):
+        lines += [f"Over the datasets every aggregated algorithm finished: {', '.join(sorted(common))}.", ""]
+    learning_curve_plot(groups, out / "learning_curves.png")
+    report = {"runs": [str(run.run_dir) for run in runs],
+              "scores": {f"{name}|{dataset}": {"final": sum((r.final for r in rs), []), "best": sum((r.best for r in rs), []),
+                                               "finished": all(r.finished for r in rs)}
+                         for (name, dataset), rs in groups.items()},
+              "aggregates": {}}
+    if not at_budget:
+        lines += ["None: no run reached its budget.", ""]
+        (out / "report.md").write_text("\n".join(lines))
+        (out / "report.json").write_text(json.dumps(report, indent=1))
+        return out / "report.md"
+    matrices, point, interval = aggregates(at_budget)
+    lines += ["| algorithm | IQM | mean | optimality gap |", "|---|---|---|---|"]
+    for name in aggregated:
         cells = [f"{100 * point[name][i]:.1f} [{100 * interval[name][0][i]:.1f}, {100 * interval[name][1][i]:.1f}]"
                  for i in range(3)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Plots: learning_curves.png, aggregates.png, performance_profile.png.", ""]
     (out / "report.md").write_text("\n".join(lines))
 
-    learning_curve_plot(groups, out / "learning_curves.png")
     figure, _ = plot_utils.plot_interval_estimates(point, interval, metric_names=["IQM", "Mean", "Optimality Gap"],
-                                                   algorithms=algorithms, xlabel="normalized score / 100")
+                                                   algorithms=aggregated, xlabel="normalized score / 100")
     figure.savefig(out / "aggregates.png", dpi=100, bbox_inches="tight")
     plt.close(figure)
     thresholds = np.linspace(0.0, 1.2, 61)
     profiles, profile_cis = rly.create_performance_profile(matrices, thresholds)
     figure, axis = plt.subplots(figsize=(6, 4))
     plot_utils.plot_performance_profiles(profiles, thresholds, performance_profile_cis=profile_cis,
-                                         colors=dict(zip(algorithms, plt.rcParams["axes.prop_cycle"].by_key()["color"])),
+                                         colors=dict(zip(aggregated, plt.rcParams["axes.prop_cycle"].by_key()["color"])),
                                          xlabel=r"normalized score $\tau$ / 100", ax=axis)
-    axis.legend(algorithms, fontsize=8)
+    axis.legend(aggregated, fontsize=8)
     figure.savefig(out / "performance_profile.png", dpi=100, bbox_inches="tight")
     plt.close(figure)
-    (out / "report.json").write_text(json.dumps({
-        "runs": [str(run.run_dir) for run in runs],
-        "scores": {f"{name}|{dataset}": {"final": sum((r.final for r in rs), []), "best": sum((r.best for r in rs), [])}
-                   for (name, dataset), rs in groups.items()},
-        "aggregates": {name: {"point": point[name].tolist(), "low": interval[name][0].tolist(),
-                              "high": interval[name][1].tolist(), "metrics": ["iqm", "mean", "optimality_gap"]}
-                       for name in algorithms}}, indent=1))
+    report["aggregates"] = {name: {"point": point[name].tolist(), "low": interval[name][0].tolist(),
+                                   "high": interval[name][1].tolist(), "metrics": ["iqm", "mean", "optimality_gap"]}
+                            for name in aggregated}
+    (out / "report.json").write_text(json.dumps(report, indent=1))
     return out / "report.md"
+
+
+def _steps(count: int) -> str:
+    return f"{count // 1000}k" if count >= 1000 and count % 1000 == 0 else str(count)

@@ -17,7 +17,7 @@ from offrl import checkpoint
 from offrl.config import parse_config
 from offrl.data import load_dataset
 from offrl.data.scripted import make_pendulum_dataset
-from offrl.logging import RunLogger, read_metrics
+from offrl.logging import RunLogger, read_metrics, resolve_wandb_mode
 from offrl.rl import td_target
 from offrl.runs import TrainingDiverged, resume_flag, run_status
 from offrl.train import algorithm_module, load_policy, train
@@ -121,6 +121,18 @@ def test_offline_wandb_run_holds_the_logged_history(pendulum, tmp_path):
     for row in read_metrics(result.run_dir):
         assert repr(row["critic_loss"]).encode() in history
     assert b"td3_bc" in history and DATASET.encode() in history
+
+
+def test_auto_wandb_mode_follows_wandb_mode_then_api_key(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert resolve_wandb_mode("auto") == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "key")
+    assert resolve_wandb_mode("auto") == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert resolve_wandb_mode("auto") == "disabled"
+    assert resolve_wandb_mode("offline") == "offline"  # an explicit --wandb wins
 
 
 def test_config_layers_defaults_then_dataset_yaml_then_command_line():

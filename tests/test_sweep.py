@@ -144,6 +144,15 @@ def test_report_tables_aggregates_and_plots(pendulum, tmp_path):
     final_bc = numbers["scores"][f"bc|{DATASET}"]["final"]
     assert len(final_bc) == 2 and numbers["aggregates"]["bc"]["point"][1] == pytest.approx(np.mean(final_bc) / 100)
 
+    # a run stopped halfway is reported at the step it reached and left out of the aggregates
+    metrics = next((tmp_path / "runs").rglob("td3_bc*/metrics.jsonl"))
+    metrics.write_text("".join(line + "\n" for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= 100))
+    text = write_report([tmp_path / "runs"], out=tmp_path / "stopped").read_text()
+    aggregates = text.split("## Aggregates")[1]
+    assert "(n=2) at 100 of 200" in text and "| td3_bc |" not in aggregates and "| bc |" in aggregates
+    numbers = json.loads((tmp_path / "stopped" / "report.json").read_text())
+    assert list(numbers["aggregates"]) == ["bc"] and not numbers["scores"][f"td3_bc|{DATASET}"]["finished"]
+
 
 def test_packed_hyperparameters_match_separate_runs(pendulum, tmp_path):
     spec = sweep.load_spec(spec_file(tmp_path, algorithms=["td3_bc"], grid={"alpha": [1.0, 4.0], "tau": [0.005]}))
