@@ -137,8 +137,16 @@ def main() -> None:
         for name in args.algos.split(","):
             worker = subprocess.run([sys.executable, __file__, "--worker", name, "--seeds", args.seeds,
                                      "--chunk-scale", str(args.chunk_scale)], check=True, capture_output=True, text=True)
-            rounds.setdefault(name, []).append(json.loads(worker.stdout.strip().splitlines()[-1]))
-        print(f"round {round_index + 1} of {args.rounds} done", flush=True)
+            timing = json.loads(worker.stdout.strip().splitlines()[-1])
+            rounds.setdefault(name, []).append(timing)
+            print(f"round {round_index + 1}: {name} " + ", ".join(
+                f"{seeds} seeds {timing[f'updates_per_s_{seeds}_seeds']:.1f}" for seeds in seed_counts) + " updates/s",
+                flush=True)
+        # written after every round, so a bench cut short (a lent machine's time limit) leaves its rounds
+        write_results(rounds, seed_counts, args, on_cpu, final=round_index + 1 == args.rounds)
+
+
+def write_results(rounds: dict[str, list[dict]], seed_counts: list[int], args, on_cpu: bool, final: bool) -> None:
     rows = []
     for name, timings in rounds.items():
         row = dict(timings[0])
@@ -147,7 +155,6 @@ def main() -> None:
         row["best_peer_updates_per_s"] = PEERS.get(name) if on_cpu else None
         row["ceiling_updates_per_s"] = round(row["roofline_gflop_s"] / row["gflop_per_update"], 1)
         row["share_of_ceiling"] = round(row["updates_per_s_1_seeds"] / row["ceiling_updates_per_s"], 3)
-        print(json.dumps(row))
         rows.append(row)
     # Rows of algorithms not benchmarked in this run are kept from the previous report.
     json_path, md_path = RESULTS / f"{args.out}.json", RESULTS / f"{args.out}.md"
@@ -158,13 +165,14 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "command": " ".join(["python experiments/bench_speed.py", *sys.argv[1:]]),
         "jax": jax.__version__,
-        "rounds": args.rounds,
+        "rounds": len(next(iter(rounds.values()))),
         "results": sorted(kept + rows, key=lambda row: list(CHUNKS).index(row["algorithm"])),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=1) + "\n")
     md_path.write_text(markdown(report, seed_counts))
-    print(md_path.read_text())
+    if final:
+        print(md_path.read_text())
 
 
 def markdown(report: dict, seed_counts: list[int]) -> str:
