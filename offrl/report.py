@@ -6,7 +6,8 @@ Every directory under the given paths that holds a run (run.json and metrics.jso
 read. Per algorithm x dataset: the final normalized score (the last evaluation) and the
 best one (the best evaluation) of each seed. A run that stopped before its planned budget
 (killed, or still running) is reported at its last evaluation with the step it reached
-("at 60k of 100k") and left out of the aggregates, which compare scores at the budget. Written to DIR (default: the first path):
+("at 60k of 100k") and left out of the aggregates, which compare scores at the budget.
+Written to DIR (default: the first path):
 - report.md: a table of final and best scores, mean ± std over seeds, beside the
   dataset's own normalized return (when the dataset is local) and, with --reference, a
   YAML of published scores (dataset name -> algorithm -> score); and the rliable
@@ -216,7 +217,7 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
                          for (name, dataset), rs in groups.items()},
               "aggregates": {}}
     if not at_budget:
-        lines += ["None: no run reached its budget.", ""]
+        lines += ["None: no dataset has runs at their budget from every algorithm that has any.", ""]
         (out / "report.md").write_text("\n".join(lines))
         (out / "report.json").write_text(json.dumps(report, indent=1))
         return out / "report.md"
