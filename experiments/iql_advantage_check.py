@@ -39,8 +39,7 @@ def main() -> None:
     saved = yaml.safe_load((args.run_dir / "config.yaml").read_text())
     dataset = load_dataset(json.loads((args.run_dir / "run.json").read_text())["dataset"])
     data = preprocessing.apply(dataset)
-    hidden = tuple(state.value.params["params"]["MLP_0"][f"Dense_{i}"]["bias"].shape[-1] for i in range(2))
-    critic, value = CriticEnsemble(2, hidden), ValueNet(hidden)
+    critic, value = CriticEnsemble(2, tuple(saved["hidden_dims"])), ValueNet(tuple(saved["hidden_dims"]))
     q_of = jax.jit(lambda params, obs, act: critic.apply(params, obs, act).min(0))
     v_of = jax.jit(lambda params, obs: value.apply(params, obs))
     size, chunk = len(data["rewards"]), 100_000

@@ -16,7 +16,9 @@ import offrl
 from offrl import checkpoint
 from offrl.config import parse_config
 from offrl.data import load_dataset
+from offrl.data.preprocess import Preprocessing
 from offrl.data.scripted import make_pendulum_dataset
+from offrl.evaluate import make_policy
 from offrl.logging import RunLogger, read_metrics, resolve_wandb_mode
 from offrl.rl import td_target
 from offrl.runs import TrainingDiverged, resume_flag, run_status
@@ -121,6 +123,19 @@ def test_offline_wandb_run_holds_the_logged_history(pendulum, tmp_path):
     for row in read_metrics(result.run_dir):
         assert repr(row["critic_loss"]).encode() in history
     assert b"td3_bc" in history and DATASET.encode() in history
+
+
+def test_policies_of_one_algorithm_share_one_compilation():
+    traces = []
+
+    def act(state, obs, rng, deterministic):
+        traces.append(deterministic)  # runs only when jax traces, i.e. compiles
+        return obs * state["scale"]
+
+    for scale in (1.0, 2.0):  # e.g. two seeds, or two evaluations of one run
+        actions = make_policy(act, {"scale": jnp.float32(scale)}, Preprocessing())(np.ones((2, 3), np.float32))
+    assert traces == [True]
+    np.testing.assert_allclose(actions, 2.0)
 
 
 def test_auto_wandb_mode_follows_wandb_mode_then_api_key(monkeypatch, tmp_path):
