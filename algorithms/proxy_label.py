@@ -33,14 +33,14 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--labelled", type=float, default=0.1)
     parser.add_argument("--from", dest="selection", default="lowest-return-50%")
     parser.add_argument("--split-seed", type=int, default=0)
-    parser.add_argument("--idm-epochs", type=int, default=100)
+    parser.add_argument("--idm-steps", type=int, default=IDMConfig.max_steps)
     parser.add_argument("--idm-ensemble", type=int, default=1)
     parser.add_argument("--idm-batch-size", type=int, default=IDMConfig.batch_size)
     args, algorithm_args = parser.parse_known_args(argv)
 
     split = split_labels(args.dataset, args.labelled, args.selection, args.split_seed, overwrite=True)
     labelled = proxy_label(split.labelled_id, split.unlabelled_id, proxy_dataset_id(args.dataset, args.labelled),
-                           IDMConfig(epochs=args.idm_epochs, ensemble=args.idm_ensemble, batch_size=args.idm_batch_size,
+                           IDMConfig(max_steps=args.idm_steps, ensemble=args.idm_ensemble, batch_size=args.idm_batch_size,
                                      seed=args.split_seed),
                            overwrite=True)
     print(f"{labelled.dataset_id}: {labelled.labelled_steps:,} logged + {labelled.proxy_steps:,} proxy actions; "

@@ -81,7 +81,7 @@ def main_cli() -> None:
     parser.add_argument("--algos", default="td3_bc,iql")
     parser.add_argument("--updates", type=int, default=100_000)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--idm-epochs", type=int, default=100)
+    parser.add_argument("--idm-steps", type=int, default=IDMConfig.max_steps)
     parser.add_argument("--out", default="", help="results file name in experiments/results/ "
                         "(default proxy_label_<updates in thousands>k)")
     args = parser.parse_args()
@@ -91,7 +91,7 @@ def main_cli() -> None:
         full_id = ensure_dataset(name)
         split = split_labels(full_id, 0.1, "lowest-return-50%", seed=0, overwrite=True)
         proxy_id = full_id.replace("-v0", "-proxy10-v0")
-        idm_mse = proxy_labelled(split.labelled_id, split.unlabelled_id, proxy_id, IDMConfig(epochs=args.idm_epochs))
+        idm_mse = proxy_labelled(split.labelled_id, split.unlabelled_id, proxy_id, IDMConfig(max_steps=args.idm_steps))
         entry = {"idm_validation_action_mse": idm_mse,
                  "idm_error_on_unlabelled": idm_action_error(full_id, proxy_id, split.labelled_id),
                  "data_score": load_dataset(full_id).summary()["normalized_return_mean"], "scores": {}}
@@ -109,7 +109,7 @@ def main_cli() -> None:
             {"updates": args.updates, "seeds": args.seeds, "results": results}, indent=1))
     lines = ["# Proxy labelling (issue 6)", "", f"Command: `python experiments/proxy_label_experiment.py "
              f"--datasets {args.datasets} --algos {args.algos} --updates {args.updates} --seeds {args.seeds} "
-             f"--idm-epochs {args.idm_epochs} --out {args.out}`.",
+             f"--idm-steps {args.idm_steps} --out {args.out}`.",
              "Final normalized scores, mean ± std over seeds.", ""]
     for name, entry in results.items():
         error = entry["idm_error_on_unlabelled"]

@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -104,11 +105,13 @@ def datasets_split_labels(args: argparse.Namespace) -> int:
 def datasets_proxy_label(args: argparse.Namespace) -> int:
     from offrl.idm import IDMConfig, proxy_label  # imports jax: only for this command
 
-    config = IDMConfig(epochs=args.epochs, ensemble=args.ensemble, seed=args.seed)
+    config = IDMConfig(ensemble=args.ensemble, seed=args.seed)
+    if args.steps:
+        config = replace(config, max_steps=args.steps)
     result = proxy_label(args.labelled, args.unlabelled, args.out, config, args.overwrite)
     console.print(f"Wrote [bold]{result.dataset_id}[/]: {result.labelled_steps:,} logged and "
                   f"{result.proxy_steps:,} proxy actions; IDM validation action MSE "
-                  f"{result.report.validation_action_mse:.4f} ([-1, 1] units) after {result.report.epochs} epochs")
+                  f"{result.report.validation_action_mse:.4f} ([-1, 1] units) after {result.report.steps:,} gradient steps")
     return 0
 
 
@@ -210,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--unlabelled", required=True, help="action-free dataset to label")
     proxy.add_argument("--out", required=True, help="id of the labelled result")
     proxy.add_argument("--ensemble", type=int, default=1, help="IDMs whose spread gives per-step uncertainty")
-    proxy.add_argument("--epochs", type=int, default=100)
+    proxy.add_argument("--steps", type=int, help="most IDM gradient steps (default 20,000; training stops "
+                       "early when the validation NLL stops improving)")
     proxy.add_argument("--seed", type=int, default=0)
     proxy.add_argument("--overwrite", action="store_true")
     proxy.set_defaults(run=datasets_proxy_label)

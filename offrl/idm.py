@@ -5,9 +5,11 @@ Trajectories").
 The IDM predicts a_t from a window of normalized states (s_{t-1}, s_t, s_{t+1}) (at an
 episode's first step s_{t-1} repeats s_t): a tanh-squashed diagonal Gaussian over an MLP
 [1024, 1024] with dropout 0.1, trained by negative log-likelihood (lr 1e-4, batch 1024)
-on the labelled trajectories with 10% of their transitions held out; the parameters that
-did best on the held-out split are kept. An optional ensemble of IDMs (each with its own
-init and batch order) gives a per-step uncertainty: the spread of the members' mean actions.
+on the labelled trajectories for a budget of gradient steps, with about 10% of their
+transitions held out as whole trajectories; the parameters that did best on the held-out
+split are kept, and training stops early once they stop improving. An optional ensemble
+of IDMs (each with its own init and batches) gives a per-step uncertainty: the spread of
+the members' mean actions.
 
     offrl datasets proxy-label --labelled ID1 --unlabelled ID2 --out ID3
 """
@@ -33,15 +35,18 @@ ACTION_EDGE = 1.0 - 1e-4  # logged actions at the bounds are pulled inside for a
 
 @dataclass(frozen=True)
 class IDMConfig:
-    """Defaults from the paper (../shared/REFERENCE.md)."""
+    """Defaults from the paper (../shared/REFERENCE.md). The budget is counted in gradient
+    steps, as in the paper's code: a 10% labelled split can hold a few thousand transitions,
+    where 100 epochs would be only a few hundred steps."""
 
     hidden_dims: tuple[int, ...] = (1024, 1024)
     dropout: float = 0.1
     learning_rate: float = 1e-4
     batch_size: int = 1024
-    validation_fraction: float = 0.1
-    epochs: int = 100
-    patience: int = 10  # epochs without a better validation NLL before stopping
+    validation_fraction: float = 0.1  # of the labelled transitions, held out as whole trajectories
+    max_steps: int = 20_000
+    validate_every: int = 100  # gradient steps between validations
+    patience: int = 20  # validations without a better validation NLL before stopping
     ensemble: int = 1
     seed: int = 0
 
@@ -97,11 +102,28 @@ class IDM(flax.struct.PyTreeNode):
 
 @dataclass
 class IDMReport:
-    epochs: int
+    steps: int  # gradient steps taken (early stopping may end training before max_steps)
     seconds: float
     validation_nll: float
     validation_action_mse: float  # mean squared error of the mean action, [-1, 1] units
-    history: list[float] = field(default_factory=list)
+    history: list[float] = field(default_factory=list)  # validation NLL after every validate_every steps
+
+
+def validation_rows(episode_starts: np.ndarray, num_rows: int, fraction: float, seed: int) -> np.ndarray:
+    """Rows of whole, randomly chosen trajectories making up at least `fraction` of the rows.
+    Holding out whole trajectories keeps a validation window from sharing two of its three
+    states with a training window, which would make the validation error optimistic."""
+    if len(episode_starts) < 2:
+        raise DatasetError("The IDM needs at least 2 labelled trajectories (one to train on, one to validate "
+                           f"on); got {len(episode_starts)}. Label a larger fraction of the trajectories.")
+    ends = np.append(episode_starts[1:], num_rows)
+    chosen, held_out = [], 0
+    for episode in np.random.default_rng(seed).permutation(len(episode_starts))[:-1]:
+        chosen.append(np.arange(episode_starts[episode], ends[episode]))
+        held_out += ends[episode] - episode_starts[episode]
+        if held_out >= fraction * num_rows:
+            break
+    return np.concatenate(chosen)
 
 
 def train_idm(dataset: OfflineDataset, config: IDMConfig = IDMConfig(), log=print) -> tuple[IDM, IDMReport]:
@@ -112,12 +134,8 @@ def train_idm(dataset: OfflineDataset, config: IDMConfig = IDMConfig(), log=prin
                            "needs bounded actions.")
     windows = state_windows(dataset.observations, dataset.next_observations, dataset.episode_starts)
     actions = unit_actions(dataset.actions, action_space)
-    order = np.random.default_rng(config.seed).permutation(len(windows))
-    validation_size = max(1, int(round(config.validation_fraction * len(windows))))
-    valid_rows, train_rows = order[:validation_size], order[validation_size:]
-    if len(train_rows) < config.batch_size:
-        raise DatasetError(f"{len(train_rows)} labelled training transitions are fewer than one batch "
-                           f"({config.batch_size}); label more trajectories or lower the batch size.")
+    valid_rows = validation_rows(dataset.episode_starts, len(windows), config.validation_fraction, config.seed)
+    train_rows = np.setdiff1d(np.arange(len(windows)), valid_rows)
     mean, std = windows[train_rows].mean(0), windows[train_rows].std(0) + 1e-6
     train_x, train_y = jnp.asarray((windows[train_rows] - mean) / std), jnp.asarray(actions[train_rows])
     valid_x, valid_y = jnp.asarray((windows[valid_rows] - mean) / std), jnp.asarray(actions[valid_rows])
@@ -125,7 +143,6 @@ def train_idm(dataset: OfflineDataset, config: IDMConfig = IDMConfig(), log=prin
     optimizer = optax.adam(config.learning_rate)
     keys = jax.random.split(jax.random.PRNGKey(config.seed), config.ensemble)
     params = jax.vmap(lambda key: network.init(key, train_x[:1]))(keys)
-    batches = len(train_rows) // config.batch_size
 
     def nll(params, x, y, dropout_key=None):
         train = dropout_key is not None
@@ -139,41 +156,41 @@ def train_idm(dataset: OfflineDataset, config: IDMConfig = IDMConfig(), log=prin
 
     @jax.jit
     @jax.vmap
-    def epoch(params, opt_state, key):
-        order_key, dropout_key = jax.random.split(key)
-        rows = jax.random.permutation(order_key, train_x.shape[0])[: batches * config.batch_size]
+    def train_steps(params, opt_state, key):
+        """`validate_every` gradient steps on uniformly drawn batches, then a validation."""
 
-        def step(carry, inputs):
+        def step(carry, step_key):
             params, opt_state = carry
-            batch_rows, step_key = inputs
-            grads = jax.grad(nll)(params, train_x[batch_rows], train_y[batch_rows], step_key)
+            rows_key, dropout_key = jax.random.split(step_key)
+            rows = jax.random.randint(rows_key, (config.batch_size,), 0, train_x.shape[0])
+            grads = jax.grad(nll)(params, train_x[rows], train_y[rows], dropout_key)
             updates, opt_state = optimizer.update(grads, opt_state)
             return (optax.apply_updates(params, updates), opt_state), None
 
-        (params, opt_state), _ = jax.lax.scan(step, (params, opt_state),
-                                              (rows.reshape(batches, -1), jax.random.split(dropout_key, batches)))
+        (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), jax.random.split(key, config.validate_every))
         return params, opt_state, *validate(params)
 
     opt_state = jax.vmap(optimizer.init)(params)
     best_params, best_nll, best_mse = params, np.full(config.ensemble, np.inf), np.full(config.ensemble, np.inf)
-    history, since, epochs = [], 0, 0
+    history, since, steps = [], 0, 0
     key = jax.random.PRNGKey(config.seed + 1)
-    while epochs < config.epochs and since < config.patience:
-        key, epoch_key = jax.random.split(key)
-        params, opt_state, valid_nll, valid_mse = epoch(params, opt_state, jax.random.split(epoch_key, config.ensemble))
+    while steps < config.max_steps and since < config.patience:
+        key, chunk_key = jax.random.split(key)
+        params, opt_state, valid_nll, valid_mse = train_steps(params, opt_state,
+                                                              jax.random.split(chunk_key, config.ensemble))
         valid_nll, valid_mse = np.asarray(valid_nll), np.asarray(valid_mse)
         better = valid_nll < best_nll
         best_params = jax.tree.map(lambda new, old: jnp.where(
             better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old), params, best_params)
         best_nll, best_mse = np.where(better, valid_nll, best_nll), np.where(better, valid_mse, best_mse)
         since = 0 if better.any() else since + 1
-        epochs += 1
+        steps += config.validate_every
         history.append(float(valid_nll.mean()))
         if log:
-            log(f"IDM epoch {epochs}: validation NLL {valid_nll.mean():.4f}, action MSE {valid_mse.mean():.4f}")
+            log(f"IDM step {steps}: validation NLL {valid_nll.mean():.4f}, action MSE {valid_mse.mean():.4f}")
     idm = IDM(best_params, jnp.asarray(mean), jnp.asarray(std), jnp.asarray(action_space.low, jnp.float32),
               jnp.asarray(action_space.high, jnp.float32), tuple(config.hidden_dims))
-    return idm, IDMReport(epochs, time.perf_counter() - began, float(best_nll.mean()), float(best_mse.mean()), history)
+    return idm, IDMReport(steps, time.perf_counter() - began, float(best_nll.mean()), float(best_mse.mean()), history)
 
 
 def label_actions(idm: IDM, dataset: OfflineDataset, chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray]:

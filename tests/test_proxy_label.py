@@ -10,7 +10,7 @@ from offrl.config import parse_config
 from offrl.data import DatasetError, load_dataset, write_dataset
 from offrl.data.episodes import Episode
 from offrl.data.labels import labelled_episodes, split_labels
-from offrl.idm import IDMConfig, proxy_label, train_idm
+from offrl.idm import IDMConfig, proxy_label, train_idm, validation_rows
 from offrl.train import algorithm_module, train
 
 MIXING = np.array([[0.5, 0.1], [-0.2, 0.4], [0.3, -0.3]], np.float32)  # s' = s + MIXING @ a
@@ -76,8 +76,10 @@ def _td3_bc(dataset_id):
 
 def test_idm_learns_a_linear_inverse_model(linear_dataset):
     idm, report = train_idm(load_dataset(linear_dataset), IDMConfig(hidden_dims=(128, 128), batch_size=128,
-                                                                     learning_rate=1e-3, epochs=60), log=None)
+                                                                     learning_rate=1e-3, max_steps=500,
+                                                                     validate_every=50), log=None)
     assert report.validation_action_mse < 0.01  # actions span [-0.9, 0.9]: variance 0.27
+    assert report.steps <= 500 and len(report.history) == report.steps // 50
     test = linear_episodes(count=2, seed=5)[0]
     windows = np.concatenate([np.r_[test.observations[:1], test.observations[:-2]], test.observations[:-1],
                               test.observations[1:]], axis=1)
@@ -86,10 +88,24 @@ def test_idm_learns_a_linear_inverse_model(linear_dataset):
     assert np.all(np.asarray(spread) == 0.0)  # one member: no spread
 
 
+def test_idm_validation_holds_out_whole_trajectories():
+    starts = np.array([0, 50, 80, 200, 260])  # episodes of 50, 30, 120, 60 and 40 rows
+    rows = validation_rows(starts, 300, 0.1, seed=0)
+    ends = dict(zip(starts, [50, 80, 200, 260, 300]))
+    held_out = {start for start in starts if start in rows}
+    assert sorted(rows) == sorted(np.concatenate([np.arange(start, ends[start]) for start in held_out]))
+    assert len(rows) >= 30 and len(held_out) < len(starts)  # at least 10%, and something left to train on
+    np.testing.assert_array_equal(rows, validation_rows(starts, 300, 0.1, seed=0))
+    assert len(validation_rows(starts, 300, 0.9, seed=0)) < 300  # one trajectory always stays for training
+    with pytest.raises(DatasetError, match="at least 2 labelled trajectories"):
+        validation_rows(np.array([0]), 100, 0.1, seed=0)
+
+
 def test_proxy_labels_and_their_flags_survive_the_round_trip(linear_dataset):
     split = split_labels(linear_dataset, 0.5, "uniform", seed=0)
     result = proxy_label(split.labelled_id, split.unlabelled_id, "synthetic/linear/proxy-v0",
-                         IDMConfig(hidden_dims=(64, 64), batch_size=64, learning_rate=1e-3, epochs=10, ensemble=2),
+                         IDMConfig(hidden_dims=(64, 64), batch_size=64, learning_rate=1e-3, max_steps=100,
+                                  validate_every=50, ensemble=2),
                          log=None)
     proxied = load_dataset(result.dataset_id)
     labelled = load_dataset(split.labelled_id)
@@ -106,7 +122,7 @@ def test_proxy_labels_and_their_flags_survive_the_round_trip(linear_dataset):
 def test_the_pipeline_script_splits_labels_and_trains(linear_dataset, tmp_path):
     pipeline = algorithm_module("proxy_label")
     result = pipeline.main(["--algo", "bc", "--dataset", linear_dataset, "--labelled", "0.5", "--from", "uniform",
-                            "--idm-epochs", "2", "--idm-batch-size", "64", "--num_updates", "200",
+                            "--idm-steps", "100", "--idm-batch-size", "64", "--num_updates", "200",
                             "--log_every", "100", "--wandb", "disabled", "--run_dir", str(tmp_path / "bc")])
     assert load_dataset("synthetic/linear/full-proxy50-v0").proxy_actions.sum() == 500
     assert (result.run_dir / "checkpoints").is_dir()
