@@ -111,7 +111,8 @@ def datasets_proxy_label(args: argparse.Namespace) -> int:
     result = proxy_label(args.labelled, args.unlabelled, args.out, config, args.overwrite)
     console.print(f"Wrote [bold]{result.dataset_id}[/]: {result.labelled_steps:,} logged and "
                   f"{result.proxy_steps:,} proxy actions; IDM validation action MSE "
-                  f"{result.report.validation_action_mse:.4f} ([-1, 1] units) after {result.report.steps:,} gradient steps")
+                  f"{result.report.validation_action_mse:.4f} ([-1, 1] units) after "
+                  f"{result.report.steps:,} gradient steps")
     return 0
 
 
