@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--out", required=True, help="id of the labelled result")
     proxy.add_argument("--ensemble", type=int, default=1, help="IDMs whose spread gives per-step uncertainty")
     proxy.add_argument("--steps", type=int, help="most IDM gradient steps (default 20,000; training stops "
-                       "early when the validation NLL stops improving)")
+                       "early when the validation action error stops improving)")
     proxy.add_argument("--seed", type=int, default=0)
     proxy.add_argument("--overwrite", action="store_true")
     proxy.set_defaults(run=datasets_proxy_label)

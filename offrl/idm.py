@@ -6,8 +6,8 @@ The IDM predicts a_t from a window of normalized states (s_{t-1}, s_t, s_{t+1}) 
 episode's first step s_{t-1} repeats s_t): a tanh-squashed diagonal Gaussian over an MLP
 [1024, 1024] with dropout 0.1, trained by negative log-likelihood (lr 1e-4, batch 1024)
 on the labelled trajectories for a budget of gradient steps, with about 10% of their
-transitions held out as whole trajectories; the parameters that did best on the held-out
-split are kept, and training stops early once they stop improving. An optional ensemble
+transitions held out as whole trajectories; the parameters whose mean action did best on
+the held-out split are kept, and training stops early once they stop improving. An optional ensemble
 of IDMs (each with its own init and batches) gives a per-step uncertainty: the spread of
 the members' mean actions.
 
@@ -46,7 +46,7 @@ class IDMConfig:
     validation_fraction: float = 0.1  # of the labelled transitions, held out as whole trajectories
     max_steps: int = 20_000
     validate_every: int = 100  # gradient steps between validations
-    patience: int = 20  # validations without a better validation NLL before stopping
+    patience: int = 20  # validations without a lower validation action error before stopping
     ensemble: int = 1
     seed: int = 0
 
@@ -106,7 +106,7 @@ class IDMReport:
     seconds: float
     validation_nll: float
     validation_action_mse: float  # mean squared error of the mean action, [-1, 1] units
-    history: list[float] = field(default_factory=list)  # validation NLL after every validate_every steps
+    history: list[float] = field(default_factory=list)  # validation action MSE after every validate_every steps
 
 
 def validation_rows(episode_starts: np.ndarray, num_rows: int, fraction: float, seed: int) -> np.ndarray:
@@ -179,13 +179,15 @@ def train_idm(dataset: OfflineDataset, config: IDMConfig = IDMConfig(), log=prin
         params, opt_state, valid_nll, valid_mse = train_steps(params, opt_state,
                                                               jax.random.split(chunk_key, config.ensemble))
         valid_nll, valid_mse = np.asarray(valid_nll), np.asarray(valid_mse)
-        better = valid_nll < best_nll
+        # The mean action is the label, so the model is chosen on its error: on small labelled
+        # splits the NLL turns upward early as the predicted std shrinks while the mean still improves.
+        better = valid_mse < best_mse
         best_params = jax.tree.map(lambda new, old: jnp.where(
             better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old), params, best_params)
         best_nll, best_mse = np.where(better, valid_nll, best_nll), np.where(better, valid_mse, best_mse)
         since = 0 if better.any() else since + 1
         steps += config.validate_every
-        history.append(float(valid_nll.mean()))
+        history.append(float(valid_mse.mean()))
         if log:
             log(f"IDM step {steps}: validation NLL {valid_nll.mean():.4f}, action MSE {valid_mse.mean():.4f}")
     idm = IDM(best_params, jnp.asarray(mean), jnp.asarray(std), jnp.asarray(action_space.low, jnp.float32),
