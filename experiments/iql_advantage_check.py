@@ -63,6 +63,16 @@ def main() -> None:
     print(f"top 10% by A: reward {data['rewards'][top].mean():.2f} (all: {data['rewards'].mean():.2f}); fall within "
           f"{FALL_HORIZON} steps {falls_soon[top].mean():.3f} (all: {falls_soon.mean():.3f}); "
           f"G - V {np.mean((returns - v)[top]):.1f} (all: {np.mean(returns - v):.1f})")
+    falls = np.repeat(data["terminals"][ends - 1] > 0, ends - starts)
+    print("Before a fall: does V see it coming, and which actions get the advantage?")
+    print("steps left | transitions | V - G | A | reward")
+    for low, high in [(1, 1), (2, 5), (6, 10), (11, 20), (21, 50), (51, 100)]:
+        near = falls & (steps_left >= low) & (steps_left <= high)
+        print(f"{low}-{high} | {near.sum():,} | {np.mean((v - returns)[near]):.1f} | {advantage[near].mean():.2f} | "
+              f"{data['rewards'][near].mean():.2f}")
+    rest = ~falls | (steps_left > 100)
+    print(f">100 or no fall | {rest.sum():,} | {np.mean((v - returns)[rest]):.1f} | {advantage[rest].mean():.2f} | "
+          f"{data['rewards'][rest].mean():.2f}")
 
 
 if __name__ == "__main__":
