@@ -52,15 +52,17 @@ def train_scores(algo: str, dataset_id: str, run_dir: Path, updates: int, seeds:
     return [points[-1][1] for points in scores.values()]
 
 
-def proxy_labelled(labelled_id: str, unlabelled_id: str, proxy_id: str, config: IDMConfig) -> float:
+def proxy_labelled(labelled_id: str, unlabelled_id: str, proxy_id: str, config: IDMConfig) -> dict:
     """Make the proxy-labelled dataset unless it exists with these IDM settings (runs in
-    progress train on it); returns the IDM's validation action MSE."""
+    progress train on it); returns the IDM's training report (steps, seconds, validation
+    NLL and action MSE)."""
     wanted = json.loads(json.dumps(asdict(config)))  # tuples as the metadata's lists
     if proxy_id in local_dataset_ids():
         made = load_dataset(proxy_id).metadata.extra
         if {key: made["idm"].get(key) for key in wanted} == wanted and made["labelled"] == labelled_id:
-            return made["idm_validation_action_mse"]
-    return proxy_label(labelled_id, unlabelled_id, proxy_id, config, overwrite=True).report.validation_action_mse
+            return made["idm"]["report"]
+    report = proxy_label(labelled_id, unlabelled_id, proxy_id, config, overwrite=True).report
+    return {key: value for key, value in asdict(report).items() if key != "history"}
 
 
 def idm_action_error(full_id: str, proxy_id: str, labelled_id: str) -> dict[str, float]:
@@ -91,8 +93,8 @@ def main_cli() -> None:
         full_id = ensure_dataset(name)
         split = split_labels(full_id, 0.1, "lowest-return-50%", seed=0, overwrite=True)
         proxy_id = full_id.replace("-v0", "-proxy10-v0")
-        idm_mse = proxy_labelled(split.labelled_id, split.unlabelled_id, proxy_id, IDMConfig(max_steps=args.idm_steps))
-        entry = {"idm_validation_action_mse": idm_mse,
+        idm = proxy_labelled(split.labelled_id, split.unlabelled_id, proxy_id, IDMConfig(max_steps=args.idm_steps))
+        entry = {"idm_training": idm,
                  "idm_error_on_unlabelled": idm_action_error(full_id, proxy_id, split.labelled_id),
                  "data_score": load_dataset(full_id).summary()["normalized_return_mean"], "scores": {}}
         runs = REPO_ROOT / "runs" / args.out / name
@@ -112,9 +114,11 @@ def main_cli() -> None:
              f"--idm-steps {args.idm_steps} --out {args.out}`.",
              "Final normalized scores, mean ± std over seeds.", ""]
     for name, entry in results.items():
-        error = entry["idm_error_on_unlabelled"]
+        error, idm = entry["idm_error_on_unlabelled"], entry["idm_training"]
         lines += [f"## {name} (data {entry['data_score']:.1f})", "",
-                  f"IDM action error on the unlabelled transitions: MSE {error['mse']:.4f}, MAE {error['mae']:.4f} "
+                  f"IDM: {idm['steps']:,} gradient steps ({idm['seconds'] / 60:.0f} min), validation action MSE "
+                  f"{idm['validation_action_mse']:.4f} on held-out labelled trajectories; on the unlabelled "
+                  f"transitions MSE {error['mse']:.4f}, MAE {error['mae']:.4f} "
                   f"(true action variance {error['true_action_variance']:.4f}).", "", "| setting | score |", "|---|---|"]
         lines += [f"| {setting} | {np.mean(v):.1f} ± {np.std(v):.1f} |" for setting, v in entry["scores"].items()]
         lines.append("")
