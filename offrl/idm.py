@@ -7,9 +7,9 @@ episode's first step s_{t-1} repeats s_t): a tanh-squashed diagonal Gaussian ove
 [1024, 1024] with dropout 0.1, trained by negative log-likelihood (lr 1e-4, batch 1024)
 on the labelled trajectories for a budget of gradient steps, with about 10% of their
 transitions held out as whole trajectories; the parameters whose mean action did best on
-the held-out split are kept, and training stops early once they stop improving. An optional ensemble
-of IDMs (each with its own init and batches) gives a per-step uncertainty: the spread of
-the members' mean actions.
+the held-out split are kept, and training stops early once they stop improving. An
+optional ensemble of IDMs (each with its own init and batches) gives a per-step
+uncertainty: the spread of the members' mean actions.
 
     offrl datasets proxy-label --labelled ID1 --unlabelled ID2 --out ID3
 """
@@ -44,7 +44,7 @@ class IDMConfig:
     learning_rate: float = 1e-4
     batch_size: int = 1024
     validation_fraction: float = 0.1  # of the labelled transitions, held out as whole trajectories
-    max_steps: int = 20_000
+    max_steps: int = 20_000  # rounded up to whole validate_every chunks
     validate_every: int = 100  # gradient steps between validations
     patience: int = 20  # validations without a lower validation action error before stopping
     ensemble: int = 1
