@@ -57,12 +57,10 @@ def proxy_labelled(labelled_id: str, unlabelled_id: str, proxy_id: str, config: 
     progress train on it); returns the IDM's training report (steps, seconds, validation
     NLL and action MSE)."""
     wanted = json.loads(json.dumps(asdict(config)))  # tuples as the metadata's lists
-    if proxy_id in local_dataset_ids():
-        made = load_dataset(proxy_id).metadata.extra
-        if {key: made["idm"].get(key) for key in wanted} == wanted and made["labelled"] == labelled_id:
-            return made["idm"]["report"]
-    report = proxy_label(labelled_id, unlabelled_id, proxy_id, config, overwrite=True).report
-    return {key: value for key, value in asdict(report).items() if key != "history"}
+    made = load_dataset(proxy_id).metadata.extra if proxy_id in local_dataset_ids() else None
+    if not (made and {key: made["idm"].get(key) for key in wanted} == wanted and made["labelled"] == labelled_id):
+        proxy_label(labelled_id, unlabelled_id, proxy_id, config, overwrite=True)
+    return load_dataset(proxy_id).metadata.extra["idm"]["report"]
 
 
 def idm_action_error(full_id: str, proxy_id: str, labelled_id: str) -> dict[str, float]:
