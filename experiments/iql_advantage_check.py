@@ -53,7 +53,8 @@ def main() -> None:
     starts = dataset.episode_starts
     ends = np.r_[starts[1:], size]
     steps_left = np.concatenate([np.arange(end - start, 0, -1) for start, end in zip(starts, ends)])
-    falls_soon = (steps_left <= FALL_HORIZON) & np.repeat(data["terminals"][ends - 1] > 0, ends - starts)
+    falls = np.repeat(data["terminals"][ends - 1] > 0, ends - starts)  # the row's episode ends in a fall
+    falls_soon = (steps_left <= FALL_HORIZON) & falls
     corr = lambda x, y: np.corrcoef(x, y)[0, 1]  # noqa: E731
     beta, clip = saved["beta"], saved["max_weight"]
     top = advantage > np.quantile(advantage, 0.9)
@@ -64,16 +65,14 @@ def main() -> None:
     print(f"top 10% by A: reward {data['rewards'][top].mean():.2f} (all: {data['rewards'].mean():.2f}); fall within "
           f"{FALL_HORIZON} steps {falls_soon[top].mean():.3f} (all: {falls_soon.mean():.3f}); "
           f"G - V {np.mean((returns - v)[top]):.1f} (all: {np.mean(returns - v):.1f})")
-    falls = np.repeat(data["terminals"][ends - 1] > 0, ends - starts)
     print("Before a fall: does V see it coming, and which actions get the advantage?")
     print("steps left | transitions | V - G | A | reward")
-    for low, high in [(1, 1), (2, 5), (6, 10), (11, 20), (21, 50), (51, 100)]:
-        near = falls & (steps_left >= low) & (steps_left <= high)
-        print(f"{low}-{high} | {near.sum():,} | {np.mean((v - returns)[near]):.1f} | {advantage[near].mean():.2f} | "
-              f"{data['rewards'][near].mean():.2f}")
-    rest = ~falls | (steps_left > 100)
-    print(f">100 or no fall | {rest.sum():,} | {np.mean((v - returns)[rest]):.1f} | {advantage[rest].mean():.2f} | "
-          f"{data['rewards'][rest].mean():.2f}")
+    groups = {f"{low}-{high}": falls & (steps_left >= low) & (steps_left <= high)
+              for low, high in [(1, 1), (2, 5), (6, 10), (11, 20), (21, 50), (51, 100)]}
+    groups[">100 or no fall"] = ~falls | (steps_left > 100)
+    for name, rows in groups.items():
+        print(f"{name} | {rows.sum():,} | {np.mean((v - returns)[rows]):.1f} | {advantage[rows].mean():.2f} | "
+              f"{data['rewards'][rows].mean():.2f}")
 
 
 if __name__ == "__main__":
