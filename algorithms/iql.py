@@ -34,7 +34,7 @@ from offrl.train import main
 
 
 # Hyperparameters used only in arithmetic: a sweep may train several values in one program.
-PACKABLE = ("expectile", "beta")
+PACKABLE = ("expectile", "beta", "gamma")
 
 
 @dataclass
