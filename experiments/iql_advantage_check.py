@@ -8,8 +8,16 @@ return G of the logged episode, and whether the episode ends in a fall within 20
 Prints how Q and V compare with G, how much of the data sits at the advantage-weight clip,
 how A correlates with the reward and with the realized G - V, and what the 10% of actions
 with the highest advantage (the ones AWR weights most) have in common, and V - G, mean A and
-reward grouped by the steps left before the episode's fall. Used in
-experiments/results/iql_walker2d_medium.md.
+reward grouped by the steps left before the episode's fall.
+
+    python experiments/iql_advantage_check.py RUN_DIR --train-actors 40000
+
+also trains fresh actors by IQL's actor loss against these frozen advantages, side by side
+(per seed, from one initialization on the same batches), with the weights computed from (1) A itself,
+(2) A shuffled over the transitions (the same weight distribution, no ranking) and (3) no
+weights (BC with IQL's actor), 3 seeds each, and prints their normalized scores every tenth
+of the budget: if (1) falls below (2) and (3), the critic's ranking of the actions is at fault,
+not the weighting itself. Used in experiments/results/iql_walker2d_medium.md.
 """
 
 from __future__ import annotations
@@ -19,14 +27,17 @@ import json
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import yaml
 
 from offrl.data import load_dataset
+from offrl.evaluate import evaluate_policy, make_policy
 from offrl.learner import seed_slice
-from offrl.nets import CriticEnsemble, ValueNet
+from offrl.nets import CriticEnsemble, GaussianActor, ValueNet, gaussian_log_prob
 from offrl.rl import monte_carlo_returns
-from offrl.train import restore_run
+from offrl.train import algorithm_module, restore_run
 
 FALL_HORIZON = 20
 
@@ -34,6 +45,9 @@ FALL_HORIZON = 20
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--train-actors", type=int, default=0, metavar="UPDATES")
+    parser.add_argument("--actor-seeds", type=int, default=3)
+    parser.add_argument("--eval-episodes", type=int, default=10)
     args = parser.parse_args()
     _, states, preprocessing = restore_run(args.run_dir)
     state = seed_slice(states, 0)
@@ -73,7 +87,55 @@ def main() -> None:
     for name, rows in groups.items():
         print(f"{name} | {rows.sum():,} | {np.mean((v - returns)[rows]):.1f} | {advantage[rows].mean():.2f} | "
               f"{data['rewards'][rows].mean():.2f}")
+    if args.train_actors:
+        weightings = {"A": advantage, "A shuffled": np.random.default_rng(0).permutation(advantage),
+                      "no weights": None}
+        train_actors(weightings, data, saved, args.train_actors, args.eval_episodes, dataset, preprocessing,
+                     args.actor_seeds)
 
+
+def train_actors(weightings: dict, data: dict, saved: dict, updates: int, eval_episodes: int, dataset, preprocessing,
+                 seeds: int):
+    """IQL's actor loss and schedule, one actor per weighting and seed: the actors of a seed
+    share their initialization and batches, so they differ only by their weights."""
+    iql = algorithm_module("iql")
+    actor = GaussianActor(data["actions"].shape[1], tuple(saved["hidden_dims"]))
+    act = lambda actor_params, obs, rng, deterministic: actor.apply(actor_params, obs)[0]  # noqa: E731
+    optimizer = optax.adam(optax.cosine_decay_schedule(saved["actor_lr"], updates))
+    size = len(data["rewards"])
+    weights = jnp.stack([jnp.ones(size) if a is None
+                         else iql.advantage_weights(jnp.asarray(a), saved["beta"], saved["max_weight"])
+                         for a in weightings.values()])
+    per_seed = jax.vmap(lambda key: actor.init(key, data["observations"][:1]))(jax.random.split(jax.random.PRNGKey(0), seeds))
+    params = jax.tree.map(lambda x: jnp.stack([x] * len(weightings)), per_seed)  # (weightings, seeds, ...)
+    opt_states = jax.vmap(jax.vmap(optimizer.init))(params)
+    observations, actions = jnp.asarray(data["observations"]), jnp.asarray(data["actions"])
+
+    def loss(actor_params, sample_weights, rows):
+        mean, log_std = actor.apply(actor_params, observations[rows])
+        return (sample_weights[rows] * -gaussian_log_prob(mean, log_std, actions[rows])).mean()
+
+    def step(carry, key):
+        actor_params, opt_state = carry
+        rows = jax.random.randint(key, (seeds, saved["batch_size"]), 0, size)  # a seed's rows serve every weighting
+        per_seed_grad = jax.vmap(jax.grad(loss), in_axes=(0, None, 0))
+        grads = jax.vmap(per_seed_grad, in_axes=(0, 0, None))(actor_params, weights, rows)
+        changes, opt_state = jax.vmap(jax.vmap(optimizer.update))(grads, opt_state, actor_params)
+        return (optax.apply_updates(actor_params, changes), opt_state), None
+
+    chunk = updates // 10
+    run_chunk = jax.jit(lambda carry, key: jax.lax.scan(step, carry, jax.random.split(key, chunk))[0])
+    carry, key = (params, opt_states), jax.random.PRNGKey(1)
+    print(f"Actors trained on the frozen advantages (beta {saved['beta']:g}), normalized score, mean ± std over "
+          f"{seeds} seeds:")
+    print("updates | " + " | ".join(weightings))
+    for done in range(chunk, chunk * 10 + 1, chunk):
+        key, chunk_key = jax.random.split(key)
+        carry = run_chunk(carry, chunk_key)
+        scores = np.array([[dataset.normalized_score(evaluate_policy(
+            make_policy(act, jax.tree.map(lambda x: x[w, s], carry[0]), preprocessing), dataset.metadata.eval_env_spec,
+            eval_episodes, seed=0).mean()) for s in range(seeds)] for w in range(len(weightings))])
+        print(f"{done} | " + " | ".join(f"{row.mean():.1f} ± {row.std():.1f}" for row in scores), flush=True)
 
 if __name__ == "__main__":
     main()
