@@ -12,12 +12,12 @@ reward grouped by the steps left before the episode's fall.
 
     python experiments/iql_advantage_check.py RUN_DIR --train-actors 40000
 
-also trains fresh actors by IQL's actor loss against these frozen advantages, side by side
-(per seed, from one initialization on the same batches), with the weights computed from (1) A itself,
-(2) A shuffled over the transitions (the same weight distribution, no ranking) and (3) no
-weights (BC with IQL's actor), 3 seeds each, and prints their normalized scores every tenth
-of the budget: if (1) falls below (2) and (3), the critic's ranking of the actions is at fault,
-not the weighting itself. Used in experiments/results/iql_walker2d_medium.md.
+also trains fresh actors by IQL's actor loss against these frozen advantages, 3 seeds, with
+weights from (1) A itself, (2) A shuffled over the transitions (the same weights, no
+ranking) and (3) no weights (BC with IQL's actor); a seed's three actors share their
+initialization and batches. It prints their normalized scores every tenth of the budget:
+if (1) falls below (2) and (3), the critic's ranking of the actions is at fault, not the
+weighting itself. Used in experiments/results/iql_walker2d_medium.md.
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ def train_actors(weightings: dict, data: dict, saved: dict, updates: int, eval_e
     weights = jnp.stack([jnp.ones(size) if a is None
                          else iql.advantage_weights(jnp.asarray(a), saved["beta"], saved["max_weight"])
                          for a in weightings.values()])
-    per_seed = jax.vmap(lambda key: actor.init(key, data["observations"][:1]))(jax.random.split(jax.random.PRNGKey(0), seeds))
+    init_keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+    per_seed = jax.vmap(lambda key: actor.init(key, data["observations"][:1]))(init_keys)
     params = jax.tree.map(lambda x: jnp.stack([x] * len(weightings)), per_seed)  # (weightings, seeds, ...)
     opt_states = jax.vmap(jax.vmap(optimizer.init))(params)
     observations, actions = jnp.asarray(data["observations"]), jnp.asarray(data["actions"])
@@ -136,6 +137,7 @@ def train_actors(weightings: dict, data: dict, saved: dict, updates: int, eval_e
             make_policy(act, jax.tree.map(lambda x: x[w, s], carry[0]), preprocessing), dataset.metadata.eval_env_spec,
             eval_episodes, seed=0).mean()) for s in range(seeds)] for w in range(len(weightings))])
         print(f"{done} | " + " | ".join(f"{row.mean():.1f} ± {row.std():.1f}" for row in scores), flush=True)
+
 
 if __name__ == "__main__":
     main()
