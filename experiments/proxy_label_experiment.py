@@ -12,7 +12,8 @@ For each suite dataset (generated if missing) and algorithm, four settings:
 It also measures the IDM's action error on the held-out true actions: the proxy actions
 of (b) against the logged actions of the same transitions in the full dataset. Results go
 to experiments/results/<out>.json and <out>.md (default proxy_label_<updates>k); runs to
-runs/<out>/<dataset>/. A finished run is reused and a killed one resumes from its last
+runs/<out>/<dataset>/; the results of datasets not named in --datasets are kept from the
+results file when it was made at the same updates and seeds. A finished run is reused and a killed one resumes from its last
 checkpoint (every tenth of the budget), and the proxy-labelled dataset is relabelled only
 when missing or made with other IDM settings, so the experiment can be spread over
 several sessions.
@@ -86,7 +87,12 @@ def main_cli() -> None:
                         "(default proxy_label_<updates in thousands>k)")
     args = parser.parse_args()
     args.out = args.out or f"proxy_label_{args.updates // 1000}k"
-    results = {}
+    results_file = RESULTS / f"{args.out}.json"
+    earlier = json.loads(results_file.read_text()) if results_file.exists() else {}
+    # Datasets finished in an earlier session at the same budget keep their results, so
+    # the datasets can be run in different sessions (and on machines that lost runs/).
+    same_budget = (earlier.get("updates"), earlier.get("seeds")) == (args.updates, args.seeds)
+    results = earlier["results"] if same_budget else {}
     for name in args.datasets.split(","):
         full_id = ensure_dataset(name)
         split = split_labels(full_id, 0.1, "lowest-return-50%", seed=0, overwrite=True)
@@ -105,10 +111,10 @@ def main_cli() -> None:
         entry["scores"]["bc (d) on (b)"] = train_scores("bc", proxy_id, runs / "bc_d", args.updates, args.seeds)
         results[name] = entry
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"{args.out}.json").write_text(json.dumps(
+        results_file.write_text(json.dumps(
             {"updates": args.updates, "seeds": args.seeds, "results": results}, indent=1))
     lines = ["# Proxy labelling (issue 6)", "", f"Command: `python experiments/proxy_label_experiment.py "
-             f"--datasets {args.datasets} --algos {args.algos} --updates {args.updates} --seeds {args.seeds} "
+             f"--datasets {','.join(results)} --algos {args.algos} --updates {args.updates} --seeds {args.seeds} "
              f"--idm-steps {args.idm_steps} --out {args.out}`.",
              "Final normalized scores, mean ± std over seeds.", ""]
     for name, entry in results.items():
