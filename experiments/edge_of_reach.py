@@ -15,7 +15,8 @@ runs/edge_of_reach/<agent>_<dataset>_s<seeds>/, where a finished run of the same
 seeds is reused and a killed one resumes from its last checkpoint. The report gathers every
 run of each agent at this budget, so seeds can be trained in separate calls (--seeds 1, then
 --seeds 2: on 2 CPU cores one seed at a time is as fast as vmapped ones); an unfinished run
-is reported up to its last evaluation.
+is reported up to its last evaluation. Seeds in the earlier results file of this budget
+whose runs are gone are kept from that file.
 """
 
 from __future__ import annotations
@@ -70,6 +71,19 @@ def merged_seed_curves(runs: list[list[dict]], key: str) -> dict[int, list[tuple
     return dict(sorted(item for rows in runs for item in seed_curves(rows, key).items()))
 
 
+def recorded_curves(report: Path, args) -> dict[str, dict[str, dict[int, list]]]:
+    """The curves of an earlier report of this dataset and budget, by agent, key and seed:
+    seeds whose run directories are gone (another machine, a cleaned runs/) stay reported."""
+    if not report.is_file():
+        return {}
+    earlier = json.loads(report.read_text())
+    if (earlier["dataset"], earlier["updates"], earlier["rollout_batch"]) != (args.dataset, args.updates,
+                                                                            args.rollout_batch):
+        return {}
+    return {agent: {key: {int(seed): points for seed, points in result[key].items()} for key in ("q_mean", "score")}
+            for agent, result in earlier["agents"].items()}
+
+
 def markdown_table(args, results: dict) -> str:
     """Mean Q on training batches and normalized score (mean ± std over seeds) at each evaluation."""
     steps = sorted({step for result in results.values() for points in result["score"].values() for step, _ in points})
@@ -101,6 +115,8 @@ def main() -> None:
     ravl = algorithm_module("ravl")
     program = model_based_program(simulator_step(env_id), prepare=no_model)
     name = dataset_config_name(args.dataset)
+    stem = RESULTS / f"edge_of_reach_{name}_{args.updates // 1000}k"
+    recorded = recorded_curves(stem.with_suffix(".json"), args)
     results = {}
     for agent, extra in AGENTS.items():
         if agent in args.agents.split(","):
@@ -117,14 +133,15 @@ def main() -> None:
         # every run of this agent and budget, whatever its seeds; an unfinished one (killed,
         # not chosen now) is reported up to its last evaluation
         runs = [read_metrics(run_dir) for run_dir in agent_runs(agent, name, args.updates)]
-        scores = merged_seed_curves(runs, "eval/normalized_score")
+        earlier = recorded.get(agent, {"q_mean": {}, "score": {}})
+        scores = dict(sorted({**earlier["score"], **merged_seed_curves(runs, "eval/normalized_score")}.items()))
         if not scores:  # no run, or killed before its first evaluation
             continue
-        results[agent] = {"q_mean": merged_seed_curves(runs, "q_mean"), "score": scores,
+        q_mean = dict(sorted({**earlier["q_mean"], **merged_seed_curves(runs, "q_mean")}.items()))
+        results[agent] = {"q_mean": q_mean, "score": scores,
                           "last_step": max(points[-1][0] for points in scores.values()),
                           "final_score": [points[-1][1] for points in scores.values()]}
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"edge_of_reach_{name}_{args.updates // 1000}k"
     stem.with_suffix(".json").write_text(json.dumps(
         {"dataset": args.dataset, "updates": args.updates,
          "rollout_batch": args.rollout_batch, "agents": results}, indent=1))
