@@ -13,10 +13,10 @@ It also measures the IDM's action error on the held-out true actions: the proxy 
 of (b) against the logged actions of the same transitions in the full dataset. Results go
 to experiments/results/<out>.json and <out>.md (default proxy_label_<updates>k); runs to
 runs/<out>/<dataset>/; the results of datasets not named in --datasets are kept from the
-results file when it was made at the same updates and seeds. A finished run is reused and a killed one resumes from its last
-checkpoint (every tenth of the budget), and the proxy-labelled dataset is relabelled only
-when missing or made with other IDM settings, so the experiment can be spread over
-several sessions.
+results file when it was made at the same updates and seeds. A finished run is reused and
+a killed one resumes from its last checkpoint (every tenth of the budget), and the
+proxy-labelled dataset is relabelled only when missing or made with other IDM settings, so
+the experiment can be spread over several sessions.
 """
 
 from __future__ import annotations
@@ -32,23 +32,32 @@ from offrl.data import load_dataset, local_dataset_ids
 from offrl.data.labels import split_labels
 from offrl.idm import IDMConfig, proxy_label
 from offrl.logging import read_metrics, seed_curves
-from offrl.runs import resume_flag, run_status
+from offrl.runs import TrainingDiverged, resume_flag, run_status
 from offrl.suite import ensure_dataset
 from offrl.train import REPO_ROOT, algorithm_module, main
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def train_scores(algo: str, dataset_id: str, run_dir: Path, updates: int, seeds: str) -> list[float]:
-    """Each seed's final normalized score, training (or resuming) the run unless it finished."""
+def train_scores(algo: str, dataset_id: str, run_dir: Path, updates: int, seeds: str) -> list[float] | str:
+    """Each seed's final normalized score, training (or resuming) the run unless it finished.
+    A run that diverges is reported by what diverged instead; that is kept in the run
+    directory, so a later call does not resume it into the same divergence."""
+    diverged = run_dir / "diverged.txt"
+    if diverged.is_file():
+        return diverged.read_text()
     status = run_status(run_dir, updates, seeds)
     if status != "finished":
         module = algorithm_module(algo)
         every = str(max(updates // 10, 1000))
-        main(module.make, module.Config, algo, [
-            "--dataset", dataset_id, "--num_updates", str(updates), "--seeds", seeds,
-            "--eval_every", str(updates), "--checkpoint_every", every, "--wandb", "disabled",
-            "--run_dir", str(run_dir), *resume_flag(run_dir, status)])
+        try:
+            main(module.make, module.Config, algo, [
+                "--dataset", dataset_id, "--num_updates", str(updates), "--seeds", seeds,
+                "--eval_every", str(updates), "--checkpoint_every", every, "--wandb", "disabled",
+                "--run_dir", str(run_dir), *resume_flag(run_dir, status)])
+        except TrainingDiverged as error:
+            diverged.write_text(str(error).split(". Last good")[0])  # what diverged, without the advice
+            return diverged.read_text()
     scores = seed_curves(read_metrics(run_dir), "eval/normalized_score")
     return [points[-1][1] for points in scores.values()]
 
@@ -74,6 +83,11 @@ def idm_action_error(full_id: str, proxy_id: str, labelled_id: str) -> dict[str,
     error = proxy_actions - true_actions
     return {"mse": float((error ** 2).mean()), "mae": float(np.abs(error).mean()),
             "true_action_variance": float(true_actions.var())}
+
+
+def score_cell(scores: list[float] | str) -> str:
+    """Mean ± std over seeds, or what diverged (its |metric| bars escaped for the table)."""
+    return scores.replace("|", "\\|") if isinstance(scores, str) else f"{np.mean(scores):.1f} ± {np.std(scores):.1f}"
 
 
 def main_cli() -> None:
@@ -124,7 +138,7 @@ def main_cli() -> None:
                   f"{idm['validation_action_mse']:.4f} on held-out labelled trajectories; on the unlabelled "
                   f"transitions MSE {error['mse']:.4f}, MAE {error['mae']:.4f} "
                   f"(true action variance {error['true_action_variance']:.4f}).", "", "| setting | score |", "|---|---|"]
-        lines += [f"| {setting} | {np.mean(v):.1f} ± {np.std(v):.1f} |" for setting, v in entry["scores"].items()]
+        lines += [f"| {setting} | {score_cell(scores)} |" for setting, scores in entry["scores"].items()]
         lines.append("")
     (RESULTS / f"{args.out}.md").write_text("\n".join(lines))
     print("\n".join(lines))
