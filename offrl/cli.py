@@ -82,8 +82,10 @@ def datasets_convert(args: argparse.Namespace) -> int:
 def datasets_generate(args: argparse.Namespace) -> int:
     from offrl import suite  # imports jax: only for this command
 
+    layout = {key: value for key, value in (("num_envs", args.num_envs), ("streams", args.streams))
+              if value is not None}  # unset: generate's defaults, those of the shipped datasets
     report = suite.generate(args.name, steps=args.steps, seed=args.seed, overwrite=args.overwrite,
-                            policy_dir=args.policies, num_envs=args.num_envs, workers=args.workers)
+                            policy_dir=args.policies, workers=args.workers, **layout)
     dataset = data.load_dataset(report.dataset_id)
     summary = dataset.summary()
     console.print(f"Wrote [bold]{report.dataset_id}[/]: {report.episodes:,} episodes, {report.steps:,} steps "
@@ -196,8 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     generate.add_argument("--policies", type=Path, default=None, help="a directory with manifest.json "
                                                                       "(default: datasets/policies)")
-    generate.add_argument("--num-envs", type=int, default=16, help="environments stepped side by side")
-    generate.add_argument("--workers", type=int, help="processes stepping them (default: one per core)")
+    generate.add_argument("--num-envs", type=int, help="environments stepped side by side, in all (default 32)")
+    generate.add_argument("--streams", type=int, help="independently seeded streams the environments are split "
+                          "into (default 14; the data depend on --seed, --num-envs and --streams)")
+    generate.add_argument("--workers", type=int, help="processes stepping the streams (default: one per core); "
+                          "they change the speed, not the data")
     generate.set_defaults(run=datasets_generate)
     split = actions.add_parser("split-labels", help="split into a labelled and an action-free dataset")
     split.add_argument("id")

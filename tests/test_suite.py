@@ -60,7 +60,7 @@ def test_medium_replay_follows_training_progress(tiny_policies):
                                          ("medium-replay", 1), ("medium-expert", 2)])
 def test_every_kind_generates_an_exact_loadable_dataset(tiny_policies, kind, factor):
     report = suite.generate(f"hopper-{kind}", steps=600, seed=1, policy_dir=tiny_policies, num_envs=4,
-                            workers=1, show_progress=False)
+                            streams=2, workers=1, show_progress=False)
     dataset = load_dataset(report.dataset_id)
     assert report.dataset_id == f"offrl/hopper/{kind}-v0"
     assert dataset.num_transitions == 600 * factor == report.steps
@@ -76,20 +76,20 @@ def test_every_kind_generates_an_exact_loadable_dataset(tiny_policies, kind, fac
     assert dataset.terminals.sum() > 0
 
 
-def test_generation_is_seeded_in_worker_processes(tiny_policies):
-    def actions(seed):
+def test_generation_depends_on_the_seed_not_on_the_worker_processes(tiny_policies):
+    def actions(seed, workers):
         report = suite.generate("hopper-medium", steps=300, seed=seed, policy_dir=tiny_policies, num_envs=4,
-                                workers=2, overwrite=True, show_progress=False)
+                                streams=2, workers=workers, overwrite=True, show_progress=False)
         return load_dataset(report.dataset_id).actions
 
-    first, again, other = actions(5), actions(5), actions(6)
-    np.testing.assert_array_equal(first, again)
-    assert not np.array_equal(first, other)
+    in_workers, in_process, other = actions(5, workers=2), actions(5, workers=1), actions(6, workers=2)
+    np.testing.assert_array_equal(in_workers, in_process)
+    assert not np.array_equal(in_workers, other)
 
 
 def test_generate_command_and_its_errors(tiny_policies, capsys):
     assert cli_main(["datasets", "generate", "hopper-expert", "--steps", "200",
-                     "--policies", str(tiny_policies), "--num-envs", "2", "--workers", "1"]) == 0
+                     "--policies", str(tiny_policies), "--num-envs", "2", "--streams", "1", "--workers", "1"]) == 0
     assert "offrl/hopper/expert-v0" in capsys.readouterr().out
     assert cli_main(["datasets", "generate", "hopper-expert", "--steps", "200",
                      "--policies", str(tiny_policies)]) == 2
