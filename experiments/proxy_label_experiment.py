@@ -112,21 +112,26 @@ def main_cli() -> None:
         split = split_labels(full_id, 0.1, "lowest-return-50%", seed=0, overwrite=True)
         proxy_id = full_id.replace("-v0", "-proxy10-v0")
         idm = proxy_labelled(split.labelled_id, split.unlabelled_id, proxy_id, IDMConfig(max_steps=args.idm_steps))
-        entry = {"idm_training": idm,
-                 "idm_error_on_unlabelled": idm_action_error(full_id, proxy_id, split.labelled_id),
-                 "data_score": load_dataset(full_id).summary()["normalized_return_mean"], "scores": {}}
+        results[name] = entry = {
+            "idm_training": idm, "idm_error_on_unlabelled": idm_action_error(full_id, proxy_id, split.labelled_id),
+            "data_score": load_dataset(full_id).summary()["normalized_return_mean"], "scores": {}}
+        settings = [(f"{algo} {setting}", algo, dataset_id, f"{algo}_{setting[1]}")
+                    for algo in args.algos.split(",")
+                    for setting, dataset_id in (("(a) full", full_id), ("(b) 10% + proxy", proxy_id),
+                                                ("(c) 10% only", split.labelled_id))]
+        settings.append(("bc (d) on (b)", "bc", proxy_id, "bc_d"))
         runs = REPO_ROOT / "runs" / args.out / name
-        for algo in args.algos.split(","):
-            entry["scores"][f"{algo} (a) full"] = train_scores(algo, full_id, runs / f"{algo}_a", args.updates, args.seeds)
-            entry["scores"][f"{algo} (b) 10% + proxy"] = train_scores(algo, proxy_id, runs / f"{algo}_b", args.updates,
-                                                                     args.seeds)
-            entry["scores"][f"{algo} (c) 10% only"] = train_scores(algo, split.labelled_id, runs / f"{algo}_c",
-                                                                  args.updates, args.seeds)
-        entry["scores"]["bc (d) on (b)"] = train_scores("bc", proxy_id, runs / "bc_d", args.updates, args.seeds)
-        results[name] = entry
-        RESULTS.mkdir(exist_ok=True)
-        results_file.write_text(json.dumps(
-            {"updates": args.updates, "seeds": args.seeds, "results": results}, indent=1))
+        for setting, algo, dataset_id, run_name in settings:
+            entry["scores"][setting] = train_scores(algo, dataset_id, runs / run_name, args.updates, args.seeds)
+            write_results(args, results)  # after every run: a session cut short keeps what finished
+    print(write_results(args, results))
+
+
+def write_results(args, results: dict) -> str:
+    """<out>.json and <out>.md from the results so far; returns the markdown."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(
+        {"updates": args.updates, "seeds": args.seeds, "results": results}, indent=1))
     lines = ["# Proxy labelling (issue 6)", "", f"Command: `python experiments/proxy_label_experiment.py "
              f"--datasets {','.join(results)} --algos {args.algos} --updates {args.updates} --seeds {args.seeds} "
              f"--idm-steps {args.idm_steps} --out {args.out}`.",
@@ -137,12 +142,13 @@ def main_cli() -> None:
                   f"IDM: {idm['steps']:,} gradient steps ({idm['seconds'] / 60:.0f} min), validation action MSE "
                   f"{idm['validation_action_mse']:.4f} on held-out labelled trajectories; on the unlabelled "
                   f"transitions MSE {error['mse']:.4f}, MAE {error['mae']:.4f} "
-                  f"(true action variance {error['true_action_variance']:.4f}).", "", "| setting | score |", "|---|---|"]
+                  f"(true action variance {error['true_action_variance']:.4f}).", "",
+                  "| setting | score |", "|---|---|"]
         lines += [f"| {setting} | {score_cell(scores)} |" for setting, scores in entry["scores"].items()]
         lines.append("")
-    (RESULTS / f"{args.out}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
-
+    markdown = "\n".join(lines)
+    (RESULTS / f"{args.out}.md").write_text(markdown)
+    return markdown
 
 if __name__ == "__main__":
     main_cli()
