@@ -134,10 +134,10 @@ def main() -> None:
         # not chosen now) is reported up to its last evaluation
         runs = [read_metrics(run_dir) for run_dir in agent_runs(agent, name, args.updates)]
         earlier = recorded.get(agent, {"q_mean": {}, "score": {}})
-        scores = dict(sorted({**earlier["score"], **merged_seed_curves(runs, "eval/normalized_score")}.items()))
+        q_mean, scores = (dict(sorted({**earlier[key], **merged_seed_curves(runs, metric)}.items()))
+                          for key, metric in (("q_mean", "q_mean"), ("score", "eval/normalized_score")))
         if not scores:  # no run, or killed before its first evaluation
             continue
-        q_mean = dict(sorted({**earlier["q_mean"], **merged_seed_curves(runs, "q_mean")}.items()))
         results[agent] = {"q_mean": q_mean, "score": scores,
                           "last_step": max(points[-1][0] for points in scores.values()),
                           "final_score": [points[-1][1] for points in scores.values()]}

@@ -8,7 +8,8 @@ data's own average, which the first run should show. Measured 2026-11-23 on 2 CP
 with a fresh dataset store (`MINARI_DATASETS_PATH` pointed at an empty directory), 40k
 updates: IQL 26.6 at the end (best 34.0 at 35k) against a data average of 8.1 (seed 0;
 `make train` 4 min 10 s in all, generation included). Earlier, with the suite copy of the
-dataset and IQL's update of that day, seeds 0/1/2 ended at 28.3/32.5/28.0; TD3+BC 23.0. On hopper-medium at the same budget every
+dataset and IQL's update of that day, seeds 0/1/2 ended at 28.3/32.5/28.0; TD3+BC 23.0.
+On hopper-medium at the same budget every
 algorithm stayed near the data (TD3+BC 28.6, IQL 26.0, data 29.0).
 """
 
