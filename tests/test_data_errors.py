@@ -42,6 +42,14 @@ def test_unknown_id_fails_at_once_without_touching_the_network(no_network):
         load_dataset("d4rl/hopper/medium-v2")
 
 
+def test_missing_suite_dataset_names_the_command_that_generates_it(no_network):
+    with pytest.raises(DatasetNotFoundError, match="offrl datasets generate hopper-medium-replay"):
+        load_dataset("offrl/hopper/medium-replay-v0")
+    with pytest.raises(DatasetNotFoundError) as not_generated:
+        load_dataset("offrl/hopper/medium-replay-labelled10-v0")
+    assert "generate" not in str(not_generated.value)
+
+
 def test_download_without_network_says_so(monkeypatch):
     def unreachable(*args, **kwargs):
         raise OSError("network unreachable")

@@ -53,6 +53,8 @@ def dataset_path(dataset_id: str) -> Path:
 
 
 DATASET_ID = re.compile(r"(?:[A-Za-z0-9_.-]+/)*[A-Za-z0-9_.-]+-v\d+")
+# Ids of the D4RL-style suite that offrl generates itself (offrl.suite), e.g. offrl/hopper/medium-v0.
+SUITE_ID = re.compile(r"offrl/(?P<env>[A-Za-z0-9_]+)/(?P<kind>random|medium|expert|medium-replay|medium-expert)-v0")
 
 
 def _check_id(dataset_id: str) -> None:
@@ -78,9 +80,13 @@ def _network_reachable(timeout_s: float = 1.0) -> bool:
 def _not_found(dataset_id: str) -> DatasetNotFoundError:
     close = difflib.get_close_matches(dataset_id, local_dataset_ids(), n=3)
     hint = f" Similar local ids: {', '.join(close)}." if close else ""
+    suite = SUITE_ID.fullmatch(dataset_id)
+    generate = (f"  - generate it from the shipped policies:  offrl datasets generate {suite['env']}-{suite['kind']}\n"
+                if suite else "")
     return DatasetNotFoundError(
         f"Dataset '{dataset_id}' is not in the local Minari store ({datasets_root()}).{hint}\n"
         "Get it one of these ways:\n"
+        f"{generate}"
         "  - convert a file you have:  offrl datasets convert {d4rl,neorl,neorl2} FILE --id ID\n"
         "  - download from Minari's remote (needs network): `offrl datasets info ID --download` or load_dataset(ID, download=True)\n"
         "  - or point MINARI_DATASETS_PATH at the store that holds it; `offrl datasets list` "
