@@ -32,7 +32,7 @@ from offrl.data import load_dataset, local_dataset_ids
 from offrl.data.labels import split_labels
 from offrl.idm import IDMConfig, proxy_label
 from offrl.logging import read_metrics, seed_curves
-from offrl.runs import TrainingDiverged, resume_flag, run_status
+from offrl.runs import TrainingDiverged, divergence, resume_flag, run_status
 from offrl.suite import ensure_dataset
 from offrl.train import REPO_ROOT, algorithm_module, main
 
@@ -41,12 +41,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def train_scores(algo: str, dataset_id: str, run_dir: Path, updates: int, seeds: str) -> list[float] | str:
     """Each seed's final normalized score, training (or resuming) the run unless it finished.
-    A run that diverges is reported by what diverged instead; that is kept in the run
-    directory, so a later call does not resume it into the same divergence."""
-    diverged = run_dir / "diverged.txt"
-    if diverged.is_file():
-        return diverged.read_text()
+    A run that diverges (now or in an earlier call) is reported by what diverged instead."""
     status = run_status(run_dir, updates, seeds)
+    if status == "diverged":
+        return divergence(run_dir)
     if status != "finished":
         module = algorithm_module(algo)
         every = str(max(updates // 10, 1000))
@@ -55,9 +53,8 @@ def train_scores(algo: str, dataset_id: str, run_dir: Path, updates: int, seeds:
                 "--dataset", dataset_id, "--num_updates", str(updates), "--seeds", seeds,
                 "--eval_every", str(updates), "--checkpoint_every", every, "--wandb", "disabled",
                 "--run_dir", str(run_dir), *resume_flag(run_dir, status)])
-        except TrainingDiverged as error:
-            diverged.write_text(str(error).split(". Last good")[0])  # what diverged, without the advice
-            return diverged.read_text()
+        except TrainingDiverged:
+            return divergence(run_dir)
     scores = seed_curves(read_metrics(run_dir), "eval/normalized_score")
     return [points[-1][1] for points in scores.values()]
 

@@ -152,7 +152,10 @@ def sweep(args: argparse.Namespace) -> int:
         results = sweeps.run_ray(todo, root, args.ray, args.cpus_per_run, args.gpus_per_run)
     else:
         results = sweeps.run_local(todo, root, args.workers)
-    console.print(f"Finished {len(results)} runs under {root / spec.name}; summarize with "
+    diverged = [result for result in results if result["diverged"]]
+    for result in diverged:
+        console.print(f"{result['run']}: {result['diverged']}")
+    console.print(f"Finished {len(results)} runs under {root / spec.name} ({len(diverged)} diverged); summarize with "
                   f"`offrl report {root / spec.name}`")
     return 0
 

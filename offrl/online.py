@@ -40,7 +40,7 @@ from offrl.config import OnlineConfig, save_config
 from offrl.data.preprocess import Preprocessing
 from offrl.learner import Algorithm, init_states, make_train_steps
 from offrl.logging import RunLogger
-from offrl.runs import RunResult, check_divergence, default_run_dir, evaluate_seeds
+from offrl.runs import RunResult, check_divergence, default_run_dir, evaluate_seeds, open_run_dir
 
 ONLINE_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "next_actions")
 
@@ -233,8 +233,7 @@ def train_online(make_algorithm, config: OnlineConfig, algo: str, show_progress:
     obs_dim = int(np.prod(probe.observation_space.shape))
     act_dim = int(np.prod(probe.action_space.shape))
     preprocessing = action_preprocessing(probe.action_space)
-    run_dir = Path(config.resume or config.run_dir or default_run_dir(algo, config.env, config.seeds))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = open_run_dir(Path(config.resume or config.run_dir or default_run_dir(algo, config.env, config.seeds)))
     if not config.resume:
         save_config(config, run_dir / "config.yaml")
         preprocessing.save(run_dir / "preprocessing.json")

@@ -6,7 +6,8 @@ Every directory under the given paths that holds a run (run.json and metrics.jso
 read. Per algorithm x dataset: the final normalized score (the last evaluation) and the
 best one (the best evaluation) of each seed. A run that stopped before its planned budget
 (killed, or still running) is reported at its last evaluation with the step it reached
-("at 60k of 100k") and left out of the aggregates, which compare scores at the budget.
+("at 60k of 100k") and left out of the aggregates, which compare scores at the budget; a
+run that diverged is marked so, and listed with what diverged.
 Written to DIR (default: the first path):
 - report.md: a table of final and best scores, mean ± std over seeds, beside the
   dataset's own normalized return (when the dataset is local) and, with --reference, a
@@ -35,7 +36,7 @@ import numpy as np  # noqa: E402
 
 from offrl.config import dataset_config_name  # noqa: E402
 from offrl.logging import read_metrics  # noqa: E402
-from offrl.runs import planned_steps  # noqa: E402
+from offrl.runs import DIVERGED, divergence, planned_steps  # noqa: E402
 
 SCORE = "eval/normalized_score"
 
@@ -49,6 +50,7 @@ class RunScores:
     point: str = ""  # packed hyperparameter values, e.g. "actor_bc_coef=0.01"
     data_score: float | None = None  # the training data's mean normalized return, as recorded by the run
     planned: int | None = None  # the steps the run was configured for (None: not recorded)
+    diverged: bool = False
 
     @property
     def reached(self) -> int:
@@ -84,7 +86,8 @@ def find_runs(paths: list[Path]) -> list[RunScores]:
                 points[label][row["seed"]].append((row["step"], row[SCORE]))
             for label, curves in points.items():
                 runs.append(RunScores(run_dir, meta["algorithm"], meta.get("dataset") or meta.get("env", ""),
-                                      dict(curves), label, meta.get("data_normalized_return"), planned))
+                                      dict(curves), label, meta.get("data_normalized_return"), planned,
+                                      divergence(run_dir) is not None))
     if not runs:
         raise FileNotFoundError(f"No runs with normalized evaluation scores under {', '.join(map(str, paths))}.")
     return runs
@@ -195,7 +198,8 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
                 cell = f"{np.mean(values):.1f} ± {np.std(values):.1f} (n={len(values)})" if values else "–"
                 stopped = [run for run in group_runs if not run.finished]
                 if stopped:
-                    cell += (f" at {_steps(min(run.reached for run in stopped))}"
+                    how = "diverged at" if any(run.diverged for run in stopped) else "at"
+                    cell += (f" {how} {_steps(min(run.reached for run in stopped))}"
                              f" of {_steps(max(run.planned for run in stopped))}")
                 if name in published:
                     cell += f" [{published[name]}]"
@@ -207,6 +211,9 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
     if len(aggregated) < len(algorithms):
         lines += ["Entries marked 'at N of M' stopped before their budget: their scores are at the "
                   "last evaluation, and the aggregates leave them out.", ""]
+    diverged = sorted(record.parent for root in paths for record in Path(root).rglob(DIVERGED))
+    if diverged:  # those that diverged before their first evaluation are in no table
+        lines += ["## Diverged runs", ""] + [f"- {run_dir}: {divergence(run_dir)}" for run_dir in diverged] + [""]
     lines += ["## Aggregates of final scores (rliable, 95% stratified bootstrap CIs)", ""]
     if at_budget and len(common) < len(datasets):
         lines += [f"Over the datasets every aggregated algorithm finished: {', '.join(sorted(common))}.", ""]
@@ -215,7 +222,7 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
               "scores": {f"{name}|{dataset}": {"final": sum((r.final for r in rs), []), "best": sum((r.best for r in rs), []),
                                                "finished": all(r.finished for r in rs)}
                          for (name, dataset), rs in groups.items()},
-              "aggregates": {}}
+              "diverged": {str(run_dir): divergence(run_dir) for run_dir in diverged}, "aggregates": {}}
     if not at_budget:
         lines += ["None: no dataset has runs at their budget from every algorithm that has any.", ""]
         (out / "report.md").write_text("\n".join(lines))

@@ -18,6 +18,7 @@ from offrl.learner import seed_slice
 from offrl.logging import read_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DIVERGED = "diverged.txt"  # what diverged and by which update, left in the run directory by check_divergence
 
 
 class TrainingDiverged(RuntimeError):
@@ -38,6 +39,20 @@ def default_run_dir(algo: str, target: str, seeds: str) -> Path:
     return REPO_ROOT / "runs" / algo / dataset_config_name(target) / f"{stamp}-s{seeds.replace(',', '_')}"
 
 
+def open_run_dir(run_dir: Path) -> Path:
+    """Creates the run directory. A run started or resumed there is no longer the one that
+    diverged, so an old divergence record goes; check_divergence writes it again if need be."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / DIVERGED).unlink(missing_ok=True)
+    return run_dir
+
+
+def divergence(run_dir: Path) -> str | None:
+    """What diverged in this run, by which update; None if it did not diverge."""
+    record = run_dir / DIVERGED
+    return record.read_text() if record.is_file() else None
+
+
 def planned_steps(run_dir: Path) -> int:
     """The steps a run was planned for: offline updates plus online steps, or env steps."""
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -46,16 +61,21 @@ def planned_steps(run_dir: Path) -> int:
 
 def run_status(run_dir: Path, total_steps: int, seeds: str | None = None) -> str:
     """For experiments that reuse their runs: 'finished' (run_dir holds a run of `total_steps`
-    steps with these seeds, or with any seeds if None), 'resumable' (a killed such run with a
-    checkpoint: continue it with `--resume run_dir`) or 'new' (no run there). A run of other
-    seeds or another budget raises: it must be removed first, since extending it would not
-    equal a run planned for the new budget (learning-rate schedules span the planned steps)."""
-    if not (run_dir / "metrics.jsonl").is_file():
+    steps with these seeds, or with any seeds if None), 'diverged' (it stopped on divergence:
+    resuming it would diverge again, since a resumed run repeats the uninterrupted one; see
+    `divergence`), 'resumable' (a killed such run with a checkpoint: continue it with
+    `--resume run_dir`) or 'new' (no run there). A run of other seeds or another budget
+    raises: it must be removed first, since extending it would not equal a run planned for
+    the new budget (learning-rate schedules span the planned steps)."""
+    logged = (run_dir / "metrics.jsonl").is_file()
+    if not logged and divergence(run_dir) is None:
         return "new"
-    last = max(row["step"] for row in read_metrics(run_dir))
+    last = max(row["step"] for row in read_metrics(run_dir)) if logged else 0
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     planned = planned_steps(run_dir)
     if planned == total_steps and seeds in (None, str(saved["seeds"])):
+        if divergence(run_dir) is not None:
+            return "diverged"
         if last == total_steps:
             return "finished"
         if checkpoint.latest(run_dir) is not None:
@@ -66,7 +86,10 @@ def run_status(run_dir: Path, total_steps: int, seeds: str | None = None) -> str
 
 
 def resume_flag(run_dir: Path, status: str) -> list[str]:
-    """The command-line flag that continues a run `run_status` found resumable."""
+    """The command-line flag that continues a run `run_status` found resumable. A diverged
+    run is not trained again: that would repeat its divergence."""
+    if status == "diverged":
+        raise TrainingDiverged(f"{run_dir}: {divergence(run_dir)}. Remove it to train again with other settings.")
     return ["--resume", str(run_dir)] if status == "resumable" else []
 
 
@@ -92,9 +115,10 @@ def check_divergence(step: int, finite: np.ndarray, metrics: dict[str, np.ndarra
             if abs(value) > threshold:
                 problems.append(f"seed {seed}: |{name}| = {abs(value):.3g} > {threshold:g}")
     if problems:
+        what = f"Training diverged by update {step}: " + "; ".join(problems)
+        (run_dir / DIVERGED).write_text(what)
         good = checkpoint.latest(run_dir)
         raise TrainingDiverged(
-            f"Training diverged by update {step}: " + "; ".join(problems) + ". Last good "
-            f"checkpoint: {good or 'none yet'}. Lower the learning rates, check the data for "
-            "outliers, or resume from that checkpoint with --resume " + str(run_dir) + "."
+            f"{what}. Last good checkpoint: {good or 'none yet'}. Lower the learning rates, check the data "
+            "for outliers, or resume from that checkpoint with --resume " + str(run_dir) + "."
         )

@@ -25,8 +25,8 @@ algorithm declares PACKABLE (e.g. ReBRAC's BC coefficients) are packed into one 
 program too, their values passed as traced values (`--no-pack` keeps them apart). Runs
 are independent processes: up to `--workers`
 at a time locally, or one Ray task each (CPUs and GPUs declared, retried if a worker dies).
-A finished run writes result.json; re-running the sweep skips it, and resumes a run that
-was cut off from its last checkpoint.
+A finished or diverged run writes result.json; re-running the sweep skips it, and resumes
+a run that was cut off from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import numpy as np
 import yaml
 
 from offrl.config import dataset_config_name
-from offrl.runs import REPO_ROOT
+from offrl.runs import REPO_ROOT, TrainingDiverged, divergence
 
 SWEEP_ROOT = REPO_ROOT / "runs" / "sweeps"
 RESULT = "result.json"
@@ -165,17 +165,23 @@ def is_finished(run: SweepRun, root: Path) -> bool:
 
 
 def run_one(run: SweepRun, root: Path) -> dict:
-    """Train one run (resuming it if it was cut off) and write its result.json."""
+    """Train one run (resuming it if it was cut off) and write its result.json. A run that
+    diverges is a result too (its `diverged` says what diverged), so the sweep goes on and a
+    rerun does not resume it into the same divergence."""
     from offrl import checkpoint
     from offrl.train import algorithm_module, main, offline_program
 
     module = algorithm_module(run.algorithm)
     run_dir = run.run_dir(root)
     argv = (["--resume", str(run_dir)] if checkpoint.latest(run_dir) is not None else run.argv(root))
-    result = main(module.make, module.Config, run.algorithm, argv,
-                  make_program=getattr(module, "program", offline_program))
+    try:
+        final_eval = main(module.make, module.Config, run.algorithm, argv,
+                          make_program=getattr(module, "program", offline_program)).final_eval
+    except TrainingDiverged:
+        final_eval = {}
     summary = {"run": run.name, "algorithm": run.algorithm, "dataset": run.dataset, "seeds": list(run.seeds),
-               "overrides": run.overrides, "final_eval": {k: np.asarray(v).tolist() for k, v in result.final_eval.items()}}
+               "overrides": run.overrides, "final_eval": {k: np.asarray(v).tolist() for k, v in final_eval.items()},
+               "diverged": divergence(run_dir)}
     (run_dir / RESULT).write_text(json.dumps(summary, indent=1))
     return summary
 

@@ -27,7 +27,7 @@ from offrl.evaluate import make_policy
 from offrl.learner import Algorithm, all_finite, init_states, make_train_steps, sample_uniform, scan_updates, seed_slice
 from offrl.logging import RunLogger
 from offrl.online import OnlinePhase, new_buffers, online_carry, run_online
-from offrl.runs import REPO_ROOT, RunResult, check_divergence, default_run_dir, evaluate_seeds
+from offrl.runs import REPO_ROOT, RunResult, check_divergence, default_run_dir, evaluate_seeds, open_run_dir
 
 MakeAlgorithm = Callable[[Any, int, int], Algorithm]  # (config, obs_dim, act_dim) -> Algorithm
 
@@ -98,8 +98,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
             f"Dataset '{config.dataset}' is action-free (states and rewards only), so no algorithm can "
             "train on it. Give it proxy actions first: `offrl datasets proxy-label --labelled ID "
             f"--unlabelled {config.dataset} --out NEW_ID`, then train on NEW_ID.")
-    run_dir = Path(config.resume or config.run_dir or default_run_dir(algo, config.dataset, config.seeds))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = open_run_dir(Path(config.resume or config.run_dir or default_run_dir(algo, config.dataset, config.seeds)))
     if config.resume:
         preprocessing = Preprocessing.load(run_dir / "preprocessing.json")
     else:

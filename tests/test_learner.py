@@ -21,7 +21,7 @@ from offrl.data.scripted import make_pendulum_dataset
 from offrl.evaluate import make_policy
 from offrl.logging import RunLogger, read_metrics, resolve_wandb_mode
 from offrl.rl import td_target
-from offrl.runs import TrainingDiverged, resume_flag, run_status
+from offrl.runs import TrainingDiverged, divergence, resume_flag, run_status
 from offrl.train import algorithm_module, load_policy, train
 
 td3_bc = algorithm_module("td3_bc")
@@ -112,6 +112,13 @@ def test_divergence_stops_with_the_update_and_last_checkpoint(pendulum, tmp_path
     config = _config(tmp_path, "--actor_lr", "1e30", "--critic_lr", "1e30", "--divergence_threshold", "1e6")
     with pytest.raises(TrainingDiverged, match=r"by update \d+.*Last good checkpoint"):
         train(td3_bc.make, config, "td3_bc", show_progress=False)
+    # the run directory keeps what diverged, so experiments report it instead of training it again
+    run = tmp_path / "run"
+    assert divergence(run).startswith("Training diverged by update ") and run_status(run, 400, "0") == "diverged"
+    with pytest.raises(TrainingDiverged, match="Remove it to train again"):
+        resume_flag(run, "diverged")
+    train(td3_bc.make, _config(tmp_path), "td3_bc", show_progress=False)  # a new run there is not diverged
+    assert divergence(run) is None and run_status(run, 400, "0") == "finished"
 
 
 def test_offline_wandb_run_holds_the_logged_history(pendulum, tmp_path):

@@ -84,6 +84,22 @@ def test_a_rerun_sweep_skips_finished_runs(pendulum, tmp_path, capsys):
     assert [p.stat().st_mtime_ns for p in results] == stamps
 
 
+def test_a_diverging_run_is_a_result_the_sweep_and_its_report_show(pendulum, tmp_path, capsys):
+    path = spec_file(tmp_path, algorithms=["td3_bc"], seeds=[0], base={**TINY, "divergence_threshold": 1e6},
+                     grid={"critic_lr": [3e-4, 1e30]})
+    root = tmp_path / "runs"
+    assert cli_main(["sweep", str(path), "--root", str(root), "--workers", "1"]) == 0
+    assert "(1 diverged)" in " ".join(capsys.readouterr().out.split())  # as rich wrapped it
+    results = {json.loads(p.read_text())["overrides"]["critic_lr"]: json.loads(p.read_text())
+               for p in root.glob("tiny/*/result.json")}
+    assert results[3e-4]["diverged"] is None and len(results[3e-4]["final_eval"]["eval/return"]) == 1
+    assert results[1e30]["diverged"].startswith("Training diverged by update")
+    assert cli_main(["sweep", str(path), "--root", str(root), "--workers", "1"]) == 0
+    assert "0 to run" in capsys.readouterr().out  # not resumed into the same divergence
+    text = write_report([root]).read_text()
+    assert "## Diverged runs" in text and "critic_lr=1e+30" in text.split("## Diverged runs")[1]
+
+
 def dies_once(run, root):
     """Kills its worker process the first time it runs, then trains normally."""
     marker = Path(root) / f"{run.name}.died"
