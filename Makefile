@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test bench clean
+.PHONY: install train test bench datasets sweep report clean
 
 install: $(STAMP)
 
@@ -30,6 +30,24 @@ bench: install
 	$(PY) experiments/bench_speed.py
 	$(PY) experiments/bench_model_based.py
 	$(PY) experiments/bench_simulator.py
+
+# The 15 suite datasets (datasets/README.md); those already in the Minari store are kept.
+SUITE := $(foreach env,hopper halfcheetah walker2d,$(foreach kind,random medium expert medium-replay medium-expert,$(env)-$(kind)))
+
+datasets: install
+	$(VENV)/bin/offrl datasets generate $(SUITE) --missing
+
+# make sweep SPEC=experiments/sweeps/quality.yaml [WORKERS=3]; a rerun skips finished runs.
+WORKERS ?= $(shell nproc)
+
+sweep: install
+	$(if $(SPEC),,$(error SPEC is unset: make sweep SPEC=experiments/sweeps/NAME.yaml))
+	$(VENV)/bin/offrl sweep $(SPEC) --workers $(WORKERS)
+
+# make report RUNS=runs/sweeps/quality [OUT=experiments/results/quality]
+report: install
+	$(if $(RUNS),,$(error RUNS is unset: make report RUNS=runs/sweeps/NAME))
+	$(VENV)/bin/offrl report $(RUNS) $(if $(OUT),--out $(OUT)) --reference experiments/published_d4rl.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -3,7 +3,7 @@
     offrl datasets list
     offrl datasets info ID
     offrl datasets convert {d4rl,neorl,neorl2} FILE [--id ID] [--overwrite] [--ref-min-score X --ref-max-score Y] [--eval-env ENV]
-    offrl datasets generate NAME [--steps N] [--seed S] [--overwrite] [--policies DIR]
+    offrl datasets generate NAME [NAME ...] [--steps N] [--seed S] [--overwrite | --missing] [--policies DIR]
     offrl datasets split-labels ID [--labelled 0.1] [--from lowest-return-50%] [--seed S]
     offrl datasets proxy-label --labelled ID1 --unlabelled ID2 --out ID3 [--ensemble N]
     offrl datasets remove ID
@@ -84,13 +84,17 @@ def datasets_generate(args: argparse.Namespace) -> int:
 
     layout = {key: value for key, value in (("num_envs", args.num_envs), ("streams", args.streams))
               if value is not None}  # unset: generate's defaults, those of the shipped datasets
-    report = suite.generate(args.name, steps=args.steps, seed=args.seed, overwrite=args.overwrite,
-                            policy_dir=args.policies, workers=args.workers, **layout)
-    dataset = data.load_dataset(report.dataset_id)
-    summary = dataset.summary()
-    console.print(f"Wrote [bold]{report.dataset_id}[/]: {report.episodes:,} episodes, {report.steps:,} steps "
-                  f"in {report.seconds:.0f} s ({report.steps_per_second:,.0f} steps/s); mean return "
-                  f"{summary['return_mean']:.1f}, normalized {summary['normalized_return_mean']:.1f}")
+    for name in args.names:
+        dataset_id = suite.suite_id(*suite.parse_name(name))
+        if args.missing and dataset_id in data.local_dataset_ids():
+            console.print(f"{dataset_id} is in the local store; kept.")
+            continue
+        report = suite.generate(name, steps=args.steps, seed=args.seed, overwrite=args.overwrite,
+                                policy_dir=args.policies, workers=args.workers, **layout)
+        summary = data.load_dataset(report.dataset_id).summary()
+        console.print(f"Wrote [bold]{report.dataset_id}[/]: {report.episodes:,} episodes, {report.steps:,} steps "
+                      f"in {report.seconds:.0f} s ({report.steps_per_second:,.0f} steps/s); mean return "
+                      f"{summary['return_mean']:.1f}, normalized {summary['normalized_return_mean']:.1f}")
     return 0
 
 
@@ -194,11 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate = actions.add_parser("generate", help="generate a suite dataset from the shipped SAC policies",
                                   description="Kinds: random, medium, expert, medium-replay, medium-expert; "
                                               "envs: hopper, halfcheetah, walker2d (or any in --policies).")
-    generate.add_argument("name", help="<env>-<kind>, e.g. hopper-medium-replay")
+    generate.add_argument("names", nargs="+", metavar="name", help="<env>-<kind>, e.g. hopper-medium-replay")
     generate.add_argument("--steps", type=int, help="transitions (default: 1M as in D4RL; medium-replay: "
                                                     "the medium agent's training steps; medium-expert: N of each)")
     generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    replace_or_keep = generate.add_mutually_exclusive_group()
+    replace_or_keep.add_argument("--overwrite", action="store_true", help="replace existing datasets")
+    replace_or_keep.add_argument("--missing", action="store_true", help="generate only those not in the local "
+                                 "store, keeping the others (without it an existing dataset is an error)")
     generate.add_argument("--policies", type=Path, default=None, help="a directory with manifest.json "
                                                                       "(default: datasets/policies)")
     generate.add_argument("--num-envs", type=int, help="environments stepped side by side, in all (default 32)")
