@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--actor-seeds", type=int, default=3)
     parser.add_argument("--eval-episodes", type=int, default=10)
     args = parser.parse_args()
-    _, states, preprocessing = restore_run(args.run_dir)
+    _, states, preprocessing, _ = restore_run(args.run_dir)
     state = seed_slice(states, 0)
     saved = yaml.safe_load((args.run_dir / "config.yaml").read_text())
     dataset = load_dataset(json.loads((args.run_dir / "run.json").read_text())["dataset"])

@@ -9,17 +9,20 @@
     offrl datasets remove ID
     offrl sweep SPEC [--dry-run] [--workers N] [--ray ADDRESS] [--export-wandb]
     offrl report RUNS_OR_SWEEP [...] [--out DIR] [--by-run] [--reference YAML]
+    offrl evaluate RUN_DIR [--episodes 100] [--env ENV] [--checkpoint FILE] [--out FILE.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -259,7 +262,33 @@ def build_parser() -> argparse.ArgumentParser:
     report_parser.add_argument("--by-run", action="store_true", help="one row per run instead of per algorithm")
     report_parser.add_argument("--reference", help="YAML of published scores: dataset -> algorithm -> score")
     report_parser.set_defaults(run=report)
+
+    evaluate_parser = commands.add_parser("evaluate", help="evaluate a run's policies over many episodes")
+    evaluate_parser.add_argument("run_dir", type=Path)
+    evaluate_parser.add_argument("--episodes", type=int, default=100, help="episodes per seed (default 100)")
+    evaluate_parser.add_argument("--env", help="Gymnasium env id (default: the run's evaluation env)")
+    evaluate_parser.add_argument("--checkpoint", type=Path, help="a checkpoint file (default: the run's latest)")
+    evaluate_parser.add_argument("--out", help="also write the numbers to this JSON file")
+    evaluate_parser.set_defaults(run=evaluate)
     return parser
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from offrl.train import evaluate_run  # imports jax: only for this command
+
+    result = evaluate_run(args.run_dir, args.episodes, args.env, args.checkpoint)
+    scores = {key: result[key] for key in ("eval/return", "eval/normalized_score") if key in result}
+    table = Table(title=f"{args.run_dir}: {args.episodes} episodes per seed in {result['env']}")
+    table.add_column("seed")
+    for key in scores:
+        table.add_column(key.removeprefix("eval/").replace("_", " "), justify="right")
+    for index, seed in enumerate(result["seeds"]):
+        table.add_row(str(seed), *(f"{values[index]:.1f}" for values in scores.values()))
+    table.add_row("mean ± std", *(f"{np.mean(values):.1f} ± {np.std(values):.1f}" for values in scores.values()))
+    console.print(table)
+    if args.out:
+        Path(args.out).write_text(json.dumps({key: np.asarray(value).tolist() for key, value in result.items()}))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

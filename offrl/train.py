@@ -22,7 +22,15 @@ from flax import serialization
 
 from offrl import checkpoint
 from offrl.config import TrainConfig, parse_config, save_config
-from offrl.data import DatasetError, OfflineDataset, Preprocessing, fit_preprocessing, load_dataset
+from offrl.data import (
+    DatasetError,
+    OfflineDataset,
+    Preprocessing,
+    fit_preprocessing,
+    load_dataset,
+    local_dataset_ids,
+    read_metadata,
+)
 from offrl.evaluate import make_policy
 from offrl.learner import Algorithm, all_finite, init_states, make_train_steps, sample_uniform, scan_updates, seed_slice
 from offrl.logging import RunLogger
@@ -204,8 +212,8 @@ def main(make_algorithm: MakeAlgorithm, config_cls: type, algo: str, argv: list[
 
 
 def restore_run(run_dir: str | Path, checkpoint_path: str | Path | None = None):
-    """(algorithm, stacked states, preprocessing) of a run, from its latest checkpoint or
-    the one given. The algorithm is rebuilt from the run's saved config."""
+    """(algorithm, stacked states, preprocessing, config) of a run, from its latest
+    checkpoint or the one given. The algorithm is rebuilt from the run's saved config."""
     run_dir = Path(run_dir)
     run = json.loads((run_dir / "run.json").read_text())
     module = algorithm_module(run["algorithm"])
@@ -222,15 +230,38 @@ def restore_run(run_dir: str | Path, checkpoint_path: str | Path | None = None):
     saved_tree = serialization.msgpack_restore(Path(saved).read_bytes())
     saved_states = saved_tree["carry"]["states"] if "carry" in saved_tree else saved_tree["states"]
     states = serialization.from_state_dict(states, saved_states)
-    return algorithm, states, Preprocessing.load(run_dir / "preprocessing.json")
+    return algorithm, states, Preprocessing.load(run_dir / "preprocessing.json"), config
 
 
 def load_policy(run_dir: str | Path, seed_index: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """A trained policy as a plain function: raw env observations -> env actions.
 
     Restores the run's latest checkpoint and applies its recorded preprocessing."""
-    algorithm, states, preprocessing = restore_run(run_dir)
+    algorithm, states, preprocessing, _ = restore_run(run_dir)
     return make_policy(algorithm.act, seed_slice(states, seed_index), preprocessing)
+
+
+def evaluate_run(run_dir: str | Path, episodes: int = 100, env: str | None = None,
+                 checkpoint_path: str | Path | None = None) -> dict[str, Any]:
+    """Each seed's mean return over `episodes` episodes of its deterministic policy, from the
+    run's latest checkpoint or the one given, and the normalized score where the run's
+    dataset is local with reference scores: final numbers over more episodes than training
+    evaluated. The environments are seeded as in training, so the same episode count
+    repeats the run's own last evaluation."""
+    run_dir = Path(run_dir)
+    algorithm, states, preprocessing, config = restore_run(run_dir, checkpoint_path)
+    dataset_id = json.loads((run_dir / "run.json").read_text()).get("dataset")
+    metadata = read_metadata(dataset_id) if dataset_id in local_dataset_ids() else None
+    env = (env or getattr(config, "eval_env", None) or getattr(config, "env", None)
+           or (metadata.eval_env_spec if metadata is not None else None))
+    if env is None:
+        raise DatasetError(f"No Gymnasium env to evaluate {run_dir} in: its dataset '{dataset_id}' names none or "
+                           "is not in the local store. Pass one with --env ENV_ID.")
+    normalized_score = metadata.normalized_score if metadata is not None and metadata.has_reference_scores else None
+    members = jax.tree_util.tree_leaves(states)[0].shape[0] // len(config.seed_list())  # packed points
+    seeds = config.seed_list() * members
+    return {"seeds": seeds, "episodes": episodes, "env": getattr(env, "id", env),
+            **evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes, normalized_score)}
 
 
 def algorithm_module(algo: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from importlib import metadata
@@ -14,6 +15,7 @@ from conftest import assert_same_checkpoint, assert_same_metrics, run_in_fresh_p
 
 import offrl
 from offrl import checkpoint
+from offrl.cli import main as cli_main
 from offrl.config import parse_config
 from offrl.data import load_dataset
 from offrl.data.preprocess import Preprocessing
@@ -119,6 +121,21 @@ def test_divergence_stops_with_the_update_and_last_checkpoint(pendulum, tmp_path
         resume_flag(run, "diverged")
     train(td3_bc.make, _config(tmp_path), "td3_bc", show_progress=False)  # a new run there is not diverged
     assert divergence(run) is None and run_status(run, 400, "0") == "finished"
+
+
+def test_evaluate_command_repeats_the_runs_last_evaluation_and_goes_further(pendulum, tmp_path, capsys):
+    run = train(td3_bc.make, _config(tmp_path, "--seeds", "3,4"), "td3_bc", show_progress=False).run_dir
+    logged = {row["seed"]: row for row in read_metrics(run) if row["step"] == 400}
+    out = tmp_path / "evaluation.json"
+    # the run evaluated 2 episodes per seed, in environments seeded as evaluate seeds them
+    assert cli_main(["evaluate", str(run), "--episodes", "2", "--out", str(out)]) == 0
+    again = json.loads(out.read_text())
+    assert again["seeds"] == [3, 4] and again["env"] == "Pendulum-v1"
+    for key in ("eval/return", "eval/normalized_score"):
+        np.testing.assert_allclose(again[key], [logged[3][key], logged[4][key]], rtol=1e-5)
+    assert cli_main(["evaluate", str(run), "--episodes", "5", "--out", str(out)]) == 0
+    assert "mean ± std" in capsys.readouterr().out and json.loads(out.read_text())["episodes"] == 5
+    assert not np.allclose(json.loads(out.read_text())["eval/return"], again["eval/return"])
 
 
 def test_offline_wandb_run_holds_the_logged_history(pendulum, tmp_path):
