@@ -18,7 +18,12 @@ dataset's terminals, else never; the end of a rollout is a time limit, not a ter
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from offrl.buffer import ReplayBuffer, mixed_sample
-from offrl.config import TrainConfig
+from offrl.config import TrainConfig, dataset_config_name
 from offrl.data import OfflineDataset
 from offrl.dynamics import (
     DynamicsConfig,
@@ -40,6 +45,7 @@ from offrl.dynamics import (
     train_termination_classifier,
 )
 from offrl.learner import Algorithm, all_finite, init_states, scan_updates
+from offrl.runs import REPO_ROOT
 from offrl.train import TrainProgram
 
 # (model, obs, action, rng) -> (next_obs, reward, uncertainty, keep): `keep` False ends a
@@ -56,7 +62,8 @@ def plain_model_step(model: DynamicsModel, obs, action, rng):
 class ModelBasedConfig(TrainConfig):
     """What RAVL and MOREC share: the dynamics ensemble, the rollouts and the batch mix."""
 
-    dynamics: str = ""  # directory of a trained ensemble to reuse; empty: train one into the run directory
+    dynamics: str = ""  # directory of a trained ensemble to reuse; empty: see share_dynamics
+    share_dynamics: bool = True  # reuse the ensemble trained on the same data and settings (dynamics_cache())
     dynamics_max_epochs: int = 1000
     dynamics_seed: int = 0
     rollout_batch: int = 50_000  # rollouts started per epoch
@@ -147,19 +154,60 @@ def make_epochs(algorithm: Algorithm, config: ModelBasedConfig, model_step: Mode
     return jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0, None, None, None)), donate_argnums=(0, 1, 2))
 
 
+def dynamics_cache() -> Path:
+    """Where trained ensembles are kept for other runs: $OFFRL_DYNAMICS_CACHE, else runs/dynamics."""
+    return Path(os.environ.get("OFFRL_DYNAMICS_CACHE") or REPO_ROOT / "runs" / "dynamics")
+
+
+def dynamics_fingerprint(arrays: dict[str, np.ndarray], config: DynamicsConfig) -> str:
+    """What a trained ensemble depends on: the training data, the settings, and the code and
+    jax version that trained it (so an edited dynamics.py or nets.py trains a new one)."""
+    digest = hashlib.sha256(json.dumps([asdict(config), jax.__version__]).encode())
+    for source in ("dynamics.py", "nets.py"):
+        digest.update((Path(__file__).parent / source).read_bytes())
+    for key in sorted(arrays):
+        digest.update(key.encode() + np.ascontiguousarray(arrays[key]).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def dynamics_for(config: ModelBasedConfig, dataset: OfflineDataset, data, run_dir: Path) -> DynamicsModel:
     """The run's ensemble: its own saved copy (a resumed run), the one given by --dynamics,
-    or a new one trained on the (preprocessed) dataset and saved into the run directory."""
+    or one trained on the (preprocessed) dataset and saved into the run directory. Trained
+    ones are shared (RAVL and MOREC on one dataset, a sweep's runs, seeds run apart): with
+    share_dynamics, an ensemble of the same fingerprint in dynamics_cache() is copied
+    instead of trained again, and a newly trained one is added there."""
     own = run_dir / "dynamics"
     if (own / "dynamics.json").is_file():
         return load_dynamics(own)
     if config.dynamics:
         return load_dynamics(config.dynamics)
     arrays = {key: np.asarray(data[key]) for key in ("observations", "actions", "next_observations", "rewards")}
-    model, report = train_dynamics(arrays, DynamicsConfig(max_epochs=config.dynamics_max_epochs,
-                                                          seed=config.dynamics_seed))
-    save_dynamics(model, report, own)
-    return model
+    dynamics_config = DynamicsConfig(max_epochs=config.dynamics_max_epochs, seed=config.dynamics_seed)
+    trained_into = lambda directory: save_dynamics(*train_dynamics(arrays, dynamics_config), directory)  # noqa: E731
+    if config.share_dynamics:
+        shared = dynamics_cache() / dataset_config_name(dataset.metadata.dataset_id) / dynamics_fingerprint(
+            arrays, dynamics_config)
+        if (shared / "dynamics.json").is_file():
+            print(f"dynamics ensemble: reusing {shared}")
+        else:
+            publish(shared, trained_into)
+        publish(own, lambda directory: shutil.copytree(shared, directory, dirs_exist_ok=True))
+    else:
+        publish(own, trained_into)
+    return load_dynamics(own)
+
+
+def publish(target: Path, fill: Callable[[Path], object]) -> None:
+    """Fill a fresh sibling directory, then rename it to `target`, so that a reader (another
+    run, a resumed one) sees all of it or nothing. If another process published `target`
+    first, its copy stays."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    fill(staging)
+    try:
+        os.rename(staging, target)
+    except OSError:  # renaming onto a directory that is not empty fails
+        shutil.rmtree(staging)
 
 
 def model_based_program(model_step: ModelStep = plain_model_step, prepare: Callable = dynamics_for):

@@ -27,6 +27,7 @@ def minari_store(tmp_path, monkeypatch) -> Path:
     store = tmp_path / "minari"
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(store))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("OFFRL_DYNAMICS_CACHE", str(tmp_path / "dynamics_cache"))  # trained ensembles shared by runs
     return store
 
 

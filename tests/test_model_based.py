@@ -10,21 +10,20 @@ import numpy as np
 import pytest
 from conftest import assert_same_checkpoint, linear_system
 
-from offrl import checkpoint
-from offrl.buffer import ReplayBuffer
+from offrl import checkpoint, model_based
+from offrl.buffer import ReplayBuffer, mixed_sample
 from offrl.config import parse_config
+from offrl.data import fit_preprocessing, load_dataset
 from offrl.data.scripted import make_pendulum_dataset
 from offrl.dynamics import DynamicsConfig, train_dynamics
 from offrl.dynamics_reward import DynamicsRewardConfig, learn_dynamics_reward, load_dynamics_reward, save_dynamics_reward
 from offrl.logging import read_metrics
-from offrl.buffer import mixed_sample
-from offrl.model_based import rollout
+from offrl.model_based import dynamics_cache, dynamics_for, rollout
 from offrl.nets import CriticEnsemble, critic_action_gradients
 from offrl.sac import ensemble_diversity
 from offrl.train import algorithm_module, train
 
 DATASET = "offrl/pendulum/model-v0"
-
 
 
 def test_masked_add_appends_only_valid_rows_in_order_and_wraps():
@@ -130,6 +129,34 @@ def test_ravl_trains_on_model_rollouts_and_resumes_exactly(pendulum_data, tmp_pa
     resumed = parse_config(ravl.Config, "ravl", ["--resume", str(tmp_path / "cut"), "--num_updates", "400"])
     train(ravl.make, resumed, "ravl", show_progress=False, make_program=ravl.program)
     assert_same_checkpoint(checkpoint.latest(full.run_dir), checkpoint.latest(tmp_path / "cut"))
+
+
+class TrainedAgain(Exception):
+    pass
+
+
+def test_a_trained_ensemble_is_shared_by_runs_on_the_same_data_and_settings(pendulum_data, tmp_path, monkeypatch):
+    _, config = _ravl_config(tmp_path, "first")
+    dataset = load_dataset(DATASET)
+    data = fit_preprocessing(dataset, config.normalize_observations, config.reward_transform, config.reward_scale,
+                             config.reward_bias).apply(dataset)
+    dynamics_for(config, dataset, data, tmp_path / "first")
+    assert len(list(dynamics_cache().glob("*/*/dynamics.json"))) == 1
+
+    def train_dynamics_refused(*args, **kwargs):
+        raise TrainedAgain
+
+    monkeypatch.setattr(model_based, "train_dynamics", train_dynamics_refused)
+    _, other_seeds = _ravl_config(tmp_path, "second", "--seeds", "1,2")
+    dynamics_for(other_seeds, dataset, data, tmp_path / "second")
+    for name in ("dynamics.msgpack", "dynamics.json"):
+        first, second = (tmp_path / run / "dynamics" / name for run in ("first", "second"))
+        assert first.read_bytes() == second.read_bytes()
+    # other ensemble settings, or sharing turned off, train their own
+    for extra in (["--dynamics_seed", "1"], ["--share_dynamics", "False"]):
+        _, changed = _ravl_config(tmp_path, "third", *extra)
+        with pytest.raises(TrainedAgain):
+            dynamics_for(changed, dataset, data, tmp_path / "third")
 
 
 def test_model_based_configs_refuse_normalized_observations():
