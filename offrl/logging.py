@@ -94,10 +94,14 @@ class RunLogger:
             fields["last_eval"] = f"return {np.mean(metrics['eval/return']):.1f}"
         self.progress.update(self.task, completed=step, **fields)
 
-    def close(self) -> None:
+    def close(self, diverged: str | None = None) -> None:
+        """Ends the progress bar and the wandb runs; a run that diverged is marked failed in
+        wandb (exit code 1, `diverged` in its summary), so dashboards can filter it out."""
         self.progress.stop()
         for run in self.wandb_runs:
-            run.finish()
+            if diverged:
+                run.summary["diverged"] = diverged
+            run.finish(exit_code=1 if diverged else 0)
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

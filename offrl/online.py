@@ -40,7 +40,7 @@ from offrl.config import OnlineConfig, save_config
 from offrl.data.preprocess import Preprocessing
 from offrl.learner import Algorithm, init_states, make_train_steps
 from offrl.logging import RunLogger
-from offrl.runs import RunResult, check_divergence, default_run_dir, evaluate_seeds, open_run_dir
+from offrl.runs import RunResult, check_divergence, default_run_dir, divergence, evaluate_seeds, open_run_dir
 
 ONLINE_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "next_actions")
 
@@ -256,5 +256,5 @@ def train_online(make_algorithm, config: OnlineConfig, algo: str, show_progress:
     try:
         carry, final_eval = run_online(algorithm, algorithm.update, phase, seeds, carry, preprocessing, run_dir, logger)
     finally:
-        logger.close()
+        logger.close(diverged=divergence(run_dir))  # open_run_dir cleared any earlier record
     return RunResult(run_dir, config.env_steps, final_eval, None)

@@ -35,7 +35,15 @@ from offrl.evaluate import make_policy
 from offrl.learner import Algorithm, all_finite, init_states, make_train_steps, sample_uniform, scan_updates, seed_slice
 from offrl.logging import RunLogger
 from offrl.online import OnlinePhase, new_buffers, online_carry, run_online
-from offrl.runs import REPO_ROOT, RunResult, check_divergence, default_run_dir, evaluate_seeds, open_run_dir
+from offrl.runs import (
+    REPO_ROOT,
+    RunResult,
+    check_divergence,
+    default_run_dir,
+    divergence,
+    evaluate_seeds,
+    open_run_dir,
+)
 
 MakeAlgorithm = Callable[[Any, int, int], Algorithm]  # (config, obs_dim, act_dim) -> Algorithm
 
@@ -187,7 +195,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
             online, final_eval = run_online(algorithm, algorithm.online_update or algorithm.update, phase, seeds,
                                             online, preprocessing, run_dir, logger, data, normalized_score)
     finally:
-        logger.close()
+        logger.close(diverged=divergence(run_dir))  # open_run_dir cleared any earlier record
     return RunResult(run_dir, config.num_updates + config.online_steps, final_eval, dataset)
 
 

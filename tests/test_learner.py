@@ -111,11 +111,16 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
 
 
 def test_divergence_stops_with_the_update_and_last_checkpoint(pendulum, tmp_path):
-    config = _config(tmp_path, "--actor_lr", "1e30", "--critic_lr", "1e30", "--divergence_threshold", "1e6")
+    config = _config(tmp_path, "--actor_lr", "1e30", "--critic_lr", "1e30", "--divergence_threshold", "1e6",
+                     "--wandb", "offline")
     with pytest.raises(TrainingDiverged, match=r"by update \d+.*Last good checkpoint"):
         train(td3_bc.make, config, "td3_bc", show_progress=False)
-    # the run directory keeps what diverged, so experiments report it instead of training it again
     run = tmp_path / "run"
+    # marked failed in wandb (its client log records the exit code), what diverged in its summary
+    offline_run, = (run / "wandb").glob("offline-run-*")
+    assert "got exitcode: 1" in (offline_run / "logs" / "debug.log").read_text()
+    assert b"Training diverged by update" in next(offline_run.glob("*.wandb")).read_bytes()
+    # the run directory keeps what diverged, so experiments report it instead of training it again
     assert divergence(run).startswith("Training diverged by update ") and run_status(run, 400, "0") == "diverged"
     with pytest.raises(TrainingDiverged, match="Remove it to train again"):
         resume_flag(run, "diverged")
