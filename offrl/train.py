@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import serialization
+from gymnasium.envs.registration import EnvSpec
 
 from offrl import checkpoint
 from offrl.config import TrainConfig, parse_config, save_config
@@ -29,6 +30,7 @@ from offrl.data import (
     fit_preprocessing,
     load_dataset,
     local_dataset_ids,
+    normalized_score,
     read_metadata,
 )
 from offrl.evaluate import make_policy
@@ -122,11 +124,15 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
                                           config.reward_scale, config.reward_bias)
         preprocessing.save(run_dir / "preprocessing.json")
     save_config(config, run_dir / "config.yaml")  # on resume too: it may add online steps
-    # the data's own score travels with the run, so reports made elsewhere can show it
+    # the data's own score, its reference scores and evaluation env travel with the run, so
+    # reports and `offrl evaluate` work where the dataset is not (runs copied off a GPU machine)
+    metadata, eval_env = dataset.metadata, _eval_env(config, dataset)
     (run_dir / "run.json").write_text(json.dumps({
         "algorithm": algo, "dataset": config.dataset,
         "observation_dim": dataset.observations.shape[1], "action_dim": dataset.actions.shape[1],
         "data_normalized_return": dataset.summary().get("normalized_return_mean"),
+        "ref_min_score": metadata.ref_min_score, "ref_max_score": metadata.ref_max_score,
+        "eval_env": eval_env if isinstance(eval_env, str) or eval_env is None else json.loads(eval_env.to_json()),
     }))
     algorithm = make_algorithm(config, dataset.observations.shape[1], dataset.actions.shape[1])
     arrays = preprocessing.apply(dataset)
@@ -157,7 +163,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
             carry = checkpoint.restore(saved, {"carry": carry})["carry"]
 
     eval_env = _eval_env(config, dataset)
-    normalized_score = dataset.normalized_score if dataset.metadata.has_reference_scores else None
+    score_of = dataset.normalized_score if dataset.metadata.has_reference_scores else None
     logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.num_updates + config.online_steps,
                        resumed_at, config.wandb, config.wandb_project, show_progress, members)
     final_eval: dict[str, np.ndarray] = {}
@@ -171,7 +177,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
             check_divergence(end, np.asarray(finite), metrics, seeds, config.divergence_threshold, run_dir)
             if eval_env is not None and (end % config.eval_every == 0 or end == config.num_updates):
                 final_eval = evaluate_seeds(algorithm, program.states(carry), seeds, preprocessing, eval_env,
-                                            config.eval_episodes, normalized_score)
+                                            config.eval_episodes, score_of)
                 metrics.update(final_eval)
             logger.log(end, metrics, speed)
             if end % config.checkpoint_every == 0 or end == config.num_updates:
@@ -193,7 +199,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
                 config.eval_episodes, config.online_eval_every, config.keep_checkpoints,
                 config.divergence_threshold, step_offset=config.num_updates)
             online, final_eval = run_online(algorithm, algorithm.online_update or algorithm.update, phase, seeds,
-                                            online, preprocessing, run_dir, logger, data, normalized_score)
+                                            online, preprocessing, run_dir, logger, data, score_of)
     finally:
         logger.close(diverged=divergence(run_dir))  # open_run_dir cleared any earlier record
     return RunResult(run_dir, config.num_updates + config.online_steps, final_eval, dataset)
@@ -252,24 +258,29 @@ def load_policy(run_dir: str | Path, seed_index: int = 0) -> Callable[[np.ndarra
 def evaluate_run(run_dir: str | Path, episodes: int = 100, env: str | None = None,
                  checkpoint_path: str | Path | None = None) -> dict[str, Any]:
     """Each seed's mean return over `episodes` episodes of its deterministic policy, from the
-    run's latest checkpoint or the one given, and the normalized score where the run's
-    dataset is local with reference scores: final numbers over more episodes than training
-    evaluated. The environments are seeded as in training, so the same episode count
-    repeats the run's own last evaluation."""
+    run's latest checkpoint or the one given, and the normalized score where its dataset has
+    reference scores: final numbers over more episodes than training evaluated. The env and
+    reference scores come from run.json, so the dataset need not be local. The environments
+    are seeded as in training, so the same episode count repeats the run's last evaluation."""
     run_dir = Path(run_dir)
     algorithm, states, preprocessing, config = restore_run(run_dir, checkpoint_path)
-    dataset_id = json.loads((run_dir / "run.json").read_text()).get("dataset")
-    metadata = read_metadata(dataset_id) if dataset_id in local_dataset_ids() else None
-    env = (env or getattr(config, "eval_env", None) or getattr(config, "env", None)
-           or (metadata.eval_env_spec if metadata is not None else None))
+    run = json.loads((run_dir / "run.json").read_text())
+    if "eval_env" not in run and run.get("dataset") in local_dataset_ids():  # a run from before run.json had them
+        metadata = read_metadata(run["dataset"])
+        run.update(eval_env=metadata.eval_env_spec, ref_min_score=metadata.ref_min_score,
+                   ref_max_score=metadata.ref_max_score)
+    recorded = run.get("eval_env")  # an env id, or a whole spec (kwargs included) as a dict
+    env = env or (EnvSpec.from_json(json.dumps(recorded)) if isinstance(recorded, dict) else recorded) or run.get("env")
     if env is None:
-        raise DatasetError(f"No Gymnasium env to evaluate {run_dir} in: its dataset '{dataset_id}' names none or "
-                           "is not in the local store. Pass one with --env ENV_ID.")
-    normalized_score = metadata.normalized_score if metadata is not None and metadata.has_reference_scores else None
+        raise DatasetError(f"No Gymnasium env to evaluate {run_dir} in: its dataset '{run.get('dataset')}' names "
+                           "none (or the run predates run.json's eval_env and the dataset is not local). Pass one "
+                           "with --env ENV_ID.")
+    reference = (run.get("ref_min_score"), run.get("ref_max_score"))
+    score_of = None if None in reference else (lambda returns: normalized_score(returns, *reference))
     members = jax.tree_util.tree_leaves(states)[0].shape[0] // len(config.seed_list())  # packed points
     seeds = config.seed_list() * members
     return {"seeds": seeds, "episodes": episodes, "env": getattr(env, "id", env),
-            **evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes, normalized_score)}
+            **evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes, score_of)}
 
 
 def algorithm_module(algo: str):

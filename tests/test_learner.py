@@ -17,7 +17,7 @@ import offrl
 from offrl import checkpoint
 from offrl.cli import main as cli_main
 from offrl.config import parse_config
-from offrl.data import load_dataset
+from offrl.data import load_dataset, remove_dataset
 from offrl.data.preprocess import Preprocessing
 from offrl.data.scripted import make_pendulum_dataset
 from offrl.evaluate import make_policy
@@ -133,6 +133,8 @@ def test_evaluate_command_repeats_the_runs_last_evaluation_and_goes_further(pend
     logged = {row["seed"]: row for row in read_metrics(run) if row["step"] == 400}
     out = tmp_path / "evaluation.json"
     # the run evaluated 2 episodes per seed, in environments seeded as evaluate seeds them
+    # and needs no local dataset: run.json holds the env and the reference scores
+    remove_dataset(DATASET)
     assert cli_main(["evaluate", str(run), "--episodes", "2", "--out", str(out)]) == 0
     again = json.loads(out.read_text())
     assert again["seeds"] == [3, 4] and again["env"] == "Pendulum-v1"
