@@ -282,9 +282,15 @@ def evaluate(args: argparse.Namespace) -> int:
     table.add_column("seed")
     for key in scores:
         table.add_column(key.removeprefix("eval/").replace("_", " "), justify="right")
-    for index, seed in enumerate(result["seeds"]):
-        table.add_row(str(seed), *(f"{values[index]:.1f}" for values in scores.values()))
-    table.add_row("mean ± std", *(f"{np.mean(values):.1f} ± {np.std(values):.1f}" for values in scores.values()))
+    labels = [",".join(f"{key}={value:g}" for key, value in point.items()) for point in result["points"]]
+    for label in dict.fromkeys(labels):  # a packed run: each hyperparameter point apart
+        if label:
+            table.add_row(f"[bold]{label}[/]")
+        rows = [index for index, other in enumerate(labels) if other == label]
+        for index in rows:
+            table.add_row(str(result["seeds"][index]), *(f"{values[index]:.1f}" for values in scores.values()))
+        table.add_row("mean ± std", *(f"{np.mean(values[rows]):.1f} ± {np.std(values[rows]):.1f}"
+                                      for values in scores.values()))
     console.print(table)
     if args.out:
         Path(args.out).write_text(json.dumps({key: np.asarray(value).tolist() for key, value in result.items()}))

@@ -277,9 +277,10 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, env: str | None = Non
                            "with --env ENV_ID.")
     reference = (run.get("ref_min_score"), run.get("ref_max_score"))
     score_of = None if None in reference else (lambda returns: normalized_score(returns, *reference))
-    members = jax.tree_util.tree_leaves(states)[0].shape[0] // len(config.seed_list())  # packed points
-    seeds = config.seed_list() * members
-    return {"seeds": seeds, "episodes": episodes, "env": getattr(env, "id", env),
+    points = json.loads(config.pack) if getattr(config, "pack", "") else [{}]  # a sweep's packed hyperparameters
+    seeds = config.seed_list() * len(points)
+    return {"seeds": seeds, "points": [point for point in points for _ in config.seed_list()], "episodes": episodes,
+            "env": getattr(env, "id", env),
             **evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes, score_of)}
 
 

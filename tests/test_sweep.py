@@ -187,3 +187,11 @@ def test_packed_hyperparameters_match_separate_runs(pendulum, tmp_path):
                 np.testing.assert_allclose(twin[key], row[key], rtol=1e-4, atol=1e-5)
     text = write_report([packed[0].run_dir(tmp_path / "runs")]).read_text()
     assert "td3_bc [alpha=1]" in text and "td3_bc [alpha=4]" in text
+    # offrl evaluate keeps the points apart too, and repeats each member's last evaluation
+    out = tmp_path / "evaluation.json"
+    assert cli_main(["evaluate", str(packed[0].run_dir(tmp_path / "runs")), "--episodes", "2", "--out", str(out)]) == 0
+    evaluation = json.loads(out.read_text())
+    assert evaluation["points"] == [{"alpha": 1.0}] * 2 + [{"alpha": 4.0}] * 2 and evaluation["seeds"] == [0, 1, 0, 1]
+    last = {(row["hp/alpha"], row["seed"]): row["eval/return"] for row in packed_rows if row["step"] == TINY["num_updates"]}
+    np.testing.assert_allclose(evaluation["eval/return"], [last[(p["alpha"], seed)] for p, seed in
+                                                           zip(evaluation["points"], evaluation["seeds"])], rtol=1e-5)
