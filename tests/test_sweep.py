@@ -192,6 +192,7 @@ def test_packed_hyperparameters_match_separate_runs(pendulum, tmp_path):
     assert cli_main(["evaluate", str(packed[0].run_dir(tmp_path / "runs")), "--episodes", "2", "--out", str(out)]) == 0
     evaluation = json.loads(out.read_text())
     assert evaluation["points"] == [{"alpha": 1.0}] * 2 + [{"alpha": 4.0}] * 2 and evaluation["seeds"] == [0, 1, 0, 1]
-    last = {(row["hp/alpha"], row["seed"]): row["eval/return"] for row in packed_rows if row["step"] == TINY["num_updates"]}
-    np.testing.assert_allclose(evaluation["eval/return"], [last[(p["alpha"], seed)] for p, seed in
-                                                           zip(evaluation["points"], evaluation["seeds"])], rtol=1e-5)
+    last = {(row["hp/alpha"], row["seed"]): row["eval/return"]
+            for row in packed_rows if row["step"] == TINY["num_updates"]}
+    expected = [last[(point["alpha"], seed)] for point, seed in zip(evaluation["points"], evaluation["seeds"])]
+    np.testing.assert_allclose(evaluation["eval/return"], expected, rtol=1e-5)
