@@ -132,8 +132,8 @@ def test_evaluate_command_repeats_the_runs_last_evaluation_and_goes_further(pend
     run = train(td3_bc.make, _config(tmp_path, "--seeds", "3,4"), "td3_bc", show_progress=False).run_dir
     logged = {row["seed"]: row for row in read_metrics(run) if row["step"] == 400}
     out = tmp_path / "evaluation.json"
-    # the run evaluated 2 episodes per seed, in environments seeded as evaluate seeds them
-    # and needs no local dataset: run.json holds the env and the reference scores
+    # the run evaluated 2 episodes per seed, in environments seeded as evaluate seeds them;
+    # evaluate needs no local dataset: run.json holds the env and the reference scores
     remove_dataset(DATASET)
     assert cli_main(["evaluate", str(run), "--episodes", "2", "--out", str(out)]) == 0
     again = json.loads(out.read_text())
