@@ -38,14 +38,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from offrl.data.collect import BatchPolicy, collect_episodes
 from offrl.data.errors import DatasetError, DatasetExistsError
-from offrl.data.store import dataset_path, write_dataset
+from offrl.data.store import SUITE_KINDS as KINDS, dataset_path, write_dataset
 from offrl.evaluate import evaluate_policy
 from offrl.nets import TanhGaussianActor, tanh_gaussian_sample
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_POLICIES = REPO_ROOT / "datasets" / "policies"
 MANIFEST = "manifest.json"
-KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 DEFAULT_STEPS = 1_000_000  # as in D4RL; medium-replay defaults to the medium agent's training steps
 VERSIONED_PACKAGES = ("offrl", "jax", "flax", "gymnasium", "mujoco", "minari", "numpy")
 

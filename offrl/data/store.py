@@ -53,8 +53,10 @@ def dataset_path(dataset_id: str) -> Path:
 
 
 DATASET_ID = re.compile(r"(?:[A-Za-z0-9_.-]+/)*[A-Za-z0-9_.-]+-v\d+")
-# Ids of the D4RL-style suite that offrl generates itself (offrl.suite), e.g. offrl/hopper/medium-v0.
-SUITE_ID = re.compile(r"offrl/(?P<env>[A-Za-z0-9_]+)/(?P<kind>random|medium|expert|medium-replay|medium-expert)-v0")
+# The D4RL-style suite that offrl generates itself (offrl.suite): its kinds, and its ids,
+# e.g. offrl/hopper/medium-v0.
+SUITE_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
+SUITE_ID = re.compile(rf"offrl/(?P<env>[A-Za-z0-9_]+)/(?P<kind>{'|'.join(map(re.escape, SUITE_KINDS))})-v0")
 
 
 def _check_id(dataset_id: str) -> None:
