@@ -1,16 +1,16 @@
 """The quick-start run behind `make train`.
 
 Generates the embedded default dataset if it is missing (hopper-medium-replay from the
-suite: 100k steps of the shipped SAC checkpoint ladder on Hopper-v5, about 25 s), trains IQL
+suite: 100k steps of the shipped SAC checkpoint ladder on Hopper-v5, about 20 s), trains IQL
 on it for a few minutes on CPU, evaluates in the real environment, and prints where
 everything went. Why this pairing: on mixed-quality data offline RL clearly beats the
 data's own average, which the first run should show. Measured 2026-11-23 on 2 CPU cores
-with a fresh dataset store (`MINARI_DATASETS_PATH` pointed at an empty directory), 40k
-updates: IQL 26.6 at the end (best 34.0 at 35k) against a data average of 8.1 (seed 0;
-`make train` 4 min 10 s in all, generation included). Earlier, with the suite copy of the
-dataset and IQL's update of that day, seeds 0/1/2 ended at 28.3/32.5/28.0; TD3+BC 23.0.
-On hopper-medium at the same budget every
-algorithm stayed near the data (TD3+BC 28.6, IQL 26.0, data 29.0).
+with a fresh dataset store (`MINARI_DATASETS_PATH` pointed at an empty directory) and the
+NumPy-made dataset, 40k updates: IQL 26.1 at the end (best 33.3 at 25k) against a data
+average of 8.2 (seed 0; `make train` 3 min 44 s in all, generation included). Earlier, on
+jax-made copies of the dataset: 26.6 (best 34.0) the same day; with IQL's update of the day
+before, seeds 0/1/2 ended at 28.3/32.5/28.0, TD3+BC 23.0. On hopper-medium at the same
+budget every algorithm stayed near the data (TD3+BC 28.6, IQL 26.0, data 29.0).
 """
 
 from __future__ import annotations

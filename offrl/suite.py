@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Callable
 
 import gymnasium as gym
-import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -40,7 +38,7 @@ from offrl.data.collect import BatchPolicy, collect_episodes
 from offrl.data.errors import DatasetError, DatasetExistsError
 from offrl.data.store import SUITE_KINDS as KINDS, dataset_path, write_dataset
 from offrl.evaluate import evaluate_policy
-from offrl.nets import TanhGaussianActor, tanh_gaussian_sample
+from offrl.nets import TanhGaussianActor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_POLICIES = REPO_ROOT / "datasets" / "policies"
@@ -87,21 +85,34 @@ class BehaviorPolicy:
     observation_dim: int
     action_dim: int
 
-    def load_params(self):
-        template = TanhGaussianActor(self.action_dim, self.hidden_dims).init(
-            jax.random.PRNGKey(0), jnp.zeros((1, self.observation_dim)))
-        return serialization.from_bytes(template, self.path.read_bytes())
+    def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The actor MLP's (kernel, bias) pairs in float64, read without building the network."""
+        params = serialization.msgpack_restore(self.path.read_bytes())["params"]["MLP_0"]
+        if set(params) != {f"Dense_{index}" for index in range(len(params))}:
+            raise DatasetError(f"{self.path} is not a tanh-Gaussian actor of Dense layers only (its layers: "
+                               f"{', '.join(sorted(params))}); rebuild it with datasets/make_behavior_policies.py.")
+        return [(np.asarray(params[f"Dense_{index}"]["kernel"], np.float64),
+                 np.asarray(params[f"Dense_{index}"]["bias"], np.float64)) for index in range(len(params))]
 
     def sampler(self, action_space: gym.spaces.Box) -> BatchPolicy:
-        """Batched stochastic actions, tanh-squashed to [-1, 1] and rescaled to the env's bounds."""
-        network = TanhGaussianActor(self.action_dim, self.hidden_dims)
-        params = self.load_params()
-        sample = jax.jit(lambda params, obs, key: tanh_gaussian_sample(*network.apply(params, obs), key)[0])
-        low, high = action_space.low, action_space.high
+        """Batched stochastic actions of the SAC actor (offrl.nets.TanhGaussianActor: ReLU MLP,
+        log-std clipped, tanh-squashed), rescaled to the env's bounds.
+
+        It runs in float64 NumPy, not in jax: XLA's float32 results change in the last bit
+        with the jax version, its flags and the device, and MuJoCo turns one flipped bit into
+        another trajectory, so jax-made datasets differed from machine to machine. Rounded
+        from float64 to the float32 that collect_episodes records and steps, the actions
+        agree wherever the data is made."""
+        layers = self.layers()
+        low, high = action_space.low.astype(np.float64), action_space.high.astype(np.float64)
 
         def policy(obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-            key = jax.random.PRNGKey(int(rng.integers(2**31)))
-            unit = np.asarray(sample(params, jnp.asarray(obs, jnp.float32), key))
+            hidden = np.asarray(obs, np.float64)
+            for kernel, bias in layers[:-1]:
+                hidden = np.maximum(hidden @ kernel + bias, 0.0)
+            mean, log_std = np.split(hidden @ layers[-1][0] + layers[-1][1], 2, axis=-1)
+            std = np.exp(np.clip(log_std, TanhGaussianActor.log_std_min, TanhGaussianActor.log_std_max))
+            unit = np.tanh(mean + std * rng.standard_normal(mean.shape))
             return low + (unit + 1.0) * 0.5 * (high - low)
 
         return policy
@@ -219,10 +230,6 @@ _parent_pid = None
 def _init_worker(counter) -> None:
     global _progress_counter, _parent_pid
     _progress_counter, _parent_pid = counter, os.getppid()
-    # A worker's policy acts on a couple of observations per step: on a GPU machine every
-    # worker would otherwise open its own GPU context (~0.9 GiB each) and the workers would
-    # queue on the one GPU (an H100 at 98% busy with nothing but 14 generation workers).
-    jax.config.update("jax_platforms", "cpu")
 
 
 def _count(steps: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,6 +86,19 @@ def test_generation_depends_on_the_seed_not_on_the_worker_processes(tiny_policie
     in_workers, in_process, other = actions(5, workers=2), actions(5, workers=1), actions(6, workers=2)
     np.testing.assert_array_equal(in_workers, in_process)
     assert not np.array_equal(in_workers, other)
+
+
+def test_the_sampler_is_the_flax_actor_in_float64(tiny_policies):
+    policy = suite.read_manifest(tiny_policies)["hopper"].medium
+    space = gym.spaces.Box(-2.0, 3.0, (3,), np.float32)  # not [-1, 1]: the rescaling shows
+    observations = np.random.default_rng(0).normal(size=(5, 11))
+    actions = policy.sampler(space)(observations, np.random.default_rng(7))
+    network = TanhGaussianActor(3, (16,))
+    params = network.init(jax.random.PRNGKey(0), jnp.zeros((1, 11)))
+    mean, log_std = network.apply(serialization.from_bytes(params, policy.path.read_bytes()), observations)
+    unit = np.tanh(np.asarray(mean) + np.exp(np.asarray(log_std)) * np.random.default_rng(7).standard_normal((5, 3)))
+    assert actions.dtype == np.float64
+    np.testing.assert_allclose(actions, -2.0 + (unit + 1.0) * 2.5, rtol=1e-5, atol=1e-5)
 
 
 def test_generate_command_and_its_errors(tiny_policies, capsys):
