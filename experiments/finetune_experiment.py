@@ -1,14 +1,14 @@
 """Experiment: offline-to-online fine-tuning (issue 7).
 
     python experiments/finetune_experiment.py [--dataset hopper-medium-replay] [--offline-updates 100000]
-        [--online-steps 100000] [--seeds 0,1,2]
+        [--online-steps 100000] [--seeds 0,1,2] [--agents iql,rebrac,cql,cql+cal-ql,sac] [--out finetune]
 
 Pre-trains IQL, ReBRAC, CQL and CQL with Cal-QL offline on a suite dataset, then fine-tunes
 each online for the same env-step budget (50/50 offline/online batches, UTD 1), and runs
 SAC from scratch for that budget. Reports, per algorithm, the normalized score at the end
 of the offline phase, at the end of fine-tuning, and the dip: the lowest score over the
 first `--dip-window` online env steps, minus the offline score. Results go to
-experiments/results/finetune.json and finetune.md; runs to runs/finetune/<dataset>/<agent>/,
+experiments/results/<out>.json and <out>.md (`--out`, default finetune); runs to runs/finetune/<dataset>/<agent>/,
 where a finished run is reused on the next call and a killed one resumes.
 """
 
@@ -59,6 +59,8 @@ def main_cli() -> None:
     parser.add_argument("--agents", default=",".join([*AGENTS, "sac"]),
                         help="which agents to report; a finished run of one under runs/finetune/ is reused "
                         "(remove its directory to train it again)")
+    parser.add_argument("--out", default="finetune", help="results file name under experiments/results/, "
+                        "without extension")
     args = parser.parse_args()
     chosen = args.agents.split(",")
     overrides = {"cql": args.cql_overrides.split(), "rebrac": args.rebrac_overrides.split()}
@@ -87,7 +89,7 @@ def main_cli() -> None:
     if "sac" in chosen:
         results["sac from scratch"] = sac_from_scratch(dataset_id, args, runs)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "finetune.json").write_text(json.dumps({"dataset": dataset_id, **vars(args), "results": results}))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"dataset": dataset_id, **vars(args), "results": results}))
     cell = lambda values: f"{np.mean(values):.1f} ± {np.std(values):.1f}"  # noqa: E731
     lines = ["# Offline-to-online fine-tuning (issue 7)", "",
              f"Command: `python experiments/finetune_experiment.py --dataset {args.dataset} --offline-updates "
@@ -95,13 +97,14 @@ def main_cli() -> None:
              f"--dip-window {args.dip_window} --seeds {args.seeds}"
              + "".join(f" --{algo}-overrides '{' '.join(flags)}'" for algo, flags in overrides.items() if flags)
              + (f" --agents {args.agents}" if set(chosen) != {*AGENTS, "sac"} else "")
+             + (f" --out {args.out}" if args.out != "finetune" else "")
              + "`. Normalized scores, "
              f"mean ± std over seeds; dip = lowest score in the first {args.dip_window:,} online steps minus the "
              "offline score.", "", "| agent | offline | after fine-tuning | dip |", "|---|---|---|---|"]
     for name, entry in results.items():
         lines.append(f"| {name} | {cell(entry['offline']) if 'offline' in entry else '–'} | {cell(entry['final'])} | "
                      f"{cell(entry['dip']) if 'dip' in entry else '–'} |")
-    (RESULTS / "finetune.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
