@@ -91,8 +91,16 @@ class BehaviorPolicy:
         if set(params) != {f"Dense_{index}" for index in range(len(params))}:
             raise DatasetError(f"{self.path} is not a tanh-Gaussian actor of Dense layers only (its layers: "
                                f"{', '.join(sorted(params))}); rebuild it with datasets/make_behavior_policies.py.")
-        return [(np.asarray(params[f"Dense_{index}"]["kernel"], np.float64),
-                 np.asarray(params[f"Dense_{index}"]["bias"], np.float64)) for index in range(len(params))]
+        layers = [(np.asarray(params[f"Dense_{index}"]["kernel"], np.float64),
+                   np.asarray(params[f"Dense_{index}"]["bias"], np.float64)) for index in range(len(params))]
+        widths = [self.observation_dim, *self.hidden_dims, 2 * self.action_dim]  # the head gives mean and log-std
+        expected = [((fan_in, fan_out), (fan_out,)) for fan_in, fan_out in zip(widths, widths[1:])]
+        found = [(kernel.shape, bias.shape) for kernel, bias in layers]
+        if found != expected:
+            raise DatasetError(f"{self.path} holds layers of shapes {found}, where the manifest's observation_dim, "
+                               f"hidden_dims and action_dim say {expected}; the weights and the manifest are from "
+                               "different policies: rebuild them together with datasets/make_behavior_policies.py.")
+        return layers
 
     def sampler(self, action_space: gym.spaces.Box) -> BatchPolicy:
         """Batched stochastic actions of the SAC actor (offrl.nets.TanhGaussianActor: ReLU MLP,

@@ -101,6 +101,16 @@ def test_the_sampler_is_the_flax_actor_in_float64(tiny_policies):
     np.testing.assert_allclose(actions, -2.0 + (unit + 1.0) * 2.5, rtol=1e-5, atol=1e-5)
 
 
+def test_weights_that_disagree_with_the_manifest_are_refused(tiny_policies):
+    manifest_path = tiny_policies / suite.MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["hopper"]["hidden_dims"] = [32]
+    manifest_path.write_text(json.dumps(manifest))
+    policy = suite.read_manifest(tiny_policies)["hopper"].medium
+    with pytest.raises(DatasetError, match="manifest's observation_dim, hidden_dims and action_dim"):
+        policy.sampler(gym.spaces.Box(-1.0, 1.0, (3,), np.float32))
+
+
 def test_generate_command_and_its_errors(tiny_policies, capsys):
     assert cli_main(["datasets", "generate", "hopper-expert", "--steps", "200",
                      "--policies", str(tiny_policies), "--num-envs", "2", "--streams", "1", "--workers", "1"]) == 0
