@@ -109,8 +109,9 @@ class BehaviorPolicy:
         It runs in float64 NumPy, not in jax: XLA's float32 results change in the last bit
         with the jax version, its flags and the device, and MuJoCo turns one flipped bit into
         another trajectory, so jax-made datasets differed from machine to machine. Rounded
-        from float64 to the float32 that collect_episodes records and steps, the actions
-        agree wherever the data is made."""
+        from float64 to the float32 that collect_episodes records and steps, the actions do
+        not depend on jax at all, and a last-bit float64 difference between BLAS or NumPy
+        builds changes them only where a value sits on a float32 rounding boundary."""
         layers = self.layers()
         low, high = action_space.low.astype(np.float64), action_space.high.astype(np.float64)
 
