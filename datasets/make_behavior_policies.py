@@ -1,9 +1,9 @@
 """Pick the suite's behavior policies out of a SAC run and write them with their manifest.
 
-1. Train SAC, keeping every checkpoint (what made the shipped policies):
+1. Train SAC, with a snapshot of its states every 2,000 env steps:
 
        python algorithms/sac.py --env Hopper-v5 --env_steps 1000000 --seeds 0 \\
-           --checkpoint_every 2000 --keep_checkpoints 0 --eval_every 10000 --run_dir RUN
+           --snapshot_every 2000 --eval_every 10000 --run_dir RUN
 
 2. Export:
 
@@ -44,8 +44,11 @@ EPISODES = 100
 
 
 def checkpoint_steps(run_dir: Path) -> dict[int, Path]:
+    """Every saved state of the run by step: its snapshots and checkpoints (older runs kept
+    all their checkpoints instead of snapshots)."""
     return {int(path.stem.split("_")[1]): path
-            for path in (run_dir / checkpoint.CHECKPOINT_DIR).glob("step_*.msgpack")}
+            for directory in (checkpoint.SNAPSHOT_DIR, checkpoint.CHECKPOINT_DIR)
+            for path in (run_dir / directory).glob("step_*.msgpack")}
 
 
 def first_reaching(rows: list[dict], key: str, target: float) -> int | None:
@@ -62,7 +65,7 @@ def nearest(steps: list[int], step: float) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", required=True, type=Path, help="SAC run directory with all checkpoints")
+    parser.add_argument("--run", required=True, type=Path, help="SAC run directory with snapshots (or all checkpoints)")
     parser.add_argument("--name", required=True, help="the suite's env name, e.g. hopper")
     parser.add_argument("--out", type=Path, default=SHIPPED_POLICIES)
     parser.add_argument("--ladder", type=int, default=10, help="rungs from random to medium")

@@ -3,6 +3,10 @@
 A checkpoint holds the stacked algorithm states, the training rngs and the update count.
 Together with the run's config.yaml and preprocessing.json it resumes a run exactly (see
 docs/core.md on CPU rounding), and `load_policy` turns it into a plain `obs -> action` function.
+
+A snapshot holds the algorithm states alone. Online runs can write one every few thousand
+env steps to keep the policy's history (the behavior-policy exporter picks from it) at a
+few MB each, where a checkpoint also carries the replay buffer (about 200 MB at 1M rows).
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ from typing import Any
 from flax import serialization
 
 CHECKPOINT_DIR = "checkpoints"
+SNAPSHOT_DIR = "snapshots"
 LATEST = "latest.json"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
 
 
 def save(run_dir: Path, step: int, payload: dict[str, Any], keep: int = 2) -> Path:
@@ -24,15 +35,20 @@ def save(run_dir: Path, step: int, payload: dict[str, Any], keep: int = 2) -> Pa
     directory = Path(run_dir) / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step_{step:09d}.msgpack"
-    temporary = path.with_suffix(".tmp")
-    temporary.write_bytes(serialization.to_bytes({"step": step, **payload}))
-    os.replace(temporary, path)
-    latest_tmp = directory / (LATEST + ".tmp")
-    latest_tmp.write_text(json.dumps({"step": step, "file": path.name}))
-    os.replace(latest_tmp, directory / LATEST)
+    _write_atomically(path, serialization.to_bytes({"step": step, **payload}))
+    _write_atomically(directory / LATEST, json.dumps({"step": step, "file": path.name}).encode())
     if keep > 0:
         for old in sorted(directory.glob("step_*.msgpack"))[:-keep]:
             old.unlink()
+    return path
+
+
+def save_snapshot(run_dir: Path, step: int, states: Any) -> Path:
+    """Write snapshots/step_<N>.msgpack: the stacked algorithm states, nothing to resume from."""
+    directory = Path(run_dir) / SNAPSHOT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"step_{step:09d}.msgpack"
+    _write_atomically(path, serialization.to_bytes({"step": step, "states": states}))
     return path
 
 

@@ -100,11 +100,14 @@ class OnlineConfig(RunConfig):
     update_every: int = 50  # vector steps between compiled chunks of updates
     buffer_size: int = 1_000_000
     eval_every: int = 10_000
+    # Env steps between snapshots: the states alone, without the replay buffer a checkpoint
+    # carries, to keep a policy's history cheaply (the suite's behavior policies). 0: none.
+    snapshot_every: int = 0
 
     def validate(self) -> None:
         super().validate()
         chunk = self.update_every * self.num_envs
-        for name in ("eval_every", "checkpoint_every", "env_steps", "start_steps"):
+        for name in ("eval_every", "checkpoint_every", "env_steps", "start_steps", "snapshot_every"):
             if getattr(self, name) % chunk:
                 raise ValueError(f"{name}={getattr(self, name)} must be a multiple of update_every x num_envs "
                                  f"= {chunk} (env steps between compiled update chunks).")

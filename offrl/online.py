@@ -64,13 +64,14 @@ class OnlinePhase:
     keep_checkpoints: int = 2
     divergence_threshold: float = 1e8
     step_offset: int = 0  # where the phase starts on the run's step axis (after offline updates)
+    snapshot_every: int = 0  # env steps between snapshots of the states alone (0: none)
 
     @property
     def steps_per_chunk(self) -> int:
         return self.update_every * self.num_envs
 
     def check(self) -> None:
-        for name in ("env_steps", "start_steps", "eval_every", "checkpoint_every"):
+        for name in ("env_steps", "start_steps", "eval_every", "checkpoint_every", "snapshot_every"):
             if getattr(self, name) % self.steps_per_chunk:
                 raise ValueError(f"{name}={getattr(self, name)} must be a multiple of update_every x num_envs "
                                  f"= {self.steps_per_chunk} (env steps between compiled update chunks).")
@@ -216,6 +217,8 @@ def run_online(algorithm: Algorithm, update: Callable, phase: OnlinePhase, seeds
                      "env_step": np.int64(end)}
             if end % phase.checkpoint_every == 0 or end == phase.env_steps:
                 checkpoint.save(run_dir, phase.step_offset + end, {"carry": carry}, phase.keep_checkpoints)
+            if phase.snapshot_every and end % phase.snapshot_every == 0:
+                checkpoint.save_snapshot(run_dir, phase.step_offset + end, states)
     finally:
         envs.close()
     return carry, final_eval
@@ -250,7 +253,7 @@ def train_online(make_algorithm, config: OnlineConfig, algo: str, show_progress:
     phase = OnlinePhase(config.env, config.env_steps, config.num_envs, config.update_every, config.updates_per_step,
                         config.start_steps, config.batch_size, 1.0, config.buffer_size, config.eval_every,
                         config.eval_episodes, config.checkpoint_every, config.keep_checkpoints,
-                        config.divergence_threshold)
+                        config.divergence_threshold, snapshot_every=config.snapshot_every)
     logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.env_steps, int(carry["env_step"]),
                        config.wandb, config.wandb_project, show_progress)
     try:

@@ -8,19 +8,21 @@ smaller networks or batches where the published settings would take minutes on 2
 from __future__ import annotations
 
 import flax.linen as nn
+from flax import serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import run_in_fresh_python
 
+from offrl import checkpoint
 from offrl.config import parse_config
 from offrl.data import load_dataset
 from offrl.data.scripted import make_pendulum_dataset
 from offrl.nets import CriticEnsemble, Dense, tanh_gaussian_log_prob, tanh_gaussian_sample
 from offrl.buffer import ReplayBuffer, sample_replay
 from offrl.rl import expectile_loss, run_every
-from offrl.train import algorithm_module, load_policy, train
+from offrl.train import algorithm_module, load_policy, restore_run, train
 
 DATASET = "offrl/pendulum/learn-v0"
 
@@ -162,7 +164,7 @@ def test_sac_learns_pendulum_online(tmp_path):
     sac = algorithm_module("sac")
     config = parse_config(sac.Config, "sac", [
         "--env", "Pendulum-v1", "--env_steps", "5000", "--start_steps", "1000", "--eval_every", "5000",
-        "--checkpoint_every", "5000", "--buffer_size", "10000", "--wandb", "disabled",
+        "--checkpoint_every", "5000", "--snapshot_every", "2500", "--buffer_size", "10000", "--wandb", "disabled",
         "--run_dir", str(tmp_path / "sac")])
     result = sac.train_online(sac.make, config, "sac", show_progress=False)
     final_return = float(result.final_eval["eval/return"][0])
@@ -171,6 +173,13 @@ def test_sac_learns_pendulum_online(tmp_path):
     # an online run's checkpoint gives a plain policy too (the behavior-policy exporter uses it)
     action = load_policy(result.run_dir)(np.zeros((2, 3), np.float32))
     assert action.shape == (2, 1) and np.all(np.abs(action) <= 2.0)
+    # snapshots keep the states along the way without the replay buffer
+    snapshots = sorted((result.run_dir / checkpoint.SNAPSHOT_DIR).glob("step_*.msgpack"))
+    assert [path.name for path in snapshots] == ["step_000002500.msgpack", "step_000005000.msgpack"]
+    assert set(serialization.msgpack_restore(snapshots[1].read_bytes())) == {"step", "states"}
+    _, from_snapshot, _, _ = restore_run(result.run_dir, snapshots[1])
+    _, from_checkpoint, _, _ = restore_run(result.run_dir)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(from_snapshot), jax.tree.leaves(from_checkpoint)))
 
 
 def test_seeds_of_orthogonally_initialized_ensembles_initialize(tmp_path):
