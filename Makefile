@@ -31,7 +31,8 @@ bench: install
 	$(PY) experiments/bench_model_based.py
 	$(PY) experiments/bench_simulator.py
 
-# The 15 suite datasets (datasets/README.md); those already in the Minari store are kept.
+# The 15 suite datasets (datasets/README.md); those already in the Minari store are kept
+# unless the shipped policies they were made from have changed.
 SUITE := $(foreach env,hopper halfcheetah walker2d,$(foreach kind,random medium expert medium-replay medium-expert,$(env)-$(kind)))
 
 datasets: install

@@ -89,10 +89,15 @@ def datasets_generate(args: argparse.Namespace) -> int:
               if value is not None}  # unset: generate's defaults, those of the shipped datasets
     for name in args.names:
         dataset_id = suite.suite_id(*suite.parse_name(name))
+        overwrite = args.overwrite
         if args.missing and dataset_id in data.local_dataset_ids():
-            console.print(f"{dataset_id} is in the local store; kept.")
-            continue
-        report = suite.generate(name, steps=args.steps, seed=args.seed, overwrite=args.overwrite,
+            reason = suite.outdated(name, args.policies)
+            if reason is None:
+                console.print(f"{dataset_id} is in the local store; kept.")
+                continue
+            console.print(f"{dataset_id} in the local store is out of date: {reason}. Generating it again.")
+            overwrite = True
+        report = suite.generate(name, steps=args.steps, seed=args.seed, overwrite=overwrite,
                                 policy_dir=args.policies, workers=args.workers, **layout)
         summary = data.load_dataset(report.dataset_id).summary()
         console.print(f"Wrote [bold]{report.dataset_id}[/]: {report.episodes:,} episodes, {report.steps:,} steps "
@@ -208,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     replace_or_keep = generate.add_mutually_exclusive_group()
     replace_or_keep.add_argument("--overwrite", action="store_true", help="replace existing datasets")
     replace_or_keep.add_argument("--missing", action="store_true", help="generate only those not in the local "
-                                 "store, keeping the others (without it an existing dataset is an error)")
+                                 "store or made from other policies than --policies holds now, keeping the others "
+                                 "(without it an existing dataset is an error)")
     generate.add_argument("--policies", type=Path, default=None, help="a directory with manifest.json "
                                                                       "(default: datasets/policies)")
     generate.add_argument("--num-envs", type=int, help="environments stepped side by side, in all (default 32)")

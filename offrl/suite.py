@@ -19,6 +19,7 @@ the random and expert mean returns.
 from __future__ import annotations
 
 import hashlib
+import math
 import importlib.metadata
 import json
 import multiprocessing
@@ -36,7 +37,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from offrl.data.collect import BatchPolicy, collect_episodes
 from offrl.data.errors import DatasetError, DatasetExistsError
-from offrl.data.store import SUITE_KINDS as KINDS, dataset_path, write_dataset
+from offrl.data.store import SUITE_KINDS as KINDS, dataset_path, read_metadata, write_dataset
 from offrl.evaluate import evaluate_policy
 from offrl.nets import TanhGaussianActor
 
@@ -339,13 +340,38 @@ def generate(name: str, steps: int | None = None, seed: int = 0, overwrite: bool
     return GenerationReport(dataset_id, total, len(episodes), seconds)
 
 
+def outdated(name: str, policy_dir: Path | None = None) -> str | None:
+    """Why the local suite dataset `name` no longer matches the behavior policies in
+    policy_dir (default: the shipped ones), or None when it does. A dataset made before
+    a policy file or the manifest's reference returns changed would give other data and
+    other normalized scores than a fresh one."""
+    env_name, kind = parse_name(name)
+    env = read_manifest(Path(policy_dir or SHIPPED_POLICIES))[env_name]
+    metadata = read_metadata(suite_id(env_name, kind))
+    made_from = metadata.extra.get("policies", {})
+    changed = sorted(policy for policy, recorded in made_from.items()
+                     if policy not in env.policies or file_sha256(env.policies[policy].path) != recorded["sha256"])
+    if changed:
+        return f"the behavior policies it was made from have changed ({', '.join(changed)})"
+    recorded_scores = (metadata.ref_min_score, metadata.ref_max_score)
+    current_scores = (env.random_return, env.expert.mean_return)
+    if not all(old is not None and math.isclose(old, new) for old, new in zip(recorded_scores, current_scores)):
+        return (f"its reference returns {recorded_scores} are not the manifest's {current_scores}, "
+                "so its normalized scores are out of date")
+    return None
+
+
 def ensure_dataset(name: str, steps: int | None = None, seed: int = 0) -> str:
-    """The suite dataset's id, generating it first if it is not in the local store."""
+    """The suite dataset's id, generating it first if it is not in the local store or was
+    made from other behavior policies than the shipped ones."""
     env_name, kind = parse_name(name)
     dataset_id = suite_id(env_name, kind)
     if not dataset_path(dataset_id).exists():
         print(f"{dataset_id} is not in the local store; generating it from the shipped policies.")
         generate(name, steps=steps, seed=seed)
+    elif reason := outdated(name):
+        print(f"{dataset_id} in the local store is out of date: {reason}. Generating it again.")
+        generate(name, steps=steps, seed=seed, overwrite=True)
     return dataset_id
 
 

@@ -129,6 +129,31 @@ def test_generate_command_and_its_errors(tiny_policies, capsys):
     assert "make_behavior_policies.py" in capsys.readouterr().out
 
 
+def test_datasets_made_from_other_policies_are_made_again(tiny_policies, capsys):
+    """A new expert changes the data and every dataset's reference return: --missing and
+    ensure_dataset replace what the old policies made."""
+    layout = ["--policies", str(tiny_policies), "--num-envs", "2", "--streams", "1", "--workers", "1"]
+    assert cli_main(["datasets", "generate", "hopper-expert", "hopper-random", "--steps", "200", *layout]) == 0
+    assert suite.outdated("hopper-expert", tiny_policies) is None
+    assert suite.outdated("hopper-random", tiny_policies) is None
+    params = TanhGaussianActor(3, (16,)).init(jax.random.PRNGKey(99), jnp.zeros((1, 11)))
+    (tiny_policies / "hopper" / "expert.msgpack").write_bytes(serialization.to_bytes(params))
+    manifest_path = tiny_policies / suite.MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["hopper"]["policies"][-1]["mean_return"] = 900.0
+    manifest_path.write_text(json.dumps(manifest))
+    assert "have changed (expert)" in suite.outdated("hopper-expert", tiny_policies)
+    assert "reference returns (10.0, 400.0) are not the manifest's (10.0, 900.0)" in suite.outdated(
+        "hopper-random", tiny_policies)
+    capsys.readouterr()
+    assert cli_main(["datasets", "generate", "hopper-expert", "hopper-random", "--missing", "--steps", "200",
+                     *layout]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.count("in the local store is out of date") == 2 and out.count("Wrote") == 2
+    assert load_dataset("offrl/hopper/random-v0").metadata.ref_max_score == 900.0
+    assert suite.outdated("hopper-expert", tiny_policies) is None
+
+
 def test_shipped_policies_match_their_manifest():
     manifest = json.loads((suite.SHIPPED_POLICIES / suite.MANIFEST).read_text())
     total_bytes = 0
