@@ -41,6 +41,10 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def datasets_list(_: argparse.Namespace) -> int:
     table = Table("id", "episodes", "steps", "ref min", "ref max", title=f"Local datasets in {data.store.datasets_root()}")
     for dataset_id in data.local_dataset_ids():
@@ -141,7 +145,7 @@ def sweep(args: argparse.Namespace) -> int:
 
     from offrl import sweep as sweeps
 
-    spec = sweeps.load_spec(args.spec)
+    spec = sweeps.restrict(sweeps.load_spec(args.spec), args.algorithms, args.datasets)
     runs = sweeps.expand(spec) if args.no_pack else sweeps.pack(sweeps.expand(spec))
     root = Path(args.root)
     if args.export_wandb:
@@ -250,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_parser = commands.add_parser("sweep", help="run a config-driven sweep (experiments/sweeps/*.yaml)")
     sweep_parser.add_argument("spec")
     sweep_parser.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
+    sweep_parser.add_argument("--algorithms", type=comma_list, help="run only these of the spec's algorithms, e.g. "
+                                                                    "cql,rebrac")
+    sweep_parser.add_argument("--datasets", type=comma_list, help="run only these of the spec's datasets (ids or "
+                                                                  "short names, e.g. walker2d-medium)")
     sweep_parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                               help="local programs at a time (default: one per core)")
     sweep_parser.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (e.g. auto, or ray://host:10001)")

@@ -1,6 +1,7 @@
 """Config-driven sweeps: algorithms x datasets x hyperparameters x seeds, run locally or on Ray.
 
     offrl sweep experiments/sweeps/SPEC.yaml [--dry-run] [--workers N] [--ray ADDRESS] [--export-wandb]
+                [--algorithms A,B] [--datasets D,E]
 
 A spec (YAML):
 
@@ -31,6 +32,7 @@ a run that was cut off from its last checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import multiprocessing
@@ -97,6 +99,21 @@ def load_spec(path: str | Path) -> SweepSpec:
     if unknown:
         raise ValueError(f"{path}: unknown keys {unknown}.")
     return SweepSpec(**raw)
+
+
+def restrict(spec: SweepSpec, algorithms: list[str] | None = None, datasets: list[str] | None = None) -> SweepSpec:
+    """The part of a sweep for some of its algorithms and datasets (ids or short names such
+    as walker2d-medium); its runs keep their directories, so one report covers all parts."""
+    def chosen(kind: str, wanted: list[str] | None, available: list[str], name=lambda item: item) -> list[str]:
+        if not wanted:
+            return available
+        unknown = [item for item in wanted if not any(item in (entry, name(entry)) for entry in available)]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)} not among the sweep's {kind}: {', '.join(available)}.")
+        return [entry for entry in available if entry in wanted or name(entry) in wanted]
+
+    return dataclasses.replace(spec, algorithms=chosen("algorithms", algorithms, spec.algorithms),
+                               datasets=chosen("datasets", datasets, spec.datasets, dataset_config_name))
 
 
 def draw(axis: dict[str, Any], rng: np.random.Generator):

@@ -58,6 +58,20 @@ def test_grid_and_random_axes_expand_into_the_right_runs(tmp_path):
         sweep.load_spec(path)
 
 
+def test_part_of_a_sweep_runs_by_algorithm_and_dataset(tmp_path, capsys):
+    spec = sweep.load_spec(spec_file(tmp_path, algorithms=["cql", "iql", "bc"],
+                                     datasets=["offrl/hopper/medium-v0", "offrl/walker2d/medium-v0"]))
+    part = sweep.restrict(spec, ["bc", "cql"], ["walker2d-medium"])
+    assert part.algorithms == ["cql", "bc"] and part.datasets == ["offrl/walker2d/medium-v0"]
+    assert {run.run_dir(tmp_path) for run in sweep.expand(part)} < {run.run_dir(tmp_path) for run in sweep.expand(spec)}
+    assert sweep.restrict(spec, None, ["offrl/hopper/medium-v0"]).datasets == ["offrl/hopper/medium-v0"]
+    assert cli_main(["sweep", str(tmp_path / "spec.yaml"), "--dry-run", "--algorithms", "iql,td3_bc"]) == 2
+    assert "td3_bc not among the sweep's algorithms: cql, iql, bc" in " ".join(capsys.readouterr().out.split())
+    assert cli_main(["sweep", str(tmp_path / "spec.yaml"), "--dry-run", "--root", str(tmp_path / "runs"),
+                     "--algorithms", "iql", "--datasets", "hopper-medium"]) == 0
+    assert "1 runs, 1 to run" in capsys.readouterr().out
+
+
 def test_packed_seeds_match_separate_runs(pendulum, tmp_path):
     packed = sweep.SweepRun("pack", "td3_bc", DATASET, (0, 1), TINY)
     alone = [sweep.SweepRun("alone", "td3_bc", DATASET, (seed,), TINY) for seed in (0, 1)]
