@@ -11,6 +11,7 @@ import importlib.util
 import json
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -22,7 +23,7 @@ from flax import serialization
 from gymnasium.envs.registration import EnvSpec
 
 from offrl import checkpoint
-from offrl.config import TrainConfig, parse_config, save_config
+from offrl.config import TrainConfig, dataset_config_name, parse_config, save_config
 from offrl.data import (
     DatasetError,
     OfflineDataset,
@@ -46,6 +47,7 @@ from offrl.runs import (
     evaluate_seeds,
     open_run_dir,
 )
+from offrl.suite import outdated
 
 MakeAlgorithm = Callable[[Any, int, int], Algorithm]  # (config, obs_dim, act_dim) -> Algorithm
 
@@ -116,6 +118,10 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
             f"Dataset '{config.dataset}' is action-free (states and rewards only), so no algorithm can "
             "train on it. Give it proxy actions first: `offrl datasets proxy-label --labelled ID "
             f"--unlabelled {config.dataset} --out NEW_ID`, then train on NEW_ID.")
+    name = dataset_config_name(config.dataset)
+    if dataset.metadata.extra.get("source") == "offrl-suite" and (reason := outdated(name)):
+        warnings.warn(f"{config.dataset} in the local store is out of date: {reason}. "
+                      f"`offrl datasets generate {name} --overwrite` (or `make datasets`) makes it again.", stacklevel=2)
     run_dir = open_run_dir(Path(config.resume or config.run_dir or default_run_dir(algo, config.dataset, config.seeds)))
     if config.resume:
         preprocessing = Preprocessing.load(run_dir / "preprocessing.json")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -14,8 +16,10 @@ from flax import serialization
 
 from offrl import suite
 from offrl.cli import main as cli_main
+from offrl.config import parse_config
 from offrl.data import DatasetError, load_dataset
 from offrl.nets import TanhGaussianActor
+from offrl.train import algorithm_module, train
 
 TINY_POLICIES = {"ladder-01": 2000, "ladder-02": 4000, "medium": 6000, "expert": 10000}
 
@@ -152,6 +156,29 @@ def test_datasets_made_from_other_policies_are_made_again(tiny_policies, capsys)
     assert out.count("in the local store is out of date") == 2 and out.count("Wrote") == 2
     assert load_dataset("offrl/hopper/random-v0").metadata.ref_max_score == 900.0
     assert suite.outdated("hopper-expert", tiny_policies) is None
+
+
+def test_training_on_a_dataset_of_older_shipped_policies_warns(tiny_policies, monkeypatch, tmp_path):
+    monkeypatch.setattr(suite, "SHIPPED_POLICIES", tiny_policies)
+    suite.generate("hopper-random", steps=200, num_envs=2, streams=1, workers=1, show_progress=False)
+    own = tmp_path / "own"
+    shutil.copytree(tiny_policies, own)
+    suite.generate("hopper-medium", steps=200, num_envs=2, streams=1, workers=1, show_progress=False, policy_dir=own)
+    manifest_path = tiny_policies / suite.MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    manifest["hopper"]["random"]["mean_return"] = -5.0
+    manifest_path.write_text(json.dumps(manifest))
+    bc = algorithm_module("bc")
+    tiny_run = ["--num_updates", "10", "--log_every", "10", "--eval_every", "10", "--checkpoint_every", "10",
+                "--eval_episodes", "1", "--wandb", "disabled"]
+    with pytest.warns(UserWarning, match="offrl/hopper/random-v0 in the local store is out of date: its reference"):
+        train(bc.make, parse_config(bc.Config, "bc", ["--dataset", "offrl/hopper/random-v0", *tiny_run,
+                                                      "--run_dir", str(tmp_path / "stale")]), "bc", show_progress=False)
+    # a set made from a user's own policies is not held against the shipped ones
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(bc.make, parse_config(bc.Config, "bc", ["--dataset", "offrl/hopper/medium-v0", *tiny_run,
+                                                      "--run_dir", str(tmp_path / "own_run")]), "bc", show_progress=False)
 
 
 def test_shipped_policies_match_their_manifest():
