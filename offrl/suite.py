@@ -350,7 +350,8 @@ def outdated(name: str, policy_dir: Path | None = None) -> str | None:
     env_name, kind = parse_name(name)
     metadata = read_metadata(suite_id(env_name, kind))
     if policy_dir is None:
-        if not metadata.extra.get("shipped_policies", True):  # sets made before the flag used the shipped ones
+        # sets made before the flag used the shipped ones; without the repo's policies, nothing to check against
+        if not metadata.extra.get("shipped_policies", True) or not (SHIPPED_POLICIES / MANIFEST).is_file():
             return None
         policy_dir = SHIPPED_POLICIES
     manifest = read_manifest(Path(policy_dir))
