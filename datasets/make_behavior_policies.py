@@ -88,7 +88,7 @@ def main() -> None:
 
     def actor_params(step: int):
         if step not in actors:
-            _, states, _ = restore_run(args.run, checkpoints[step])
+            _, states, _, _ = restore_run(args.run, checkpoints[step])
             actors[step] = seed_slice(states, 0).actor.params
         return actors[step]
 

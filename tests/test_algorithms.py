@@ -7,13 +7,17 @@ smaller networks or batches where the published settings would take minutes on 2
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+
 import flax.linen as nn
-from flax import serialization
+import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import run_in_fresh_python
+from flax import serialization
 
 from offrl import checkpoint
 from offrl.config import parse_config
@@ -22,6 +26,7 @@ from offrl.data.scripted import make_pendulum_dataset
 from offrl.nets import CriticEnsemble, Dense, tanh_gaussian_log_prob, tanh_gaussian_sample
 from offrl.buffer import ReplayBuffer, sample_replay
 from offrl.rl import expectile_loss, run_every
+from offrl.suite import SHIPPED_POLICIES, read_manifest
 from offrl.train import algorithm_module, load_policy, restore_run, train
 
 DATASET = "offrl/pendulum/learn-v0"
@@ -160,7 +165,7 @@ def test_offline_algorithm_learns_a_policy_far_better_than_random(algo, pendulum
     assert score > 25.0
 
 
-def test_sac_learns_pendulum_online(tmp_path):
+def test_sac_learns_pendulum_online(tmp_path, monkeypatch):
     sac = algorithm_module("sac")
     config = parse_config(sac.Config, "sac", [
         "--env", "Pendulum-v1", "--env_steps", "5000", "--start_steps", "1000", "--eval_every", "5000",
@@ -180,6 +185,18 @@ def test_sac_learns_pendulum_online(tmp_path):
     _, from_snapshot, _, _ = restore_run(result.run_dir, snapshots[1])
     _, from_checkpoint, _, _ = restore_run(result.run_dir)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(from_snapshot), jax.tree.leaves(from_checkpoint)))
+    # the behavior-policy exporter picks from the snapshots and writes loadable policies
+    spec = importlib.util.spec_from_file_location("exporter", SHIPPED_POLICIES.parent / "make_behavior_policies.py")
+    exporter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exporter)
+    monkeypatch.setattr(exporter, "EPISODES", 3)
+    monkeypatch.setattr(sys, "argv", ["export", "--run", str(result.run_dir), "--name", "pendulum",
+                                      "--out", str(tmp_path / "policies"), "--ladder", "1"])
+    exporter.main()
+    pendulum = read_manifest(tmp_path / "policies")["pendulum"]
+    assert pendulum.expert.training_steps == 5000 and len(pendulum.ladder) == 1
+    assert pendulum.expert.sampler(gym.spaces.Box(-2.0, 2.0, (1,), np.float32))(
+        np.zeros((2, 3)), np.random.default_rng(0)).shape == (2, 1)
 
 
 def test_seeds_of_orthogonally_initialized_ensembles_initialize(tmp_path):
