@@ -155,13 +155,21 @@ def sweep(args: argparse.Namespace) -> int:
             console.print(f"Wrote {path} (start it with `wandb sweep {path}`)")
         return 0
     todo = [run for run in runs if not sweeps.is_finished(run, root)]
+    stale = sweeps.on_other_data(runs, root)
     table = Table(title=f"sweep {spec.name}: {len(runs)} runs, {len(todo)} to run")
     table.add_column("run", overflow="fold")
     table.add_column("seeds")
     table.add_column("state")
     for run in runs:
-        table.add_row(run.name, ",".join(map(str, run.seeds)), "to run" if run in todo else "finished")
+        table.add_row(run.name, ",".join(map(str, run.seeds)),
+                      "on other data" if run in stale else "to run" if run in todo else "finished")
     console.print(table)
+    if stale:
+        console.print(f"[red]{len(stale)} runs began on other data than the local datasets now hold[/] (made again "
+                      "since), so their results would not compare with new runs'. Move them away or remove them, "
+                      "then rerun the sweep to train them on the local data:\n"
+                      + "\n".join(f"  {run.run_dir(root)}" for run in stale))
+        return 1
     if args.dry_run or not todo:
         return 0
     if args.ray:

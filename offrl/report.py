@@ -7,7 +7,10 @@ read. Per algorithm x dataset: the final normalized score (the last evaluation) 
 best one (the best evaluation) of each seed. A run that stopped before its planned budget
 (killed, or still running) is reported at its last evaluation with the step it reached
 ("at 60k of 100k") and left out of the aggregates, which compare scores at the budget; a
-run that diverged is marked so, and listed with what diverged.
+run that diverged is marked so, and listed with what diverged. A run whose data differs
+from the local dataset of the same id (its recorded fingerprint, see
+OfflineDataset.fingerprint, is not the local one's: the dataset was made again since) is
+marked "on other data" and left out of the aggregates too.
 Written to DIR (default: the first path):
 - report.md: a table of final and best scores, mean ± std over seeds, beside the
   dataset's own normalized return (when the dataset is local) and, with --reference, a
@@ -51,6 +54,8 @@ class RunScores:
     data_score: float | None = None  # the training data's mean normalized return, as recorded by the run
     planned: int | None = None  # the steps the run was configured for (None: not recorded)
     diverged: bool = False
+    fingerprint: str | None = None  # of the data it trained on (None: a run from before run.json had it)
+    other_data: bool = False  # trained on data that differs from the local dataset's (set by the report)
 
     @property
     def reached(self) -> int:
@@ -59,6 +64,11 @@ class RunScores:
     @property
     def finished(self) -> bool:
         return self.planned is None or self.reached >= self.planned
+
+    @property
+    def comparable(self) -> bool:
+        """At its budget and on the dataset as it is now: fit for the aggregates."""
+        return self.finished and not self.other_data
 
     @property
     def final(self) -> list[float]:
@@ -87,7 +97,7 @@ def find_runs(paths: list[Path]) -> list[RunScores]:
             for label, curves in points.items():
                 runs.append(RunScores(run_dir, meta["algorithm"], meta.get("dataset") or meta.get("env", ""),
                                       dict(curves), label, meta.get("data_normalized_return"), planned,
-                                      divergence(run_dir) is not None))
+                                      divergence(run_dir) is not None, meta.get("dataset_fingerprint")))
     if not runs:
         raise FileNotFoundError(f"No runs with normalized evaluation scores under {', '.join(map(str, paths))}.")
     return runs
@@ -102,10 +112,30 @@ def group(runs: list[RunScores], by_run: bool = False) -> dict[tuple[str, str], 
     return dict(groups)
 
 
-def finished_groups(groups):
-    """The groups' finished runs, keeping only groups with any."""
-    finished = {key: [run for run in runs if run.finished] for key, runs in groups.items()}
-    return {key: runs for key, runs in finished.items() if runs}
+def comparable_groups(groups):
+    """The groups' comparable runs, keeping only groups with any."""
+    comparable = {key: [run for run in runs if run.comparable] for key, runs in groups.items()}
+    return {key: runs for key, runs in comparable.items() if runs}
+
+
+def mark_other_data(runs: list[RunScores]) -> dict[str, int]:
+    """Mark the runs that trained on other data than the local dataset of the same id holds
+    now (made again since, from other behavior policies or another source file). Returns,
+    per dataset that is not local, how many different copies its runs trained on."""
+    from offrl.data import DatasetError, local_fingerprint
+
+    copies = {}
+    for dataset_id in sorted({run.dataset for run in runs if run.fingerprint}):
+        try:
+            current = local_fingerprint(dataset_id)
+        except DatasetError:  # unreadable: as if not local
+            current = None
+        if current is None:
+            copies[dataset_id] = len({run.fingerprint for run in runs if run.dataset == dataset_id and run.fingerprint})
+            continue
+        for run in runs:
+            run.other_data = run.dataset == dataset_id and run.fingerprint not in (None, current)
+    return copies
 
 
 def aggregates(groups, reps: int = 2000, seed: int = 0):
@@ -156,7 +186,8 @@ def dataset_score(dataset_id: str, runs: list[RunScores]) -> str:
     """The dataset's own mean normalized return: as the runs recorded it, else from the local store."""
     from offrl.data import DatasetError, load_dataset
 
-    recorded = [run.data_score for run in runs if run.dataset == dataset_id and run.data_score is not None]
+    recorded = [run.data_score for run in runs
+                if run.dataset == dataset_id and run.data_score is not None and not run.other_data]
     if recorded:
         return f"{recorded[0]:.1f}"
     try:
@@ -171,12 +202,13 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
     from rliable import plot_utils
 
     runs = find_runs(paths)
+    copies = mark_other_data(runs)
     groups = group(runs, by_run)
     out = Path(out or paths[0])
     out.mkdir(parents=True, exist_ok=True)
     algorithms = sorted({name for name, _ in groups})
     datasets = sorted({dataset for _, dataset in groups})
-    at_budget = finished_groups(groups)
+    at_budget = comparable_groups(groups)
     aggregated = sorted({name for name, _ in at_budget})
     # aggregates compare algorithms on the same datasets: those every one of them finished
     common = set(datasets).intersection(*({d for n, d in at_budget if n == name} for name in aggregated))
@@ -201,6 +233,8 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
                     how = "diverged at" if any(run.diverged for run in stopped) else "at"
                     cell += (f" {how} {_steps(min(run.reached for run in stopped))}"
                              f" of {_steps(max(run.planned for run in stopped))}")
+                if any(run.other_data for run in group_runs):
+                    cell += " on other data"
                 if name in published:
                     cell += f" [{published[name]}]"
                 cells.append(cell)
@@ -208,9 +242,19 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
         lines.append("")
     if reference:
         lines += ["Published scores in brackets (--reference): a check of ordering and magnitude only.", ""]
-    if len(aggregated) < len(algorithms):
+    if any(not run.finished for run in runs):
         lines += ["Entries marked 'at N of M' stopped before their budget: their scores are at the "
                   "last evaluation, and the aggregates leave them out.", ""]
+    other = sorted({str(run.run_dir) for run in runs if run.other_data})
+    if other:
+        lines += ["Entries marked 'on other data' trained on a copy of the dataset that differs from the local one "
+                  "(it was made again since, or converted from another file): they are not comparable with runs "
+                  "on the local data, and the aggregates leave them out. Rerun them:", ""]
+        lines += [f"- {run_dir}" for run_dir in other] + [""]
+    mixed = [f"{dataset_id} ({count} copies)" for dataset_id, count in copies.items() if count > 1]
+    if mixed:
+        lines += [f"Runs of one dataset trained on different copies of it, and the dataset is not local to tell "
+                  f"which is current: {', '.join(mixed)}.", ""]
     diverged = sorted(record.parent for root in paths for record in Path(root).rglob(DIVERGED))
     if diverged:  # those that diverged before their first evaluation are in no table
         lines += ["## Diverged runs", ""] + [f"- {run_dir}: {divergence(run_dir)}" for run_dir in diverged] + [""]
@@ -220,7 +264,8 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
     learning_curve_plot(groups, out / "learning_curves.png")
     report = {"runs": [str(run.run_dir) for run in runs],
               "scores": {f"{name}|{dataset}": {"final": sum((r.final for r in rs), []), "best": sum((r.best for r in rs), []),
-                                               "finished": all(r.finished for r in rs)}
+                                               "finished": all(r.finished for r in rs),
+                                               "other_data": any(r.other_data for r in rs)}
                          for (name, dataset), rs in groups.items()},
               "diverged": {str(run_dir): divergence(run_dir) for run_dir in diverged}, "aggregates": {}}
     if not at_budget:

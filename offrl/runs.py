@@ -3,6 +3,7 @@ and the divergence check."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +52,13 @@ def divergence(run_dir: Path) -> str | None:
     """What diverged in this run, by which update; None if it did not diverge."""
     record = run_dir / DIVERGED
     return record.read_text() if record.is_file() else None
+
+
+def recorded_fingerprint(run_dir: Path) -> str | None:
+    """The fingerprint of the data the run trained on, as its run.json recorded it (None:
+    no run there, or one from before run.json had it)."""
+    record = run_dir / "run.json"
+    return json.loads(record.read_text()).get("dataset_fingerprint") if record.is_file() else None
 
 
 def planned_steps(run_dir: Path) -> int:

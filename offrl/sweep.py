@@ -27,7 +27,8 @@ program too, their values passed as traced values (`--no-pack` keeps them apart)
 are independent processes: up to `--workers`
 at a time locally, or one Ray task each (CPUs and GPUs declared, retried if a worker dies).
 A finished or diverged run writes result.json; re-running the sweep skips it, and resumes
-a run that was cut off from its last checkpoint.
+a run that was cut off from its last checkpoint. A sweep whose runs began on other data
+than the local datasets now hold (made again since) stops before training and names them.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import numpy as np
 import yaml
 
 from offrl.config import dataset_config_name
-from offrl.runs import REPO_ROOT, TrainingDiverged, divergence
+from offrl.runs import REPO_ROOT, TrainingDiverged, divergence, recorded_fingerprint
 
 SWEEP_ROOT = REPO_ROOT / "runs" / "sweeps"
 RESULT = "result.json"
@@ -179,6 +180,23 @@ def pack(runs: list[SweepRun]) -> list[SweepRun]:
 
 def is_finished(run: SweepRun, root: Path) -> bool:
     return (run.run_dir(root) / RESULT).is_file()
+
+
+def on_other_data(runs: list[SweepRun], root: Path) -> list[SweepRun]:
+    """The runs begun on other data than the local dataset of their id holds now (it was made
+    again since): neither resuming nor keeping them would give the sweep one dataset."""
+    from offrl.data import local_fingerprint
+
+    current: dict[str, str | None] = {}
+    stale = []
+    for run in runs:
+        recorded = recorded_fingerprint(run.run_dir(root))
+        if recorded is not None:
+            if run.dataset not in current:
+                current[run.dataset] = local_fingerprint(run.dataset)
+            if current[run.dataset] not in (None, recorded):
+                stale.append(run)
+    return stale
 
 
 def run_one(run: SweepRun, root: Path) -> dict:

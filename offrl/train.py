@@ -46,6 +46,7 @@ from offrl.runs import (
     divergence,
     evaluate_seeds,
     open_run_dir,
+    recorded_fingerprint,
 )
 from offrl.suite import outdated
 
@@ -122,6 +123,12 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
     if dataset.metadata.extra.get("source") == "offrl-suite" and (reason := outdated(name)):
         warnings.warn(f"{config.dataset} in the local store is out of date: {reason}. "
                       f"`offrl datasets generate {name} --overwrite` (or `make datasets`) makes it again.", stacklevel=2)
+    fingerprint = dataset.fingerprint()
+    if config.resume and recorded_fingerprint(Path(config.resume)) not in (None, fingerprint):
+        raise DatasetError(
+            f"{config.dataset} has changed since {config.resume} began (its data or reference scores are not those "
+            "the run trained on, e.g. it was made again from new behavior policies): resuming would go on with "
+            "other data. Start a new run instead (another --run_dir), or restore the dataset the run trained on.")
     run_dir = open_run_dir(Path(config.resume or config.run_dir or default_run_dir(algo, config.dataset, config.seeds)))
     if config.resume:
         preprocessing = Preprocessing.load(run_dir / "preprocessing.json")
@@ -138,6 +145,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
         "observation_dim": dataset.observations.shape[1], "action_dim": dataset.actions.shape[1],
         "data_normalized_return": dataset.summary().get("normalized_return_mean"),
         "ref_min_score": metadata.ref_min_score, "ref_max_score": metadata.ref_max_score,
+        "dataset_fingerprint": fingerprint,
         "eval_env": eval_env if isinstance(eval_env, str) or eval_env is None else json.loads(eval_env.to_json()),
     }))
     algorithm = make_algorithm(config, dataset.observations.shape[1], dataset.actions.shape[1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import minari
 import numpy as np
@@ -65,6 +67,19 @@ def test_minari_buffers_round_trip_exactly():
     summary = data.summary()
     assert summary["episodes"] == 4 and summary["steps"] == 19
     assert summary["return_max"] == pytest.approx(max(b.rewards.sum() for b in buffers))
+
+
+def test_the_fingerprint_follows_the_data_and_reference_scores():
+    buffers = _buffers([5, 3], ["terminal", "timeout"], lambda rng, n: rng.normal(size=(n, 4)).astype(np.float32))
+    minari.create_dataset_from_buffers("test/toy/print-v0", buffers, observation_space=BOX, action_space=ACTIONS,
+                                       eval_env="Pendulum-v1", ref_min_score=-10.0, ref_max_score=30.0)
+    data = load_dataset("test/toy/print-v0")
+    assert data.fingerprint() == load_dataset("test/toy/print-v0").fingerprint()
+    changed = [dataclasses.replace(data, rewards=data.rewards + np.float32(1e-3)),
+               dataclasses.replace(data, timeouts=np.zeros_like(data.timeouts)),
+               dataclasses.replace(data, episode_starts=np.array([0, 4])),
+               dataclasses.replace(data, metadata=dataclasses.replace(data.metadata, ref_max_score=31.0))]
+    assert len({data.fingerprint()} | {other.fingerprint() for other in changed}) == 5
 
 
 def test_dict_observations_flatten_like_gymnasium():

@@ -17,7 +17,7 @@ import offrl
 from offrl import checkpoint
 from offrl.cli import main as cli_main
 from offrl.config import parse_config
-from offrl.data import load_dataset, remove_dataset
+from offrl.data import DatasetError, load_dataset, remove_dataset
 from offrl.data.preprocess import Preprocessing
 from offrl.data.scripted import make_pendulum_dataset
 from offrl.evaluate import make_policy
@@ -92,6 +92,12 @@ def test_a_killed_run_planned_for_the_budget_is_resumable(pendulum, tmp_path):
     config_file = run / "config.yaml"
     config_file.write_text(config_file.read_text().replace("num_updates: 200", "num_updates: 400"))
     assert run_status(run, 400, "0") == "resumable" and resume_flag(run, "resumable") == ["--resume", str(run)]
+    # the dataset made again meanwhile: resuming would go on with other data
+    make_pendulum_dataset(DATASET, num_steps=10_000, seed=1, overwrite=True)
+    resume = parse_config(td3_bc.Config, "td3_bc", ["--resume", str(run)])
+    with pytest.raises(DatasetError, match="has changed since"):
+        train(td3_bc.make, resume, "td3_bc", show_progress=False)
+    assert checkpoint.latest_step(run) == 200 and run_status(run, 400, "0") == "resumable"  # nothing lost
     shutil.rmtree(run / checkpoint.CHECKPOINT_DIR)  # killed before its first checkpoint: nothing to resume
     with pytest.raises(FileExistsError, match="remove it"):
         run_status(run, 400, "0")

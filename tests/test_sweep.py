@@ -96,6 +96,11 @@ def test_a_rerun_sweep_skips_finished_runs(pendulum, tmp_path, capsys):
     assert cli_main(["sweep", str(path), "--root", str(root)]) == 0
     assert "0 to run" in capsys.readouterr().out
     assert [p.stat().st_mtime_ns for p in results] == stamps
+    # the dataset made again: the sweep names its runs on the old data and trains nothing
+    make_pendulum_dataset(DATASET, num_steps=3000, seed=1, overwrite=True)
+    assert cli_main(["sweep", str(path), "--root", str(root)]) == 1
+    assert "2 runs began on other data" in capsys.readouterr().out
+    assert [p.stat().st_mtime_ns for p in results] == stamps
 
 
 def test_a_diverging_run_is_a_result_the_sweep_and_its_report_show(pendulum, tmp_path, capsys):
@@ -182,6 +187,14 @@ def test_report_tables_aggregates_and_plots(pendulum, tmp_path):
     assert "(n=2) at 100 of 200" in text and "| td3_bc |" not in aggregates and "| bc |" in aggregates
     numbers = json.loads((tmp_path / "stopped" / "report.json").read_text())
     assert list(numbers["aggregates"]) == ["bc"] and not numbers["scores"][f"td3_bc|{DATASET}"]["finished"]
+
+    # made again with other data, the dataset no longer matches what the runs trained on
+    make_pendulum_dataset(DATASET, num_steps=3000, seed=1, overwrite=True)
+    text = write_report([tmp_path / "runs"], out=tmp_path / "remade").read_text()
+    assert text.count("on other data") == 2 * 2 + 1  # bc and td3_bc, final and best; the footnote
+    assert "None: no dataset has runs at their budget" in text
+    fresh = load_dataset(DATASET).summary()["normalized_return_mean"]
+    assert f"| {DATASET} | {fresh:.1f} |" in text  # the data column is the local data's, not the runs'
 
 
 def test_packed_hyperparameters_match_separate_runs(pendulum, tmp_path):

@@ -14,6 +14,7 @@ from offrl.data.reference import normalized_score
 from offrl.data.store import (
     load_dataset,
     local_dataset_ids,
+    local_fingerprint,
     read_metadata,
     remove_dataset,
     write_dataset,
@@ -23,5 +24,5 @@ __all__ = [
     "FORMATS", "ConversionResult", "convert", "DatasetMetadata", "OfflineDataset",
     "DatasetError", "DatasetExistsError", "DatasetFormatError", "DatasetNotFoundError",
     "UnsupportedSpaceError", "Preprocessing", "fit_preprocessing", "normalized_score",
-    "load_dataset", "local_dataset_ids", "read_metadata", "remove_dataset", "write_dataset",
+    "load_dataset", "local_dataset_ids", "local_fingerprint", "read_metadata", "remove_dataset", "write_dataset",
 ]

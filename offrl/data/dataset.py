@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +139,18 @@ class OfflineDataset:
         if self.metadata.has_reference_scores:
             stats["normalized_return_mean"] = float(self.normalized_score(returns.mean()))
         return stats
+
+    def fingerprint(self) -> str:
+        """sha256 of the transitions, episode boundaries, proxy-action marks and reference
+        scores: everything a run's numbers depend on. Runs with the same fingerprint trained
+        on the same data and were scored alike; a dataset made again from other behavior
+        policies, or converted from another file, has another one."""
+        digest = hashlib.sha256(json.dumps([self.metadata.ref_min_score, self.metadata.ref_max_score]).encode())
+        for array in (self.observations, self.actions, self.rewards, self.next_observations, self.terminals,
+                      self.timeouts, self.episode_starts, self.proxy_actions, self.proxy_spread):
+            if array is not None:
+                digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()
 
     def episodes(self) -> list[Episode]:
         """The dataset cut back into episodes (observations include each final next state)."""

@@ -306,6 +306,12 @@ def remove_dataset(dataset_id: str) -> None:
     shutil.rmtree(path)
 
 
+def local_fingerprint(dataset_id: str) -> str | None:
+    """The fingerprint (OfflineDataset.fingerprint) of the local dataset of this id, None if
+    there is none."""
+    return load_dataset(dataset_id).fingerprint() if dataset_path(dataset_id).exists() else None
+
+
 def raw_metadata(dataset_id: str) -> dict[str, Any]:
     """metadata.json exactly as stored (for `offrl datasets info`)."""
     path = dataset_path(dataset_id) / "data" / "metadata.json"
