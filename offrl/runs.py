@@ -13,7 +13,7 @@ import yaml
 
 from offrl import checkpoint
 from offrl.config import dataset_config_name
-from offrl.data import OfflineDataset
+from offrl.data import OfflineDataset, local_fingerprint
 from offrl.evaluate import evaluate_policy, make_policy
 from offrl.learner import seed_slice
 from offrl.logging import read_metrics
@@ -61,6 +61,17 @@ def recorded_fingerprint(run_dir: Path) -> str | None:
     return json.loads(record.read_text()).get("dataset_fingerprint") if record.is_file() else None
 
 
+def trained_on_other_data(run_dir: Path) -> bool:
+    """Whether the run began on other data than the local dataset of its id holds now (it
+    was made again since). False where either is unknown: no run, a run from before run.json
+    recorded the fingerprint, an online run, or a dataset that is not local."""
+    recorded = recorded_fingerprint(run_dir)
+    if recorded is None:
+        return False
+    current = local_fingerprint(json.loads((run_dir / "run.json").read_text())["dataset"])
+    return current not in (None, recorded)
+
+
 def planned_steps(run_dir: Path) -> int:
     """The steps a run was planned for: offline updates plus online steps, or env steps."""
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -74,10 +85,14 @@ def run_status(run_dir: Path, total_steps: int, seeds: str | None = None) -> str
     `divergence`), 'resumable' (a killed such run with a checkpoint: continue it with
     `--resume run_dir`) or 'new' (no run there). A run of other seeds or another budget
     raises: it must be removed first, since extending it would not equal a run planned for
-    the new budget (learning-rate schedules span the planned steps)."""
+    the new budget (learning-rate schedules span the planned steps); so does a run on data
+    the local dataset no longer holds (`trained_on_other_data`)."""
     logged = (run_dir / "metrics.jsonl").is_file()
     if not logged and divergence(run_dir) is None:
         return "new"
+    if trained_on_other_data(run_dir):
+        raise FileExistsError(f"{run_dir} began on other data than the local dataset of its id now holds (made "
+                              "again since): remove it to train again on the local data.")
     last = max(row["step"] for row in read_metrics(run_dir)) if logged else 0
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     planned = planned_steps(run_dir)

@@ -46,7 +46,7 @@ import numpy as np
 import yaml
 
 from offrl.config import dataset_config_name
-from offrl.runs import REPO_ROOT, TrainingDiverged, divergence, recorded_fingerprint
+from offrl.runs import REPO_ROOT, TrainingDiverged, divergence, trained_on_other_data
 
 SWEEP_ROOT = REPO_ROOT / "runs" / "sweeps"
 RESULT = "result.json"
@@ -185,18 +185,7 @@ def is_finished(run: SweepRun, root: Path) -> bool:
 def on_other_data(runs: list[SweepRun], root: Path) -> list[SweepRun]:
     """The runs begun on other data than the local dataset of their id holds now (it was made
     again since): neither resuming nor keeping them would give the sweep one dataset."""
-    from offrl.data import local_fingerprint
-
-    current: dict[str, str | None] = {}
-    stale = []
-    for run in runs:
-        recorded = recorded_fingerprint(run.run_dir(root))
-        if recorded is not None:
-            if run.dataset not in current:
-                current[run.dataset] = local_fingerprint(run.dataset)
-            if current[run.dataset] not in (None, recorded):
-                stale.append(run)
-    return stale
+    return [run for run in runs if trained_on_other_data(run.run_dir(root))]
 
 
 def run_one(run: SweepRun, root: Path) -> dict:

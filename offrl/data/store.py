@@ -306,10 +306,19 @@ def remove_dataset(dataset_id: str) -> None:
     shutil.rmtree(path)
 
 
+_fingerprints: dict[tuple, str] = {}  # by the dataset's files as they are: a dataset made again is read again
+
+
 def local_fingerprint(dataset_id: str) -> str | None:
     """The fingerprint (OfflineDataset.fingerprint) of the local dataset of this id, None if
     there is none."""
-    return load_dataset(dataset_id).fingerprint() if dataset_path(dataset_id).exists() else None
+    data = dataset_path(dataset_id) / "data"
+    if not data.is_dir():
+        return None
+    files = tuple((path.name, path.stat().st_mtime_ns, path.stat().st_size) for path in sorted(data.iterdir()))
+    if (dataset_id, files) not in _fingerprints:
+        _fingerprints[(dataset_id, files)] = load_dataset(dataset_id).fingerprint()
+    return _fingerprints[(dataset_id, files)]
 
 
 def raw_metadata(dataset_id: str) -> dict[str, Any]:
