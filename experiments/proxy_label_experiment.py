@@ -15,8 +15,10 @@ to experiments/results/<out>.json and <out>.md (default proxy_label_<updates>k);
 runs/<out>/<dataset>/; the results of datasets not named in --datasets are kept from the
 results file when it was made at the same updates and seeds. A finished run is reused and
 a killed one resumes from its last checkpoint (every tenth of the budget), and the
-proxy-labelled dataset is relabelled only when missing or made with other IDM settings, so
-the experiment can be spread over several sessions.
+proxy-labelled dataset is relabelled only when missing, made with other IDM settings or
+made from other data (the suite dataset made again since), so the experiment can be spread
+over several sessions. Runs that began on data the local datasets no longer hold are
+refused (`offrl.runs.run_status`): remove them to train them again.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from offrl.data import load_dataset, local_dataset_ids
+from offrl.data import load_dataset, local_dataset_ids, local_fingerprint
 from offrl.data.labels import split_labels
 from offrl.idm import IDMConfig, proxy_label
 from offrl.logging import read_metrics, seed_curves
@@ -60,12 +62,15 @@ def train_scores(algo: str, dataset_id: str, run_dir: Path, updates: int, seeds:
 
 
 def proxy_labelled(labelled_id: str, unlabelled_id: str, proxy_id: str, config: IDMConfig) -> dict:
-    """Make the proxy-labelled dataset unless it exists with these IDM settings (runs in
-    progress train on it); returns the IDM's training report (steps, seconds, validation
-    NLL and action MSE)."""
+    """Make the proxy-labelled dataset unless it exists with these IDM settings, made from
+    the labelled and unlabelled data as they are now (runs in progress train on it); returns
+    the IDM's training report (steps, seconds, validation NLL and action MSE)."""
     wanted = json.loads(json.dumps(asdict(config)))  # tuples as the metadata's lists
     made = load_dataset(proxy_id).metadata.extra if proxy_id in local_dataset_ids() else None
-    if not (made and {key: made["idm"].get(key) for key in wanted} == wanted and made["labelled"] == labelled_id):
+    sources = {"labelled_fingerprint": local_fingerprint(labelled_id),
+               "unlabelled_fingerprint": local_fingerprint(unlabelled_id)}
+    if not (made and {key: made["idm"].get(key) for key in wanted} == wanted and made["labelled"] == labelled_id
+            and all(made.get(key) == value for key, value in sources.items())):
         proxy_label(labelled_id, unlabelled_id, proxy_id, config, overwrite=True)
     return load_dataset(proxy_id).metadata.extra["idm"]["report"]
 

@@ -222,6 +222,7 @@ def proxy_label(labelled_id: str, unlabelled_id: str, out_id: str, config: IDMCo
     if labelled.observations.shape[1] != unlabelled.observations.shape[1]:
         raise DatasetError(f"'{labelled_id}' and '{unlabelled_id}' have different observation sizes "
                            f"({labelled.observations.shape[1]} and {unlabelled.observations.shape[1]}).")
+    sources = {"labelled_fingerprint": labelled.fingerprint(), "unlabelled_fingerprint": unlabelled.fingerprint()}
     idm, report = train_idm(labelled, config, log)
     proxy, spread = label_actions(idm, unlabelled)
     unlabelled.actions = proxy
@@ -238,7 +239,7 @@ def proxy_label(labelled_id: str, unlabelled_id: str, out_id: str, config: IDMCo
         out_id, episodes, spaces.flatten_space(meta.observation_space), spaces.flatten_space(meta.action_space),
         eval_env=meta.eval_env_spec, ref_min_score=meta.ref_min_score, ref_max_score=meta.ref_max_score,
         description=f"{labelled_id} with true actions plus {unlabelled_id} with IDM proxy actions.",
-        offrl_metadata={"source": "proxy-label", "labelled": labelled_id, "unlabelled": unlabelled_id,
+        offrl_metadata={"source": "proxy-label", "labelled": labelled_id, "unlabelled": unlabelled_id, **sources,
                         "idm": {**asdict(config), "report": {k: v for k, v in asdict(report).items() if k != "history"}},
                         "idm_validation_action_mse": report.validation_action_mse,
                         "proxy_spread_mean": float(spread.mean()) if config.ensemble > 1 else None},

@@ -114,6 +114,8 @@ def test_proxy_labels_and_their_flags_survive_the_round_trip(linear_dataset):
     np.testing.assert_array_equal(proxied.actions[:500], labelled.actions)
     extra = proxied.metadata.extra
     assert extra["idm_validation_action_mse"] == pytest.approx(result.report.validation_action_mse)
+    assert extra["labelled_fingerprint"] == labelled.fingerprint()  # what it was made from, to tell when it is stale
+    assert extra["unlabelled_fingerprint"] == load_dataset(split.unlabelled_id).fingerprint()
     assert extra["proxy_spread_mean"] > 0 and not proxied.metadata.actions_missing
     assert np.all(proxied.proxy_spread[:500] == 0) and np.all(proxied.proxy_spread[500:] > 0)
     assert proxied.proxy_spread[500:].mean() == pytest.approx(extra["proxy_spread_mean"], rel=1e-5)
