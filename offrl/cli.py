@@ -66,6 +66,7 @@ def datasets_info(args: argparse.Namespace) -> int:
         table.add_row(key, _fmt(value))
     table.add_row("source", _fmt(dataset.metadata.extra.get("source")))
     console.print(table)
+    console.print(f"fingerprint (runs record it in run.json): {dataset.fingerprint()}", soft_wrap=True)
     return 0
 
 

@@ -56,6 +56,7 @@ def test_cli_convert_info_list_remove(tmp_path, capsys):
     assert main(["datasets", "info", "neorl2/dmsd/val-v0"]) == 0
     info = capsys.readouterr().out
     assert "849.51" in info and "episodes" in info
+    assert load_dataset("neorl2/dmsd/val-v0").fingerprint() in info
     assert main(["datasets", "list"]) == 0
     assert "neorl2/dmsd/val-v0" in capsys.readouterr().out
     assert main(["datasets", "convert", "neorl2", str(path)]) == 2
