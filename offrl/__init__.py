@@ -28,3 +28,21 @@ def _xla_cpu_flags() -> None:
 
 
 _xla_cpu_flags()
+
+
+def _mujoco_warnings_once() -> None:
+    """MuJoCo's C library reports warnings by printing them and appending them to
+    MUJOCO_LOG.TXT in the working directory, once per model it compiles: Gymnasium's
+    HalfCheetah-v5 model uses a compiler attribute MuJoCo 4 deprecates, so every env made
+    (dozens per evaluation or generation) printed the same lines and grew that file. Routed
+    through Python's warnings, each shows once per process and no file is written."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+    import warnings
+
+    mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2))
+
+
+_mujoco_warnings_once()

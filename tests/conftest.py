@@ -14,10 +14,12 @@ from flax import serialization
 SHARED_NEORL2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "neorl2"
 
 
-def run_in_fresh_python(script: str, env: dict[str, str] | None = None, timeout: int = 300) -> str:
+def run_in_fresh_python(script: str, env: dict[str, str] | None = None, timeout: int = 300,
+                        cwd: Path | None = None) -> str:
     """stdout of `python -c script` in a new interpreter (for what one process can do only
     once: XLA's flags, its first compilation); fails with the child's stderr."""
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip()
 

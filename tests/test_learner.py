@@ -218,3 +218,15 @@ def test_xla_cpu_flag_is_set_for_the_pinned_jaxlib_and_yields_to_the_user():
     assert _xla_flags_after_importing_offrl(None) == offrl.YNNPACK_OFF
     own = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
     assert _xla_flags_after_importing_offrl(own) == own
+
+
+def test_mujoco_warnings_show_once_and_leave_no_log_file(tmp_path):
+    # Gymnasium's HalfCheetah-v5 model makes MuJoCo 4 warn each time it is compiled
+    script = ("import warnings, offrl, gymnasium as gym\n"
+              "with warnings.catch_warnings(record=True) as caught:\n"
+              "    warnings.simplefilter('default')\n"
+              "    for _ in range(3):\n"
+              "        gym.make('HalfCheetah-v5').close()\n"
+              "print(sum('MuJoCo: ' in str(warning.message) for warning in caught))")
+    assert run_in_fresh_python(script, dict(os.environ), cwd=tmp_path) == "1"
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
