@@ -134,7 +134,8 @@ def mark_other_data(runs: list[RunScores]) -> dict[str, int]:
             copies[dataset_id] = len({run.fingerprint for run in runs if run.dataset == dataset_id and run.fingerprint})
             continue
         for run in runs:
-            run.other_data = run.dataset == dataset_id and run.fingerprint not in (None, current)
+            if run.dataset == dataset_id:
+                run.other_data = run.fingerprint not in (None, current)
     return copies
 
 

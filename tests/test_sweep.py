@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -188,10 +189,19 @@ def test_report_tables_aggregates_and_plots(pendulum, tmp_path):
     numbers = json.loads((tmp_path / "stopped" / "report.json").read_text())
     assert list(numbers["aggregates"]) == ["bc"] and not numbers["scores"][f"td3_bc|{DATASET}"]["finished"]
 
-    # made again with other data, the dataset no longer matches what the runs trained on
+    # made again with other data, the dataset no longer matches what the runs trained on;
+    # a run on another dataset that did not change stays comparable
+    other = "offrl/pendulum/unchanged-v0"
+    make_pendulum_dataset(other, num_steps=1000)
+    copied = tmp_path / "runs" / "unchanged"
+    shutil.copytree(metrics.parent, copied)
+    record = json.loads((copied / "run.json").read_text())
+    (copied / "run.json").write_text(json.dumps({**record, "dataset": other,
+                                                 "dataset_fingerprint": load_dataset(other).fingerprint()}))
     make_pendulum_dataset(DATASET, num_steps=3000, seed=1, overwrite=True)
     text = write_report([tmp_path / "runs"], out=tmp_path / "remade").read_text()
     assert text.count("on other data") == 2 * 2 + 1  # bc and td3_bc, final and best; the footnote
+    assert str(copied) not in text and f"| {other} |" in text
     assert "None: no dataset has runs at their budget" in text
     fresh = load_dataset(DATASET).summary()["normalized_return_mean"]
     assert f"| {DATASET} | {fresh:.1f} |" in text  # the data column is the local data's, not the runs'
