@@ -65,11 +65,11 @@ def trained_on_other_data(run_dir: Path) -> bool:
     """Whether the run began on other data than the local dataset of its id holds now (it
     was made again since). False where either is unknown: no run, a run from before run.json
     recorded the fingerprint, an online run, or a dataset that is not local."""
-    recorded = recorded_fingerprint(run_dir)
-    if recorded is None:
+    record = run_dir / "run.json"
+    run = json.loads(record.read_text()) if record.is_file() else {}
+    if run.get("dataset_fingerprint") is None:
         return False
-    current = local_fingerprint(json.loads((run_dir / "run.json").read_text())["dataset"])
-    return current not in (None, recorded)
+    return local_fingerprint(run["dataset"]) not in (None, run["dataset_fingerprint"])
 
 
 def planned_steps(run_dir: Path) -> int:
