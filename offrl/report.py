@@ -27,6 +27,7 @@ the points of a packed run (hp/<key> columns) are always kept apart.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,19 @@ def mark_other_data(runs: list[RunScores]) -> dict[str, int]:
     return copies
 
 
+@contextmanager
+def global_numpy_seed(seed: int):
+    """Seed NumPy's global generator for the block, then put its state back. rliable 1.2's
+    stratified bootstrap draws its resamples from np.random, ignoring the random_state it is
+    given, so this is what makes a report's intervals the same every time it is made."""
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(saved)
+
+
 def aggregates(groups, reps: int = 2000, seed: int = 0):
     """rliable interval estimates of IQM, mean and optimality gap of final scores / 100.
 
@@ -156,7 +170,8 @@ def aggregates(groups, reps: int = 2000, seed: int = 0):
         matrices[name] = np.array([column[:depth] for column in columns]).T / 100.0
     aggregate = lambda scores: np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores),  # noqa: E731
                                          metrics.aggregate_optimality_gap(scores)])
-    point, interval = rly.get_interval_estimates(matrices, aggregate, reps=reps, random_state=np.random.RandomState(seed))
+    with global_numpy_seed(seed):
+        point, interval = rly.get_interval_estimates(matrices, aggregate, reps=reps)
     return matrices, point, interval
 
 
@@ -288,7 +303,8 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
     figure.savefig(out / "aggregates.png", dpi=100, bbox_inches="tight")
     plt.close(figure)
     thresholds = np.linspace(0.0, 1.2, 61)
-    profiles, profile_cis = rly.create_performance_profile(matrices, thresholds)
+    with global_numpy_seed(0):
+        profiles, profile_cis = rly.create_performance_profile(matrices, thresholds)
     figure, axis = plt.subplots(figsize=(6, 4))
     plot_utils.plot_performance_profiles(profiles, thresholds, performance_profile_cis=profile_cis,
                                          colors=dict(zip(aggregated, plt.rcParams["axes.prop_cycle"].by_key()["color"])),

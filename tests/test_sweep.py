@@ -17,7 +17,7 @@ from offrl.cli import main as cli_main
 from offrl.data import load_dataset
 from offrl.data.scripted import make_pendulum_dataset
 from offrl.logging import read_metrics
-from offrl.report import write_report
+from offrl.report import RunScores, aggregates, write_report
 
 DATASET = "offrl/pendulum/sweep-v0"
 TINY = {"num_updates": 200, "log_every": 100, "eval_every": 100, "eval_episodes": 2, "checkpoint_every": 100,
@@ -205,6 +205,20 @@ def test_report_tables_aggregates_and_plots(pendulum, tmp_path):
     assert "None: no dataset has runs at their budget" in text
     fresh = load_dataset(DATASET).summary()["normalized_return_mean"]
     assert f"| {DATASET} | {fresh:.1f} |" in text  # the data column is the local data's, not the runs'
+
+
+def test_report_intervals_repeat_whatever_numpys_global_state(tmp_path):
+    rng = np.random.default_rng(0)
+    groups = {(name, dataset): [RunScores(tmp_path, name, dataset,
+                                          {seed: [(100, float(score))] for seed, score in enumerate(rng.uniform(0, 100, 5))})]
+              for name in ("bc", "iql") for dataset in ("a", "b")}
+    intervals = []
+    for global_seed in (1, 2):  # rliable draws its bootstrap resamples from np.random
+        np.random.seed(global_seed)
+        intervals.append(aggregates(groups, reps=200)[2])
+        assert np.random.get_state()[1][0] == np.random.RandomState(global_seed).get_state()[1][0]  # put back
+    for name in ("bc", "iql"):
+        np.testing.assert_array_equal(intervals[0][name], intervals[1][name])
 
 
 def test_packed_hyperparameters_match_separate_runs(pendulum, tmp_path):
