@@ -27,8 +27,8 @@ the points of a packed run (hp/<key> columns) are always kept apart.
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
