@@ -14,6 +14,11 @@ line is the floor: the float32 rounding of the start state, grown by the contact
 MOREC's first line follows every rollout to the horizon; its second only the rollouts
 whose chosen dynamics reward has stayed above the threshold (those MOREC would still be
 rolling out), whose fraction is reported too. Writes experiments/results/model_accuracy_<dataset>.json/.png.
+
+Without --dynamics, the ensemble is the one RAVL and MOREC runs train on the same data and
+settings (offrl.model_based.shared_dynamics: reused from runs/dynamics if there, else trained
+and put there), and the dynamics reward is kept in runs/model_accuracy/<dataset>/<ensemble>,
+so a dataset made again since gets a new ensemble rather than a stale one.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ import numpy as np  # noqa: E402
 
 from offrl.config import dataset_config_name  # noqa: E402
 from offrl.data import load_dataset  # noqa: E402
-from offrl.dynamics import DynamicsConfig, load_dynamics, save_dynamics, train_dynamics  # noqa: E402
+from offrl.dynamics import DynamicsConfig, load_dynamics  # noqa: E402
 from offrl.dynamics_reward import learn_dynamics_reward, load_dynamics_reward, save_dynamics_reward  # noqa: E402
+from offrl.model_based import shared_dynamics  # noqa: E402
 from offrl.simulator import Simulator  # noqa: E402
 from offrl.train import REPO_ROOT, algorithm_module  # noqa: E402
 
@@ -64,12 +70,12 @@ def main() -> None:
     dataset = load_dataset(args.dataset)
     name = dataset_config_name(args.dataset)
     arrays = {key: getattr(dataset, key) for key in ("observations", "actions", "next_observations", "rewards")}
-    directory = args.dynamics or REPO_ROOT / "runs" / "model_accuracy" / name
-    if (directory / "dynamics.json").is_file():
-        model = load_dynamics(directory)
-    else:
-        model, report = train_dynamics(arrays, DynamicsConfig(max_epochs=args.max_epochs))
-        save_dynamics(model, report, directory)
+    if args.dynamics:
+        directory = ensemble = args.dynamics
+    else:  # the ensemble RAVL and MOREC runs on this data share; the dynamics reward beside it, per ensemble
+        ensemble = shared_dynamics(args.dataset, arrays, DynamicsConfig(max_epochs=args.max_epochs))
+        directory = REPO_ROOT / "runs" / "model_accuracy" / name / ensemble.name
+    model = load_dynamics(ensemble)
     morec = algorithm_module("morec")
     config = morec.Config()
     if (directory / "dynamics_reward.json").is_file():
@@ -107,7 +113,7 @@ def main() -> None:
     (RESULTS / f"model_accuracy_{name}.json").write_text(json.dumps({
         "dataset": args.dataset, "horizon": args.horizon, "starts": len(rows), "mean_l2_error": errors,
         "morec_still_above_threshold": above_threshold, "threshold": config.reward_threshold,
-        "dynamics_training": json.loads((directory / "dynamics.json").read_text())["report"],
+        "dynamics_training": json.loads((ensemble / "dynamics.json").read_text())["report"],
         "dynamics_reward": json.loads((directory / "dynamics_reward.json").read_text())["report"]}, indent=1))
     figure, axis = plt.subplots(figsize=(6, 4))
     for method, values in errors.items():

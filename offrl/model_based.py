@@ -170,6 +170,17 @@ def dynamics_fingerprint(arrays: dict[str, np.ndarray], config: DynamicsConfig) 
     return digest.hexdigest()[:16]
 
 
+def shared_dynamics(dataset_id: str, arrays: dict[str, np.ndarray], config: DynamicsConfig) -> Path:
+    """The directory in dynamics_cache() of the ensemble trained on `arrays` with `config`,
+    trained and published there first if no run or experiment has done so yet."""
+    shared = dynamics_cache() / dataset_config_name(dataset_id) / dynamics_fingerprint(arrays, config)
+    if (shared / "dynamics.json").is_file():
+        print(f"dynamics ensemble: reusing {shared}")
+    else:
+        publish(shared, lambda directory: save_dynamics(*train_dynamics(arrays, config), directory))
+    return shared
+
+
 def dynamics_for(config: ModelBasedConfig, dataset: OfflineDataset, data, run_dir: Path) -> DynamicsModel:
     """The run's ensemble: its own saved copy (a resumed run), the one given by --dynamics,
     or one trained on the (preprocessed) dataset and saved into the run directory. Trained
@@ -183,17 +194,11 @@ def dynamics_for(config: ModelBasedConfig, dataset: OfflineDataset, data, run_di
         return load_dynamics(config.dynamics)
     arrays = {key: np.asarray(data[key]) for key in ("observations", "actions", "next_observations", "rewards")}
     dynamics_config = DynamicsConfig(max_epochs=config.dynamics_max_epochs, seed=config.dynamics_seed)
-    trained_into = lambda directory: save_dynamics(*train_dynamics(arrays, dynamics_config), directory)  # noqa: E731
     if config.share_dynamics:
-        shared = dynamics_cache() / dataset_config_name(dataset.metadata.dataset_id) / dynamics_fingerprint(
-            arrays, dynamics_config)
-        if (shared / "dynamics.json").is_file():
-            print(f"dynamics ensemble: reusing {shared}")
-        else:
-            publish(shared, trained_into)
+        shared = shared_dynamics(dataset.metadata.dataset_id, arrays, dynamics_config)
         publish(own, lambda directory: shutil.copytree(shared, directory, dirs_exist_ok=True))
     else:
-        publish(own, trained_into)
+        publish(own, lambda directory: save_dynamics(*train_dynamics(arrays, dynamics_config), directory))
     return load_dynamics(own)
 
 
