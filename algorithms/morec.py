@@ -53,6 +53,7 @@ class Config(ModelBasedConfig):
     eval_every: int = 10_000
     rollout_length: int = 100
     rollout_batch: int = 2000
+    rollout_chunks: int = 8  # step only the rollouts the filter has not ended, 250 rows at a time
     real_ratio: float = 0.05
     penalty_coef: float = 1.0
     samples_per_elite: int = 2  # candidates = elites x samples_per_elite

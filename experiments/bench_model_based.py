@@ -3,7 +3,8 @@
     python experiments/bench_model_based.py [--size 1000000] [--seeds 1,3] [--out speed_model_based]
 
 On a Hopper-shaped dataset (obs 11, action 3, random transitions; speed does not depend on
-what the model has learned):
+what the model has learned, except MOREC's rollouts, which step only the rollouts its filter
+has not ended: their share of valid steps is reported beside them):
 - ensemble training: seconds per epoch over the whole dataset (7 members, 4x200, batch 256),
   the first epoch's compile separated from the second's steady state;
 - the dynamics reward (MOREC): seconds for its adversarial training at the defaults;
@@ -79,12 +80,14 @@ def bench_rollouts(name: str, model_step, model, data) -> dict:
     @jax.jit
     def one_epoch_of_rollouts(state, rng):
         transitions, valid, _ = rollout(model, model_step(config), hopper_terminal, algorithm.act, state, starts,
-                                        rng, config.rollout_length, config.penalty_coef)
-        return transitions["next_observations"].sum(), valid.sum()
+                                        rng, config.rollout_length, config.penalty_coef, config.rollout_chunks)
+        return transitions["next_observations"].sum(), valid.mean()
 
     first, seconds = timed(one_epoch_of_rollouts, state, jax.random.PRNGKey(0))
+    valid_fraction = float(one_epoch_of_rollouts(state, jax.random.PRNGKey(0))[1])
     steps = config.rollout_batch * config.rollout_length
     return {"algorithm": name, "rollout_batch": config.rollout_batch, "rollout_length": config.rollout_length,
+            "rollout_chunks": config.rollout_chunks, "valid_fraction": round(valid_fraction, 3),
             "first_call_s_with_compile": round(first, 1), "seconds": round(seconds, 2),
             "imagined_steps_per_s": round(steps / seconds)}
 
@@ -168,9 +171,9 @@ def markdown(report: dict, seed_counts: list[int]) -> str:
         f"first epoch with compilation {ensemble['first_epoch_s_with_compile']} s.",
         f"- MOREC's dynamics reward: {reward['iterations']} adversarial iterations, {reward['kept']} "
         f"discriminators kept, {reward['seconds_with_compile']} s with compilation.", "",
-        "| rollouts | starts x steps | s per epoch | imagined steps/s |", "|---|---|---|---|"]
-    lines += [f"| {r['algorithm']} | {r['rollout_batch']:,} x {r['rollout_length']} | {r['seconds']} | "
-              f"{r['imagined_steps_per_s']:,} |" for r in report["rollouts"]]
+        "| rollouts | starts x steps | chunks | valid | s per epoch | imagined steps/s |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['algorithm']} | {r['rollout_batch']:,} x {r['rollout_length']} | {r['rollout_chunks']} | "
+              f"{r['valid_fraction']:.0%} | {r['seconds']} | {r['imagined_steps_per_s']:,} |" for r in report["rollouts"]]
     more_seeds = seed_counts[1:]
     extra_heads = "".join(f" {k} seeds |" for k in more_seeds)
 

@@ -59,6 +59,34 @@ def test_rollout_stops_at_terminations_and_filter_cuts_and_penalizes():
     assert np.all(np.asarray(transitions["timeouts"]) == 0)
 
 
+def test_rollout_of_alive_chunks_gives_the_same_transitions():
+    # deterministic model and policy, so only the rows' order may differ between chunks 1 and 4
+    def model_step(model, obs, action, rng):
+        return obs + 0.3 + action, obs[:, 0] + 1.0, jnp.abs(obs[:, 1]), obs[:, 0] < 3.5
+
+    terminal = lambda next_obs: next_obs[:, 1] > 4.0  # noqa: E731
+    act = lambda state, obs, rng, deterministic: obs[:, :1] * 0.1  # noqa: E731
+    starts = jax.random.uniform(jax.random.PRNGKey(3), (8, 2), maxval=3.0)
+
+    def valid_rows_per_step(chunks):
+        transitions, valid, stats = rollout(None, model_step, terminal, act, None, starts, jax.random.PRNGKey(0),
+                                            length=6, penalty_coef=0.5, chunks=chunks)
+        rows = np.concatenate([np.asarray(transitions[key]).reshape(6, 8, -1) for key in sorted(transitions)], -1)
+        valid = np.asarray(valid).reshape(6, 8)
+        return [np.array(sorted(map(tuple, rows[t][valid[t]]))) for t in range(6)], stats
+
+    plain, plain_stats = valid_rows_per_step(1)
+    chunked, chunked_stats = valid_rows_per_step(4)
+    assert [len(rows) for rows in plain] != [8] * 6 and len(plain[-1]) > 0  # rollouts end at different steps
+    for expected, got in zip(plain, chunked):
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+    for key in plain_stats:
+        np.testing.assert_allclose(chunked_stats[key], plain_stats[key], rtol=1e-6)
+    with pytest.raises(ValueError, match="equal chunks"):
+        rollout(None, model_step, terminal, act, None, starts, jax.random.PRNGKey(0), length=2, penalty_coef=0.0,
+                chunks=3)
+
+
 def test_mixed_batches_hold_the_real_fraction():
     data = {key: jnp.ones((100,) + ((2,) if key in ("observations", "next_observations", "actions") else ()))
             for key in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")}
