@@ -94,6 +94,7 @@ def main() -> None:
               "MOREC filter": jnp.asarray(dataset.observations[rows])}
     kept_line = "MOREC filter, rollouts it keeps"
     errors = {key: [] for key in (*states, kept_line, "true simulator")}
+    median_errors = {key: [] for key in errors}  # a few runaway rollouts can make the mean infinite
     above_threshold, alive = [], np.ones(len(rows), bool)
     key = jax.random.PRNGKey(args.seed)
     for t in range(args.horizon):
@@ -104,26 +105,31 @@ def main() -> None:
         alive &= np.asarray(keep)
         above_threshold.append(float(alive.mean()))
         states["true simulator"] = simulated[t]
-        for method, state in states.items():
-            errors[method].append(float(np.linalg.norm(np.asarray(state) - truth[t], axis=-1).mean()))
-        kept_error = np.linalg.norm(np.asarray(states["MOREC filter"])[alive] - truth[t][alive], axis=-1)
-        errors[kept_line].append(float(kept_error.mean()) if alive.any() else float("nan"))
+        distances = {method: np.linalg.norm(np.asarray(state, np.float64) - truth[t], axis=-1)
+                     for method, state in states.items()}
+        distances[kept_line] = distances["MOREC filter"][alive]
+        for method, distance in distances.items():
+            errors[method].append(float(distance.mean()) if distance.size else float("nan"))
+            median_errors[method].append(float(np.median(distance)) if distance.size else float("nan"))
 
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"model_accuracy_{name}.json").write_text(json.dumps({
         "dataset": args.dataset, "horizon": args.horizon, "starts": len(rows), "mean_l2_error": errors,
+        "median_l2_error": median_errors,
         "morec_still_above_threshold": above_threshold, "threshold": config.reward_threshold,
         "dynamics_training": json.loads((ensemble / "dynamics.json").read_text())["report"],
         "dynamics_reward": json.loads((directory / "dynamics_reward.json").read_text())["report"]}, indent=1))
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for method, values in errors.items():
-        axis.plot(range(1, args.horizon + 1), values, label=method)
-    axis.set(xlabel="rollout step", ylabel="mean L2 state error", title=name)
-    axis.legend()
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, (statistic, lines) in zip(axes, {"mean": errors, "median": median_errors}.items()):
+        for method, values in lines.items():
+            axis.plot(range(1, args.horizon + 1), values, label=method)
+        axis.set(xlabel="rollout step", ylabel=f"{statistic} L2 state error", title=name, yscale="log")
+    axes[0].legend()
     figure.savefig(RESULTS / f"model_accuracy_{name}.png", dpi=100, bbox_inches="tight")
     for t in sorted({1, 5, 10, 25, 50, args.horizon}):
         if t <= args.horizon:
-            print(f"step {t:>3}: " + ", ".join(f"{m} {errors[m][t - 1]:.3f}" for m in errors)
+            print(f"step {t:>3} (mean / median): " + ", ".join(
+                f"{m} {errors[m][t - 1]:.3g} / {median_errors[m][t - 1]:.3g}" for m in errors)
                   + f"; MOREC above threshold {above_threshold[t - 1]:.2f}")
 
 
