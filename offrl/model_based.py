@@ -107,7 +107,7 @@ def rollout(model: DynamicsModel, model_step: ModelStep, terminal_fn, act, agent
     With `chunks` > 1, each step computes only the rollouts still alive: they are moved to
     the front and stepped `batch / chunks` rows at a time, as many chunks as they fill.
     That pays where rollouts end early (MOREC's filter cuts most of its 100-step rollouts)
-    and only costs where they do not. Rows are reordered and drawn other random numbers
+    and only costs where they do not. Rows are reordered and draw other random numbers
     than with `chunks` 1, so the transitions differ, not their distribution.
 
     Returns the transitions flattened to (length * batch, ...), the mask of valid ones

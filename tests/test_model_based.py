@@ -267,14 +267,15 @@ def test_dynamics_reward_scores_dataset_transitions_above_the_threshold():
 def test_morec_trains_with_filtered_rollouts(pendulum_data, tmp_path):
     morec = algorithm_module("morec")
     config = parse_config(morec.Config, "morec", [
-        "--dataset", DATASET, "--num_updates", "200", "--log_every", "200", "--updates_per_epoch", "100",
-        "--eval_every", "200", "--eval_episodes", "2", "--checkpoint_every", "200", "--rollout_batch", "64",
-        "--rollout_length", "10", "--hidden_dims", "32", "32", "--dynamics_max_epochs", "3",
+        "--dataset", DATASET, "--seeds", "0,1", "--num_updates", "200", "--log_every", "200",
+        "--updates_per_epoch", "100", "--eval_every", "200", "--eval_episodes", "2", "--checkpoint_every", "200",
+        "--rollout_batch", "64", "--rollout_length", "10", "--hidden_dims", "32", "32", "--dynamics_max_epochs", "3",
         "--reward_iterations", "100", "--reward_max_kept", "5", "--wandb", "disabled",
         "--run_dir", str(tmp_path / "morec")])
     result = train(morec.make, config, "morec", show_progress=False, make_program=morec.program)
     assert (result.run_dir / "dynamics" / "dynamics_reward.json").is_file()
     rows = read_metrics(result.run_dir)
+    assert {row["seed"] for row in rows} == {0, 1}  # the live-rollout chunks run under vmap over seeds
     assert all(0.0 <= row["model/valid_fraction"] <= 1.0 for row in rows)
     assert np.isfinite(result.final_eval["eval/return"]).all()
 
