@@ -30,7 +30,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from bench_speed import ACT_DIM, OBS_DIM, bench_algorithm, hopper_shaped_data, matmul_roofline
+from bench_speed import ACT_DIM, OBS_DIM, hopper_shaped_data, time_algorithm
 
 from offrl.buffer import ReplayBuffer
 from offrl.dynamics import DynamicsConfig, hopper_terminal, train_dynamics
@@ -42,18 +42,19 @@ from offrl.train import algorithm_module
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def timed(function, *args, rounds: int = 1) -> tuple[float, float]:
-    """(seconds of the first call, including compilation; median seconds of the next `rounds`;
-    one by default, since an epoch of MOREC's rollouts takes minutes on 2 CPU cores)."""
+def timed(function, *args, rounds: int = 1) -> tuple[float, float, object]:
+    """(seconds of the first call, including compilation; median seconds of the next `rounds`,
+    one by default, since an epoch of MOREC's rollouts takes minutes on 2 CPU cores; the
+    first call's output)."""
     began = time.perf_counter()
-    jax.block_until_ready(function(*args))
+    output = jax.block_until_ready(function(*args))
     first = time.perf_counter() - began
     seconds = []
     for _ in range(rounds):
         began = time.perf_counter()
         jax.block_until_ready(function(*args))
         seconds.append(time.perf_counter() - began)
-    return first, float(np.median(seconds))
+    return first, float(np.median(seconds)), output
 
 
 def bench_ensemble(arrays: dict[str, np.ndarray]) -> tuple[object, dict]:
@@ -83,11 +84,10 @@ def bench_rollouts(name: str, model_step, model, data) -> dict:
                                         rng, config.rollout_length, config.penalty_coef, config.rollout_chunks)
         return transitions["next_observations"].sum(), valid.mean()
 
-    first, seconds = timed(one_epoch_of_rollouts, state, jax.random.PRNGKey(0))
-    valid_fraction = float(one_epoch_of_rollouts(state, jax.random.PRNGKey(0))[1])
+    first, seconds, (_, valid_fraction) = timed(one_epoch_of_rollouts, state, jax.random.PRNGKey(0))
     steps = config.rollout_batch * config.rollout_length
     return {"algorithm": name, "rollout_batch": config.rollout_batch, "rollout_length": config.rollout_length,
-            "rollout_chunks": config.rollout_chunks, "valid_fraction": round(valid_fraction, 3),
+            "rollout_chunks": config.rollout_chunks, "valid_fraction": round(float(valid_fraction), 3),
             "first_call_s_with_compile": round(first, 1), "seconds": round(seconds, 2),
             "imagined_steps_per_s": round(steps / seconds)}
 
@@ -142,8 +142,9 @@ def main() -> None:
     for name, (model_step, step_model) in models.items():
         rollouts.append(bench_rollouts(name, model_step, step_model, data))
         print("rollouts", json.dumps(rollouts[-1]), flush=True)
-        agent = bench_algorithm(name, seed_counts, data, chunk=100, rounds=3)
-        agent["roofline_gflop_s"] = round(matmul_roofline(256), 1)
+        agent = time_algorithm(name, seed_counts, chunk=100)  # bench_speed's method, roofline measured beside it
+        agent["roofline_gflop_s"] = round(agent["roofline_gflop_s"], 1)
+        agent.update({key: round(value, 1) for key, value in agent.items() if key.startswith("updates_per_s")})
         agent["ceiling_updates_per_s"] = round(agent["roofline_gflop_s"] / agent["gflop_per_update"], 1)
         agent["share_of_ceiling"] = round(agent["updates_per_s_1_seeds"] / agent["ceiling_updates_per_s"], 3)
         agents.append(agent)
