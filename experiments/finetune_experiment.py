@@ -37,7 +37,8 @@ def sac_from_scratch(dataset_id: str, args, runs: Path) -> dict:
     status = run_status(runs / "sac", args.online_steps, args.seeds)
     if status != "finished":
         sac.main(["--env", env_id, "--env_steps", str(args.online_steps), "--seeds", args.seeds,
-                  "--eval_every", str(args.eval_every), "--wandb", "disabled", "--run_dir", str(runs / "sac"),
+                  "--eval_every", str(args.eval_every), "--checkpoint_every", str(args.checkpoint_every),
+                  "--wandb", "disabled", "--run_dir", str(runs / "sac"),
                   *resume_flag(runs / "sac", status)])
     normalize = load_dataset(dataset_id).normalized_score
     sac_curves = {seed: [(step, float(normalize(value))) for step, value in curve]
@@ -52,6 +53,9 @@ def main_cli() -> None:
     parser.add_argument("--online-steps", type=int, default=100_000)
     parser.add_argument("--eval-every", type=int, default=5_000, help="env steps between online evaluations")
     parser.add_argument("--dip-window", type=int, default=20_000)
+    parser.add_argument("--checkpoint-every", type=int, default=10_000,
+                        help="offline updates (and SAC's env steps) between checkpoints, so a killed run resumes "
+                        "from at most this far back; the online phase checkpoints at each evaluation")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--cql-overrides", default="", help="extra flags for both CQL agents, e.g. smaller "
                         "networks on a CPU: '--hidden_dims 256 256 --num_sampled_actions 4'")
@@ -75,15 +79,15 @@ def main_cli() -> None:
         if status != "finished":
             main(module.make, module.Config, algo, [
                 "--dataset", dataset_id, "--num_updates", str(args.offline_updates), "--seeds", args.seeds,
-                "--eval_every", str(args.offline_updates), "--checkpoint_every", str(args.offline_updates),
+                "--eval_every", str(args.offline_updates), "--checkpoint_every", str(args.checkpoint_every),
                 "--online_steps", str(args.online_steps), "--online_eval_every", str(args.eval_every),
                 "--wandb", "disabled", "--run_dir", str(runs / name), *extra, *overrides.get(algo, []),
                 *resume_flag(runs / name, status)])
         curves = seed_curves(read_metrics(runs / name), "eval/normalized_score")
         offline = [dict(curve)[args.offline_updates] for curve in curves.values()]
         final = [curve[-1][1] for curve in curves.values()]
-        dips = [min(score for step, score in curve
-                    if args.offline_updates < step <= args.offline_updates + args.dip_window) - dict(curve)[args.offline_updates]
+        switch, window_end = args.offline_updates, args.offline_updates + args.dip_window
+        dips = [min(score for step, score in curve if switch < step <= window_end) - dict(curve)[switch]
                 for curve in curves.values()]
         results[name] = {"offline": offline, "final": final, "dip": dips, "curves": curves}
     if "sac" in chosen:
