@@ -116,14 +116,20 @@ def resume_flag(run_dir: Path, status: str) -> list[str]:
     return ["--resume", str(run_dir)] if status == "resumable" else []
 
 
+def episode_returns(algorithm, states, seeds, preprocessing, env, episodes: int) -> np.ndarray:
+    """Each seed's deterministic policy's return in each episode, [seeds, episodes]; a seed's
+    episodes are seeded the same way at every evaluation."""
+    return np.array([
+        evaluate_policy(make_policy(algorithm.act, seed_slice(states, index), preprocessing),
+                        env, episodes, seed=100_000 + seed)
+        for index, seed in enumerate(seeds)
+    ])
+
+
 def evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes: int,
                    normalized_score=None) -> dict[str, np.ndarray]:
     """Mean return of each seed's deterministic policy (and its normalized score)."""
-    returns = np.array([
-        evaluate_policy(make_policy(algorithm.act, seed_slice(states, index), preprocessing),
-                        env, episodes, seed=100_000 + seed).mean()
-        for index, seed in enumerate(seeds)
-    ])
+    returns = episode_returns(algorithm, states, seeds, preprocessing, env, episodes).mean(axis=1)
     result = {"eval/return": returns}
     if normalized_score is not None:
         result["eval/normalized_score"] = normalized_score(returns)

@@ -44,6 +44,7 @@ from offrl.runs import (
     check_divergence,
     default_run_dir,
     divergence,
+    episode_returns,
     evaluate_seeds,
     open_run_dir,
     recorded_fingerprint,
@@ -273,7 +274,8 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, env: str | None = Non
                  checkpoint_path: str | Path | None = None) -> dict[str, Any]:
     """Each seed's mean return over `episodes` episodes of its deterministic policy, from the
     run's latest checkpoint or the one given, and the normalized score where its dataset has
-    reference scores: final numbers over more episodes than training evaluated. The env and
+    reference scores: final numbers over more episodes than training evaluated, with every
+    episode's return and score ([seeds, episodes]) to judge their spread. The env and
     reference scores come from run.json, so the dataset need not be local. The environments
     are seeded as in training, so the same episode count repeats the run's last evaluation."""
     run_dir = Path(run_dir)
@@ -293,9 +295,14 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, env: str | None = Non
     score_of = None if None in reference else (lambda returns: normalized_score(returns, *reference))
     points = json.loads(config.pack) if getattr(config, "pack", "") else [{}]  # a sweep's packed hyperparameters
     seeds = config.seed_list() * len(points)
-    return {"seeds": seeds, "points": [point for point in points for _ in config.seed_list()], "episodes": episodes,
-            "env": getattr(env, "id", env),
-            **evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes, score_of)}
+    per_episode = episode_returns(algorithm, states, seeds, preprocessing, env, episodes)
+    result = {"seeds": seeds, "points": [point for point in points for _ in config.seed_list()], "episodes": episodes,
+              "env": getattr(env, "id", env), "eval/return": per_episode.mean(axis=1),
+              "eval/episode_returns": per_episode}
+    if score_of is not None:
+        result["eval/normalized_score"] = score_of(result["eval/return"])
+        result["eval/episode_normalized_scores"] = score_of(per_episode)
+    return result
 
 
 def algorithm_module(algo: str):

@@ -150,7 +150,13 @@ def test_evaluate_command_repeats_the_runs_last_evaluation_and_goes_further(pend
         np.testing.assert_allclose(again[key], [logged[3][key], logged[4][key]], rtol=1e-5)
     assert cli_main(["evaluate", str(run), "--episodes", "5", "--out", str(out)]) == 0
     assert "mean ± std" in capsys.readouterr().out and json.loads(out.read_text())["episodes"] == 5
-    assert not np.allclose(json.loads(out.read_text())["eval/return"], again["eval/return"])
+    further = json.loads(out.read_text())
+    assert not np.allclose(further["eval/return"], again["eval/return"])
+    # every episode is kept, and the first two of five are the two evaluated before
+    episodes = np.array(further["eval/episode_returns"])
+    assert episodes.shape == (2, 5)
+    np.testing.assert_allclose(episodes.mean(axis=1), further["eval/return"])
+    np.testing.assert_allclose(episodes[:, :2], again["eval/episode_returns"])
 
 
 def test_offline_wandb_run_holds_the_logged_history(pendulum, tmp_path):
