@@ -7,7 +7,7 @@
     offrl datasets split-labels ID [--labelled 0.1] [--from lowest-return-50%] [--seed S]
     offrl datasets proxy-label --labelled ID1 --unlabelled ID2 --out ID3 [--ensemble N]
     offrl datasets remove ID
-    offrl sweep SPEC [--dry-run] [--workers N] [--ray ADDRESS] [--export-wandb]
+    offrl sweep SPEC [--dry-run] [--workers N] [--ray ADDRESS] [--export-wandb] [--seed-per-run]
     offrl report RUNS_OR_SWEEP [...] [--out DIR] [--by-run] [--reference YAML]
     offrl evaluate RUN_DIR [--episodes 100] [--env ENV] [--checkpoint FILE] [--out FILE.json]
 """
@@ -148,6 +148,8 @@ def sweep(args: argparse.Namespace) -> int:
 
     spec = sweeps.restrict(sweeps.load_spec(args.spec), args.algorithms, args.datasets)
     runs = sweeps.expand(spec) if args.no_pack else sweeps.pack(sweeps.expand(spec))
+    if args.seed_per_run:
+        runs = sweeps.seed_per_run(runs)
     root = Path(args.root)
     if args.export_wandb:
         for algorithm in spec.algorithms:
@@ -274,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep_parser.add_argument("--gpus-per-run", type=float, default=0.0)
     sweep_parser.add_argument("--no-pack", action="store_true",
                               help="one program per hyperparameter point (default: pack PACKABLE ones)")
+    sweep_parser.add_argument("--seed-per-run", action="store_true",
+                              help="one run per seed instead of all seeds in one program: faster on a CPU, "
+                                   "where each worker gets its own cores (docs/sweeps.md)")
     sweep_parser.add_argument("--export-wandb", action="store_true", help="write W&B sweep YAMLs next to SPEC")
     sweep_parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1] / "runs" / "sweeps"),
                               help="where run directories go")

@@ -20,13 +20,15 @@ Written to DIR (default: the first path):
 - learning_curves.png (mean over seeds, 95% bootstrap band), aggregates.png
   (interval estimates) and performance_profile.png;
 - report.json with all the numbers.
-Runs of the same algorithm and dataset (e.g. sweep points) are pooled unless `--by-run`;
+Runs of the same algorithm and dataset (e.g. sweep points) are pooled unless `--by-run`
+(which keeps run directories apart, a point's `--seed-per-run` runs together);
 the points of a packed run (hp/<key> columns) are always kept apart.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -104,10 +106,17 @@ def find_runs(paths: list[Path]) -> list[RunScores]:
     return runs
 
 
+# `offrl sweep --seed-per-run` names a point's runs <name>_s<seed> (or <name>,s<seed> after a label)
+SEED_SUFFIX = re.compile(r"[_,]s\d+$")
+
+
 def group(runs: list[RunScores], by_run: bool = False) -> dict[tuple[str, str], list[RunScores]]:
+    """Runs pooled per algorithm (and packed point), or with `by_run` per run directory, the
+    one-seed runs of a point counting as one directory."""
     groups: dict[tuple[str, str], list[RunScores]] = defaultdict(list)
     for run in runs:
-        name = (f"{run.algorithm} [{run.run_dir.name}{'|' + run.point if run.point else ''}]" if by_run
+        directory = SEED_SUFFIX.sub("", run.run_dir.name)
+        name = (f"{run.algorithm} [{directory}{'|' + run.point if run.point else ''}]" if by_run
                 else f"{run.algorithm} [{run.point}]" if run.point else run.algorithm)
         groups[(name, run.dataset)].append(run)
     return dict(groups)

@@ -1,7 +1,7 @@
 """Config-driven sweeps: algorithms x datasets x hyperparameters x seeds, run locally or on Ray.
 
     offrl sweep experiments/sweeps/SPEC.yaml [--dry-run] [--workers N] [--ray ADDRESS] [--export-wandb]
-                [--algorithms A,B] [--datasets D,E]
+                [--algorithms A,B] [--datasets D,E] [--no-pack] [--seed-per-run]
 
 A spec (YAML):
 
@@ -23,9 +23,10 @@ A spec (YAML):
 Each (algorithm, dataset, grid point, random draw) is one run that trains all the seeds
 side by side in one vmapped program; points that differ only in scalar hyperparameters the
 algorithm declares PACKABLE (e.g. ReBRAC's BC coefficients) are packed into one run and
-program too, their values passed as traced values (`--no-pack` keeps them apart). Runs
-are independent processes: up to `--workers`
-at a time locally, or one Ray task each (CPUs and GPUs declared, retried if a worker dies).
+program too, their values passed as traced values (`--no-pack` keeps them apart;
+`--seed-per-run` splits each run into one run per seed, for CPUs). Runs are independent
+processes: up to `--workers` at a time locally (each pinned to its own share of the CPUs),
+or one Ray task each (CPUs and GPUs declared, retried if a worker dies).
 A finished or diverged run writes result.json; re-running the sweep skips it, and resumes
 a run that was cut off from its last checkpoint. A sweep whose runs began on other data
 than the local datasets now hold (made again since) stops before training and names them.
@@ -37,6 +38,7 @@ import dataclasses
 import itertools
 import json
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +180,15 @@ def pack(runs: list[SweepRun]) -> list[SweepRun]:
     return packed
 
 
+def seed_per_run(runs: list[SweepRun]) -> list[SweepRun]:
+    """Each run split into one run per seed (`--seed-per-run`, label suffix `s<seed>`; reports
+    group them again). On a CPU, seeds as separate pinned workers train faster than vmapped
+    in one program, which a second thread barely speeds up (docs/sweeps.md); on a GPU one
+    program of all seeds is faster."""
+    return [dataclasses.replace(run, seeds=(seed,), label=",".join(part for part in (run.label, f"s{seed}") if part))
+            for run in runs for seed in run.seeds]
+
+
 def is_finished(run: SweepRun, root: Path) -> bool:
     return (run.run_dir(root) / RESULT).is_file()
 
@@ -210,17 +221,47 @@ def run_one(run: SweepRun, root: Path) -> dict:
     return summary
 
 
-def _run_in_worker(run: SweepRun, root: str) -> dict:
-    return run_one(run, Path(root))
+def cpu_shares(workers: int) -> list[list[int]] | None:
+    """Disjoint sets of this process's CPUs, one per local worker, or None where workers
+    cannot be pinned (no `sched_setaffinity`, or more workers than CPUs).
+
+    XLA:CPU sizes its thread pool to the CPUs a process may use, so unpinned workers each
+    spread every matmul over all the cores and contend for them. On the 2-core machine two
+    pinned runs trained 14-71% more updates/s in all than two unpinned ones (docs/sweeps.md)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if workers > len(cpus):
+        return None
+    return [[int(cpu) for cpu in share] for share in np.array_split(cpus, workers)]
 
 
-def run_local(runs: list[SweepRun], root: Path, workers: int) -> list[dict]:
-    """Independent runs in up to `workers` processes (spawned: jax does not survive fork)."""
+def _pin_worker(shares: multiprocessing.Queue) -> None:
+    """Pool initializer: the worker takes one share of the CPUs before jax starts its backend."""
+    os.sched_setaffinity(0, shares.get())
+
+
+def _run_in_worker(run: SweepRun, root: str, run_fn: Callable[[SweepRun, Path], dict]) -> dict:
+    return run_fn(run, Path(root))
+
+
+def run_local(runs: list[SweepRun], root: Path, workers: int,
+              run_fn: Callable[[SweepRun, Path], dict] = run_one) -> list[dict]:
+    """Independent runs in up to `workers` processes (spawned: jax does not survive fork),
+    each pinned to its own share of the CPUs where it can be."""
+    workers = min(workers, len(runs))
     if workers <= 1:
-        return [run_one(run, root) for run in runs]
+        return [run_fn(run, root) for run in runs]
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        return list(pool.map(_run_in_worker, runs, [str(root)] * len(runs)))
+    shares = cpu_shares(workers)
+    pinning = {}
+    if shares is not None:
+        queue = context.Queue()
+        for share in shares:
+            queue.put(share)
+        pinning = {"initializer": _pin_worker, "initargs": (queue,)}
+    with ProcessPoolExecutor(workers, mp_context=context, **pinning) as pool:
+        return list(pool.map(_run_in_worker, runs, [str(root)] * len(runs), [run_fn] * len(runs)))
 
 
 def run_ray(runs: list[SweepRun], root: Path, address: str, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,

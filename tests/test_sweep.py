@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from offrl.cli import main as cli_main
 from offrl.data import load_dataset
 from offrl.data.scripted import make_pendulum_dataset
 from offrl.logging import read_metrics
-from offrl.report import RunScores, aggregates, write_report
+from offrl.report import RunScores, aggregates, find_runs, group, write_report
 
 DATASET = "offrl/pendulum/sweep-v0"
 TINY = {"num_updates": 200, "log_every": 100, "eval_every": 100, "eval_episodes": 2, "checkpoint_every": 100,
@@ -85,6 +86,21 @@ def test_packed_seeds_match_separate_runs(pendulum, tmp_path):
                 np.testing.assert_allclose(twin[key], row[key], rtol=1e-4, atol=1e-5)
 
 
+def test_seed_per_run_splits_runs_that_reports_pool_again(pendulum, tmp_path):
+    spec = sweep.load_spec(spec_file(tmp_path, seeds=[0, 1], grid={"actor_lr": [1e-3, 3e-4]}))
+    split = sweep.seed_per_run(sweep.expand(spec))
+    assert [(run.label, run.seeds) for run in split] == [
+        ("actor_lr=0.001,s0", (0,)), ("actor_lr=0.001,s1", (1,)), ("actor_lr=0.0003,s0", (0,)),
+        ("actor_lr=0.0003,s1", (1,))]
+    root = tmp_path / "runs"
+    assert cli_main(["sweep", str(spec_file(tmp_path, seeds=[0, 1])), "--root", str(root), "--seed-per-run",
+                     "--workers", "2"]) == 0
+    assert sorted(path.name for path in (root / "tiny").iterdir()) == ["bc_pendulum-sweep_s0", "bc_pendulum-sweep_s1"]
+    groups = group(find_runs([root]), by_run=True)
+    assert list(groups) == [("bc [bc_pendulum-sweep]", DATASET)]
+    assert sorted(seed for run in groups[("bc [bc_pendulum-sweep]", DATASET)] for seed in run.curves) == [0, 1]
+
+
 def test_a_rerun_sweep_skips_finished_runs(pendulum, tmp_path, capsys):
     path = spec_file(tmp_path, grid={"actor_lr": [1e-3, 3e-4]})
     root = tmp_path / "runs"
@@ -128,6 +144,26 @@ def dies_once(run, root):
         marker.write_text("")
         os._exit(1)
     return sweep.run_one(run, Path(root))
+
+
+def cpus_of_worker(run, root):
+    """Stands in for training: which process ran the run, and on which CPUs it may run."""
+    time.sleep(1.0)  # holds the worker, so that the pool's other worker takes the next run
+    return {"run": run.name, "pid": os.getpid(), "cpus": sorted(os.sched_getaffinity(0))}
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="pinning needs sched_setaffinity and 2 CPUs")
+def test_local_workers_are_pinned_to_disjoint_shares_of_the_cpus(tmp_path):
+    runs = [sweep.SweepRun("pin", "bc", DATASET, (seed,)) for seed in range(4)]
+    results = sweep.run_local(runs, tmp_path, workers=2, run_fn=cpus_of_worker)
+    assert [result["run"] for result in results] == [run.name for run in runs]
+    shares = sweep.cpu_shares(2)
+    assert sorted(cpu for share in shares for cpu in share) == sorted(os.sched_getaffinity(0))
+    cpus_by_worker = {result["pid"]: result["cpus"] for result in results}
+    assert all(cpus in shares for cpus in cpus_by_worker.values())
+    assert len(set(map(tuple, cpus_by_worker.values()))) == len(cpus_by_worker)  # no two workers share a CPU
+    assert sweep.cpu_shares(len(os.sched_getaffinity(0)) + 1) is None  # more workers than CPUs: left unpinned
 
 
 def test_ray_runner_matches_the_local_runner_and_survives_a_dying_worker(pendulum, tmp_path):
