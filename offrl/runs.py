@@ -126,13 +126,18 @@ def episode_returns(algorithm, states, seeds, preprocessing, env, episodes: int)
     ])
 
 
-def evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes: int,
-                   normalized_score=None) -> dict[str, np.ndarray]:
-    """Mean return of each seed's deterministic policy (and its normalized score)."""
-    returns = episode_returns(algorithm, states, seeds, preprocessing, env, episodes).mean(axis=1)
-    result = {"eval/return": returns}
+def evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes: int, normalized_score=None,
+                   keep_episodes: bool = False) -> dict[str, np.ndarray]:
+    """Mean return of each seed's deterministic policy (and its normalized score); with
+    `keep_episodes` also every episode's ([seeds, episodes]), to judge their spread."""
+    per_episode = episode_returns(algorithm, states, seeds, preprocessing, env, episodes)
+    result = {"eval/return": per_episode.mean(axis=1)}
+    if keep_episodes:
+        result["eval/episode_returns"] = per_episode
     if normalized_score is not None:
-        result["eval/normalized_score"] = normalized_score(returns)
+        result["eval/normalized_score"] = normalized_score(result["eval/return"])
+        if keep_episodes:
+            result["eval/episode_normalized_scores"] = normalized_score(per_episode)
     return result
 
 

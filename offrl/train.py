@@ -44,7 +44,6 @@ from offrl.runs import (
     check_divergence,
     default_run_dir,
     divergence,
-    episode_returns,
     evaluate_seeds,
     open_run_dir,
     recorded_fingerprint,
@@ -295,14 +294,9 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, env: str | None = Non
     score_of = None if None in reference else (lambda returns: normalized_score(returns, *reference))
     points = json.loads(config.pack) if getattr(config, "pack", "") else [{}]  # a sweep's packed hyperparameters
     seeds = config.seed_list() * len(points)
-    per_episode = episode_returns(algorithm, states, seeds, preprocessing, env, episodes)
-    result = {"seeds": seeds, "points": [point for point in points for _ in config.seed_list()], "episodes": episodes,
-              "env": getattr(env, "id", env), "eval/return": per_episode.mean(axis=1),
-              "eval/episode_returns": per_episode}
-    if score_of is not None:
-        result["eval/normalized_score"] = score_of(result["eval/return"])
-        result["eval/episode_normalized_scores"] = score_of(per_episode)
-    return result
+    return {"seeds": seeds, "points": [point for point in points for _ in config.seed_list()], "episodes": episodes,
+            "env": getattr(env, "id", env),
+            **evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes, score_of, keep_episodes=True)}
 
 
 def algorithm_module(algo: str):
