@@ -7,6 +7,11 @@ the critic, large batches (1024), lr 1e-3, and a behavior-cloning penalty in bot
 where a~' is the target policy's noisy action and a' the dataset's next action. The two
 coefficients are tuned per dataset (experiments/configs/rebrac/*.yaml).
 
+The networks are offrl's MLPs (LayerNorm before the ReLU, flax's default init). The authors'
+code differs: LayerNorm after the ReLU, and EDAC's init (hidden biases 0.1, last layer within
+±3e-3 for the critic and ±1e-3 for the actor). On the suite's halfcheetah-medium that variant
+saturated the actor and did worse (experiments/results/rebrac_halfcheetah_medium.md).
+
     python algorithms/rebrac.py --dataset d4rl/hopper/medium-v2 --seeds 0,1,2
 """
 
