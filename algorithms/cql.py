@@ -41,7 +41,7 @@ class Config(TrainConfig):
     target_action_gap: float = -1.0  # used with lagrange
     actor_lr: float = 3e-5
     critic_lr: float = 3e-4
-    alpha_lr: float = 3e-4  # entropy temperature and Lagrange multiplier
+    alpha_lr: float = 3e-5  # entropy temperature, at the policy's lr as in CORL (the Lagrange multiplier: critic_lr)
     hidden_dims: tuple[int, ...] = (256, 256, 256)
     orthogonal_init: bool = True
     gamma: float = 0.99
@@ -80,7 +80,9 @@ def calibrated(q_policy, mc_returns):
 
 
 def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
-    actor_net = TanhGaussianActor(act_dim, config.hidden_dims, orthogonal_init=config.orthogonal_init)
+    # CORL's policy: log std offset by -1 (initial std about e^-1, not 1), clipped to [-20, 2].
+    actor_net = TanhGaussianActor(act_dim, config.hidden_dims, orthogonal_init=config.orthogonal_init,
+                                  log_std_min=-20.0, log_std_offset=-1.0)
     critic_net = CriticEnsemble(2, config.hidden_dims, orthogonal_init=config.orthogonal_init)
     target_entropy = -float(act_dim)
     n = config.num_sampled_actions
@@ -89,7 +91,7 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
         return State(
             **init_actor_critic(actor_net, critic_net, rng, obs_dim, act_dim, config.actor_lr, config.critic_lr),
             log_alpha=create_scalar_state(0.0, config.alpha_lr),
-            log_alpha_prime=create_scalar_state(0.0, config.alpha_lr),
+            log_alpha_prime=create_scalar_state(1.0, config.critic_lr),  # CORL's initial value and lr
         )
 
     def policy_sample(actor_params, obs, rng):

@@ -175,13 +175,14 @@ class TanhGaussianActor(nn.Module):
     orthogonal_init: bool = False
     log_std_min: float = -5.0
     log_std_max: float = 2.0
+    log_std_offset: float = 0.0  # added to the network's log std before clipping
 
     @nn.compact
     def __call__(self, obs):
         out = MLP(self.hidden_dims, 2 * self.action_dim, self.layer_norm, self.orthogonal_init,
                   output_scale=1e-2 if self.orthogonal_init else 1.0)(obs)
         mean, log_std = jnp.split(out, 2, axis=-1)
-        return mean, jnp.clip(log_std, self.log_std_min, self.log_std_max)
+        return mean, jnp.clip(log_std + self.log_std_offset, self.log_std_min, self.log_std_max)
 
 
 def tanh_gaussian_sample(mean, log_std, rng):
