@@ -59,6 +59,17 @@ def test_cql_logsumexp_uses_importance_weights():
     np.testing.assert_allclose(result, [[expected]], rtol=1e-5)
 
 
+def test_cql_policy_and_temperature_follow_corl():
+    """CORL's CQL: the policy's log std is offset by -1 (std about e^-1 at init, with the
+    last layer near zero), and the entropy temperature steps at the policy's lr."""
+    cql = algorithm_module("cql")
+    config = cql.Config()
+    state = cql.make(config, 11, 3).init(jax.random.PRNGKey(0))
+    _, log_std = state.actor.apply_fn(state.actor.params, jnp.zeros((4, 11)))
+    np.testing.assert_allclose(log_std, -1.0, atol=0.05)
+    assert config.alpha_lr == config.actor_lr == 3e-5
+
+
 def test_rebrac_bc_term_in_the_critic_target():
     rebrac = algorithm_module("rebrac")
     next_q = jnp.array([5.0, 5.0])
