@@ -35,6 +35,7 @@ class Config(ModelBasedConfig):
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
     hidden_dims: tuple[int, ...] = (256, 256, 256)  # EDAC's critics and actor
+    edac_init: bool = True  # EDAC's init, kept by RAVL's code: biases 0.1, near-zero last layers (offrl.nets)
     gamma: float = 0.99
     tau: float = 0.005
     num_updates: int = 3_000_000  # 3000 epochs x 1000 updates

@@ -19,6 +19,26 @@ def kernel_init(orthogonal: bool, scale: float = float(np.sqrt(2.0))):
     return nn.initializers.orthogonal(scale) if orthogonal else nn.initializers.lecun_normal()
 
 
+def symmetric_uniform(bound: float):
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def layer_initializers(orthogonal: bool, edac: bool, output_scale: float):
+    """(hidden kernel, hidden bias, output kernel, output bias) initializers of an MLP.
+
+    EDAC's init (An et al. 2021), which RAVL's code keeps: PyTorch's default Linear weights
+    (uniform, variance 1/(3 fan_in)), every hidden bias 0.1, and a last layer drawn from
+    +-output_scale (3e-3 for critics, 1e-3 for actors) so that Q-values and the policy's
+    mean and log std start near 0. Otherwise biases start at 0 and output_scale scales the
+    last layer's orthogonal init."""
+    if edac:
+        last = symmetric_uniform(output_scale)
+        return (nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"), nn.initializers.constant(0.1),
+                last, last)
+    zeros = nn.initializers.zeros_init()
+    return kernel_init(orthogonal), zeros, kernel_init(orthogonal, output_scale), zeros
+
+
 @jax.custom_vjp
 def dense(x, kernel, bias):
     return x @ kernel + bias
@@ -64,19 +84,21 @@ class MLP(nn.Module):
     output_dim: int
     layer_norm: bool = False
     orthogonal_init: bool = False
-    output_scale: float = 1.0  # scale of the last layer's orthogonal init
+    output_scale: float = 1.0  # of the last layer's init: see layer_initializers
     activation: str = "relu"
+    edac_init: bool = False
 
     @nn.compact
     def __call__(self, x):
         act = getattr(nn, self.activation)
+        hidden_kernel, hidden_bias, output_kernel, output_bias = layer_initializers(
+            self.orthogonal_init, self.edac_init, self.output_scale)
         for width in self.hidden_dims:
-            x = Dense(width, kernel_init=kernel_init(self.orthogonal_init))(x)
+            x = Dense(width, kernel_init=hidden_kernel, bias_init=hidden_bias)(x)
             if self.layer_norm:
                 x = nn.LayerNorm()(x)
             x = act(x)
-        return Dense(self.output_dim,
-                     kernel_init=kernel_init(self.orthogonal_init, self.output_scale))(x)
+        return Dense(self.output_dim, kernel_init=output_kernel, bias_init=output_bias)(x)
 
 
 class Critic(nn.Module):
@@ -85,11 +107,13 @@ class Critic(nn.Module):
     hidden_dims: Sequence[int] = (256, 256)
     layer_norm: bool = False
     orthogonal_init: bool = False
+    edac_init: bool = False
 
     @nn.compact
     def __call__(self, obs, action):
         x = jnp.concatenate([obs, action], axis=-1)
-        return MLP(self.hidden_dims, 1, self.layer_norm, self.orthogonal_init)(x)[..., 0]
+        return MLP(self.hidden_dims, 1, self.layer_norm, self.orthogonal_init,
+                   output_scale=3e-3 if self.edac_init else 1.0, edac_init=self.edac_init)(x)[..., 0]
 
 
 class CriticEnsemble(nn.Module):
@@ -99,6 +123,7 @@ class CriticEnsemble(nn.Module):
     hidden_dims: Sequence[int] = (256, 256)
     layer_norm: bool = False
     orthogonal_init: bool = False
+    edac_init: bool = False
 
     @nn.compact
     def __call__(self, obs, action):
@@ -110,13 +135,13 @@ class CriticEnsemble(nn.Module):
             out_axes=0,
             axis_size=self.num_critics,
         )
-        return ensemble(self.hidden_dims, self.layer_norm, self.orthogonal_init)(obs, action)
+        return ensemble(self.hidden_dims, self.layer_norm, self.orthogonal_init, self.edac_init)(obs, action)
 
 
 def ensemble_members(ensemble: CriticEnsemble, params) -> tuple[Critic, dict]:
     """The ensemble as one plain critic module and its members' parameters stacked on a
     leading axis, for computations that treat members apart (jax.vmap over the stack)."""
-    critic = Critic(ensemble.hidden_dims, ensemble.layer_norm, ensemble.orthogonal_init)
+    critic = Critic(ensemble.hidden_dims, ensemble.layer_norm, ensemble.orthogonal_init, ensemble.edac_init)
     return critic, params["params"][f"Vmap{Critic.__name__}_0"]
 
 
@@ -176,11 +201,13 @@ class TanhGaussianActor(nn.Module):
     log_std_min: float = -5.0
     log_std_max: float = 2.0
     log_std_offset: float = 0.0  # added to the network's log std before clipping
+    edac_init: bool = False
 
     @nn.compact
     def __call__(self, obs):
+        output_scale = 1e-3 if self.edac_init else 1e-2 if self.orthogonal_init else 1.0
         out = MLP(self.hidden_dims, 2 * self.action_dim, self.layer_norm, self.orthogonal_init,
-                  output_scale=1e-2 if self.orthogonal_init else 1.0)(obs)
+                  output_scale=output_scale, edac_init=self.edac_init)(obs)
         mean, log_std = jnp.split(out, 2, axis=-1)
         return mean, jnp.clip(log_std + self.log_std_offset, self.log_std_min, self.log_std_max)
 

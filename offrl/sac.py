@@ -6,7 +6,7 @@ actor, and automatic entropy tuning towards -action_dim. With `eta > 0` the crit
 minimize EDAC's ensemble-diversity loss (An et al. 2021), as RAVL does.
 
 `make_sac(config, obs_dim, act_dim)` reads: num_critics, actor_lr, critic_lr, alpha_lr,
-hidden_dims, gamma, tau and eta from any config that has them.
+hidden_dims, gamma, tau, and (optional) eta and edac_init from any config that has them.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ def ensemble_diversity(action_grads: jax.Array) -> jax.Array:
 
 
 def make_sac(config, obs_dim: int, act_dim: int) -> Algorithm:
-    actor_net = TanhGaussianActor(act_dim, config.hidden_dims)
-    critic_net = CriticEnsemble(config.num_critics, config.hidden_dims)
+    edac_init = getattr(config, "edac_init", False)
+    actor_net = TanhGaussianActor(act_dim, config.hidden_dims, edac_init=edac_init)
+    critic_net = CriticEnsemble(config.num_critics, config.hidden_dims, edac_init=edac_init)
     target_entropy = -float(act_dim)
     eta = getattr(config, "eta", 0.0)
 

@@ -143,6 +143,28 @@ def _ravl_config(tmp_path: Path, name: str, *extra: str):
         "--run_dir", str(tmp_path / name), *extra])
 
 
+def test_ravl_networks_start_from_edacs_init():
+    """RAVL's code keeps EDAC's init: hidden biases 0.1, PyTorch-default hidden weights
+    (|w| <= 1/sqrt(fan_in)), last layers within 3e-3 (critics) and 1e-3 (actor)."""
+    ravl = algorithm_module("ravl")
+    config = parse_config(ravl.Config, "ravl", ["--normalize_observations", "False"])
+    state = ravl.make(config, obs_dim=5, act_dim=2).init(jax.random.key(0))
+    critic_layers = state.critic.params["params"]["VmapCritic_0"]["MLP_0"]
+    actor_layers = state.actor.params["params"]["MLP_0"]
+    last = f"Dense_{len(config.hidden_dims)}"
+    for layers, last_bound in ((critic_layers, 3e-3), (actor_layers, 1e-3)):
+        fan_in = 7 if layers is critic_layers else 5
+        assert np.all(np.asarray(layers["Dense_0"]["bias"]) == np.float32(0.1))
+        assert np.abs(layers["Dense_0"]["kernel"]).max() <= 1 / np.sqrt(fan_in)
+        assert np.abs(layers["Dense_1"]["kernel"]).max() <= 1 / np.sqrt(256)
+        assert np.abs(layers["Dense_1"]["kernel"]).max() > 0.9 / np.sqrt(256)  # uniform: reaches near its bound
+        for leaf in (layers[last]["kernel"], layers[last]["bias"]):
+            assert np.abs(leaf).max() <= last_bound and np.abs(leaf).max() > 0
+    sac = algorithm_module("sac")  # the online SAC behind the dataset suite keeps flax's default init
+    sac_state = sac.make(parse_config(sac.Config, "sac", []), obs_dim=5, act_dim=2).init(jax.random.key(0))
+    assert np.all(np.asarray(sac_state.critic.params["params"]["VmapCritic_0"]["MLP_0"]["Dense_0"]["bias"]) == 0)
+
+
 def test_ravl_trains_on_model_rollouts_and_resumes_exactly(pendulum_data, tmp_path):
     ravl, config = _ravl_config(tmp_path, "full")
     full = train(ravl.make, config, "ravl", show_progress=False, make_program=ravl.program)
