@@ -112,8 +112,10 @@ class Critic(nn.Module):
     @nn.compact
     def __call__(self, obs, action):
         x = jnp.concatenate([obs, action], axis=-1)
+        # CORL's orthogonal init (CQL) scales the last layer by 1e-2, like the actors'
+        output_scale = 3e-3 if self.edac_init else 1e-2 if self.orthogonal_init else 1.0
         return MLP(self.hidden_dims, 1, self.layer_norm, self.orthogonal_init,
-                   output_scale=3e-3 if self.edac_init else 1.0, edac_init=self.edac_init)(x)[..., 0]
+                   output_scale=output_scale, edac_init=self.edac_init)(x)[..., 0]
 
 
 class CriticEnsemble(nn.Module):

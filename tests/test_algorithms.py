@@ -61,12 +61,16 @@ def test_cql_logsumexp_uses_importance_weights():
 
 def test_cql_policy_and_temperature_follow_corl():
     """CORL's CQL: the policy's log std is offset by -1 (std about e^-1 at init, with the
-    last layer near zero), and the entropy temperature steps at the policy's lr."""
+    last layer near zero), the critics' last layers are scaled by 1e-2 too (Q near 0 at
+    init), and the entropy temperature steps at the policy's lr."""
     cql = algorithm_module("cql")
     config = cql.Config()
     state = cql.make(config, 11, 3).init(jax.random.PRNGKey(0))
-    _, log_std = state.actor.apply_fn(state.actor.params, jnp.zeros((4, 11)))
+    obs = jax.random.normal(jax.random.PRNGKey(1), (64, 11))
+    _, log_std = state.actor.apply_fn(state.actor.params, obs)
     np.testing.assert_allclose(log_std, -1.0, atol=0.05)
+    q = state.critic.apply_fn(state.critic.params, obs, jnp.tanh(jax.random.normal(jax.random.PRNGKey(2), (64, 3))))
+    assert q.shape == (2, 64) and np.abs(q).max() < 0.05
     assert config.alpha_lr == config.actor_lr == 3e-5
 
 
