@@ -152,8 +152,7 @@ def test_ravl_networks_start_from_edacs_init():
     critic_layers = state.critic.params["params"]["VmapCritic_0"]["MLP_0"]
     actor_layers = state.actor.params["params"]["MLP_0"]
     last = f"Dense_{len(config.hidden_dims)}"
-    for layers, last_bound in ((critic_layers, 3e-3), (actor_layers, 1e-3)):
-        fan_in = 7 if layers is critic_layers else 5
+    for layers, fan_in, last_bound in ((critic_layers, 5 + 2, 3e-3), (actor_layers, 5, 1e-3)):
         assert np.all(np.asarray(layers["Dense_0"]["bias"]) == np.float32(0.1))
         assert np.abs(layers["Dense_0"]["kernel"]).max() <= 1 / np.sqrt(fan_in)
         assert np.abs(layers["Dense_1"]["kernel"]).max() <= 1 / np.sqrt(256)
