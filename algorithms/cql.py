@@ -80,9 +80,11 @@ def calibrated(q_policy, mc_returns):
 
 
 def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
-    # CORL's policy: log std offset by -1 (initial std about e^-1, not 1), clipped to [-20, 2].
+    # The policy of CQL's reference code (JaxCQL, CORL): log std = scale * output + offset,
+    # both learned with the policy, from 1 and -1 (initial std about e^-1, not 1), clipped to [-20, 2].
+    # Its hidden layers start orthogonal as in JaxCQL; CORL's code leaves the actor's at PyTorch's default.
     actor_net = TanhGaussianActor(act_dim, config.hidden_dims, orthogonal_init=config.orthogonal_init,
-                                  log_std_min=-20.0, log_std_offset=-1.0)
+                                  log_std_min=-20.0, log_std_offset=-1.0, learned_log_std_affine=True)
     critic_net = CriticEnsemble(2, config.hidden_dims, orthogonal_init=config.orthogonal_init)
     target_entropy = -float(act_dim)
     n = config.num_sampled_actions
@@ -151,16 +153,16 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
         return loss, (gap, {"critic_loss": td_loss.sum(), "cql_gap": gap.mean(), "q_mean": q_data.mean()})
 
     def update(state, batch, rng, step):
+        # All losses from the networks at the start of the step, as in CORL's update.
         actor_rng, critic_rng = jax.random.split(rng)
-        (_, (log_pi, actor_metrics)), grads = jax.value_and_grad(actor_loss, has_aux=True)(
+        (_, (log_pi, actor_metrics)), actor_grads = jax.value_and_grad(actor_loss, has_aux=True)(
             state.actor.params, state, batch, actor_rng, step)
+        (_, (gap, critic_metrics)), critic_grads = jax.value_and_grad(critic_loss, has_aux=True)(
+            state.critic.params, state, batch, critic_rng)
         log_alpha = state.log_alpha.apply_gradients(
             grads=jax.grad(temperature_loss)(state.log_alpha.params, log_pi, target_entropy))
-        state = state.replace(actor=state.actor.apply_gradients(grads=grads), log_alpha=log_alpha)
-
-        (_, (gap, critic_metrics)), grads = jax.value_and_grad(critic_loss, has_aux=True)(
-            state.critic.params, state, batch, critic_rng)
-        critic = state.critic.apply_gradients(grads=grads)
+        state = state.replace(actor=state.actor.apply_gradients(grads=actor_grads), log_alpha=log_alpha)
+        critic = state.critic.apply_gradients(grads=critic_grads)
         log_alpha_prime = state.log_alpha_prime
         if config.lagrange:
             # The multiplier grows while the gap exceeds the target and shrinks below it.

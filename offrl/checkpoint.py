@@ -67,4 +67,9 @@ def latest_step(run_dir: Path) -> int | None:
 
 def restore(path: Path, template: dict[str, Any]) -> dict[str, Any]:
     """Fill `template` (same structure as saved, e.g. freshly initialized states)."""
-    return serialization.from_bytes({"step": 0, **template}, Path(path).read_bytes())
+    try:
+        return serialization.from_bytes({"step": 0, **template}, Path(path).read_bytes())
+    except ValueError as error:  # flax names the keys or shapes that differ
+        raise ValueError(f"{path} does not fit this run's state: it was written with other settings or by an "
+                         f"earlier version of the algorithm's networks ({error}). Resume it with the code and "
+                         "settings that wrote it, or start a new run.") from error

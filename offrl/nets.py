@@ -203,6 +203,7 @@ class TanhGaussianActor(nn.Module):
     log_std_min: float = -5.0
     log_std_max: float = 2.0
     log_std_offset: float = 0.0  # added to the network's log std before clipping
+    learned_log_std_affine: bool = False  # the offset (from log_std_offset) and a scale (from 1) are parameters
     edac_init: bool = False
 
     @nn.compact
@@ -211,7 +212,11 @@ class TanhGaussianActor(nn.Module):
         out = MLP(self.hidden_dims, 2 * self.action_dim, self.layer_norm, self.orthogonal_init,
                   output_scale=output_scale, edac_init=self.edac_init)(obs)
         mean, log_std = jnp.split(out, 2, axis=-1)
-        return mean, jnp.clip(log_std + self.log_std_offset, self.log_std_min, self.log_std_max)
+        scale, offset = 1.0, self.log_std_offset
+        if self.learned_log_std_affine:
+            scale = self.param("log_std_multiplier", nn.initializers.constant(1.0), ())
+            offset = self.param("log_std_offset", nn.initializers.constant(self.log_std_offset), ())
+        return mean, jnp.clip(scale * log_std + offset, self.log_std_min, self.log_std_max)
 
 
 def tanh_gaussian_sample(mean, log_std, rng):

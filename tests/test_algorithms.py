@@ -61,17 +61,26 @@ def test_cql_logsumexp_uses_importance_weights():
 
 def test_cql_policy_and_temperature_follow_corl():
     """CORL's CQL: the policy's log std is offset by -1 (std about e^-1 at init, with the
-    last layer near zero), the critics' last layers are scaled by 1e-2 too (Q near 0 at
-    init), and the entropy temperature steps at the policy's lr."""
+    last layer near zero) through a learned scale and offset, the critics' last layers are
+    scaled by 1e-2 too (Q near 0 at init), and the entropy temperature steps at the policy's lr."""
     cql = algorithm_module("cql")
     config = cql.Config()
     state = cql.make(config, 11, 3).init(jax.random.PRNGKey(0))
     obs = jax.random.normal(jax.random.PRNGKey(1), (64, 11))
     _, log_std = state.actor.apply_fn(state.actor.params, obs)
     np.testing.assert_allclose(log_std, -1.0, atol=0.05)
-    q = state.critic.apply_fn(state.critic.params, obs, jnp.tanh(jax.random.normal(jax.random.PRNGKey(2), (64, 3))))
+    actions = jnp.tanh(jax.random.normal(jax.random.PRNGKey(2), (64, 3)))
+    q = state.critic.apply_fn(state.critic.params, obs, actions)
     assert q.shape == (2, 64) and np.abs(q).max() < 0.05
     assert config.alpha_lr == config.actor_lr == 3e-5
+    # the log std's scale and offset are the policy's parameters, trained with it
+    scale_and_offset = lambda s: (float(s.actor.params["params"]["log_std_multiplier"]),  # noqa: E731
+                                  float(s.actor.params["params"]["log_std_offset"]))
+    assert scale_and_offset(state) == (1.0, -1.0)
+    batch = {"observations": obs, "actions": actions, "rewards": jnp.ones(64), "next_observations": obs[::-1],
+             "terminals": jnp.zeros(64)}
+    trained, _ = cql.make(config, 11, 3).update(state, batch, jax.random.PRNGKey(3), 0)
+    assert all(after != before for after, before in zip(scale_and_offset(trained), scale_and_offset(state)))
 
 
 def test_rebrac_bc_term_in_the_critic_target():

@@ -236,3 +236,9 @@ def test_mujoco_warnings_show_once_and_leave_no_log_file(tmp_path):
               "print(sum('MuJoCo: ' in str(warning.message) for warning in caught))")
     assert run_in_fresh_python(script, dict(os.environ), cwd=tmp_path) == "1"
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+
+
+def test_a_checkpoint_of_other_networks_is_refused_with_the_fix(tmp_path):
+    saved = checkpoint.save(tmp_path, 10, {"carry": {"actor": {"kernel": jnp.zeros(3)}}})
+    with pytest.raises(ValueError, match=r"does not fit this run's state.*log_std_offset.*start a new run"):
+        checkpoint.restore(saved, {"carry": {"actor": {"kernel": jnp.zeros(3), "log_std_offset": jnp.zeros(())}}})
