@@ -25,7 +25,8 @@ import jax.numpy as jnp
 from offrl.config import TrainConfig
 from offrl.learner import Algorithm
 from offrl.nets import CriticEnsemble, DeterministicActor
-from offrl.rl import init_td3_state, smoothed_target_action, td3_update, td_target
+from offrl.rl import (init_td3_state, noisy_deterministic_act, online_progress, smoothed_target_action,
+                      td3_update, td_target)
 from offrl.train import main
 
 
@@ -104,18 +105,11 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
         """Fine-tuning: the BC coefficients fall linearly from their offline values to
         online_bc_floor of them over the online updates (Tarasov et al. 2023 relax ReBRAC's
         constraint online; the floor of 0.5 is ../shared/REFERENCE.md's)."""
-        online_updates = max(config.online_steps * config.online_updates_per_step, 1)
-        progress = jnp.clip((step - config.num_updates) / online_updates, 0.0, 1.0)
-        bc_scale = 1.0 - (1.0 - config.online_bc_floor) * progress
+        bc_scale = 1.0 - (1.0 - config.online_bc_floor) * online_progress(step, config)
         state, metrics = td3_update(state, batch, rng, step, *losses(bc_scale), config.policy_freq, config.tau)
         return state, {**metrics, "bc_coef_scale": bc_scale}
 
-    def act(state, obs, rng, deterministic=True):
-        action = actor_net.apply(state.actor.params, obs)
-        if deterministic:
-            return action
-        return jnp.clip(action + config.exploration_noise * jax.random.normal(rng, action.shape), -1.0, 1.0)
-
+    act = noisy_deterministic_act(actor_net, config.exploration_noise)
     return Algorithm("rebrac", init, update, act, online_update=online_update)
 
 

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from offrl.config import TrainConfig
 from offrl.learner import Algorithm
 from offrl.nets import CriticEnsemble, DeterministicActor, ensemble_member
-from offrl.rl import init_td3_state, smoothed_target_action, td3_update, td_target
+from offrl.rl import (init_td3_state, noisy_deterministic_act, online_progress, smoothed_target_action,
+                      td3_update, td_target)
 from offrl.train import main
 
 
@@ -83,19 +84,12 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
         """Fine-tuning: alpha rises linearly from its offline value to online_alpha_end over
         the online updates, so the BC term weighs less and less (offrl's schedule, after
         Beeson & Montana 2022, who relax TD3+BC's constraint for online fine-tuning)."""
-        online_updates = max(config.online_steps * config.online_updates_per_step, 1)
-        progress = jnp.clip((step - config.num_updates) / online_updates, 0.0, 1.0)
-        alpha = config.alpha + (config.online_alpha_end - config.alpha) * progress
+        alpha = config.alpha + (config.online_alpha_end - config.alpha) * online_progress(step, config)
         state, metrics = td3_update(state, batch, rng, step, critic_loss, actor_loss_with(alpha), config.policy_freq,
                                     config.tau)
         return state, {**metrics, "alpha": alpha}
 
-    def act(state, obs, rng, deterministic=True):
-        action = actor_net.apply(state.actor.params, obs)
-        if deterministic:
-            return action
-        return jnp.clip(action + config.exploration_noise * jax.random.normal(rng, action.shape), -1.0, 1.0)
-
+    act = noisy_deterministic_act(actor_net, config.exploration_noise)
     return Algorithm("td3_bc", init, update, act, online_update=online_update)
 
 

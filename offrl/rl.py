@@ -117,6 +117,26 @@ def td3_update(state: TD3State, batch, rng, step, critic_loss: Callable, actor_l
     return state, {**critic_metrics, **actor_metrics}
 
 
+def noisy_deterministic_act(actor_net, exploration_noise: float):
+    """`act` of a deterministic actor (TD3+BC, ReBRAC): its action when evaluating; when
+    acting online, TD3's Gaussian exploration noise of std `exploration_noise`, kept in [-1, 1]."""
+
+    def act(state, obs, rng, deterministic=True):
+        action = actor_net.apply(state.actor.params, obs)
+        if deterministic:
+            return action
+        return jnp.clip(action + exploration_noise * jax.random.normal(rng, action.shape), -1.0, 1.0)
+
+    return act
+
+
+def online_progress(step, config):
+    """The share of the online phase's updates done by update `step`: 0 until fine-tuning
+    starts, 1 at its end. Schedules that relax an offline constraint online follow it."""
+    online_updates = max(config.online_steps * config.online_updates_per_step, 1)
+    return jnp.clip((step - config.num_updates) / online_updates, 0.0, 1.0)
+
+
 def monte_carlo_returns(rewards: np.ndarray, episode_starts: np.ndarray, gamma: float) -> np.ndarray:
     """Discounted reward-to-go within each episode, 0 after its last step (Cal-QL's
     reference values of the behavior policy)."""
