@@ -9,7 +9,7 @@ SAC from scratch for that budget. Reports, per algorithm, the normalized score a
 of the offline phase, at the end of fine-tuning, and the dip: the lowest score over the
 first `--dip-window` online env steps, minus the offline score. Results go to
 experiments/results/<out>.json and <out>.md (`--out`, default finetune); runs to runs/finetune/<dataset>/<agent>/,
-where a finished run is reused on the next call and a killed one resumes.
+where a finished run is reused on the next call and a killed one resumes (`--runs` moves them).
 """
 
 from __future__ import annotations
@@ -61,15 +61,17 @@ def main_cli() -> None:
                         "networks on a CPU: '--hidden_dims 256 256 --num_sampled_actions 4'")
     parser.add_argument("--rebrac-overrides", default="", help="extra flags for ReBRAC, e.g. '--batch_size 256'")
     parser.add_argument("--agents", default=",".join([*AGENTS, "sac"]),
-                        help="which agents to report; a finished run of one under runs/finetune/ is reused "
+                        help="which agents to report; a finished run of one under --runs is reused "
                         "(remove its directory to train it again)")
+    parser.add_argument("--runs", default="runs/finetune", help="where the run directories go (under "
+                        "<runs>/<dataset>/<agent>), relative to the repository")
     parser.add_argument("--out", default="finetune", help="results file name under experiments/results/, "
                         "without extension")
     args = parser.parse_args()
     chosen = args.agents.split(",")
     overrides = {"cql": args.cql_overrides.split(), "rebrac": args.rebrac_overrides.split()}
     dataset_id = ensure_dataset(args.dataset)
-    runs = REPO_ROOT / "runs" / "finetune" / args.dataset
+    runs = REPO_ROOT / args.runs / args.dataset
     results = {}
     for name, (algo, extra) in AGENTS.items():
         if name not in chosen:
@@ -101,6 +103,7 @@ def main_cli() -> None:
              f"--dip-window {args.dip_window} --seeds {args.seeds}"
              + "".join(f" --{algo}-overrides '{' '.join(flags)}'" for algo, flags in overrides.items() if flags)
              + (f" --agents {args.agents}" if set(chosen) != {*AGENTS, "sac"} else "")
+             + (f" --runs {args.runs}" if args.runs != "runs/finetune" else "")
              + (f" --out {args.out}" if args.out != "finetune" else "")
              + "`. Normalized scores, "
              f"mean ± std over seeds; dip = lowest score in the first {args.dip_window:,} online steps minus the "
