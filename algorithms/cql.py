@@ -72,11 +72,11 @@ def cql_logsumexp(q_random, q_current, q_next, log_pi_current, log_pi_next, acti
 
 def calibrated(q_policy, mc_returns):
     """Cal-QL (Nakamoto et al. 2023): Q at the policy's actions, (critics, batch, n), no
-    lower than the behavior policy's Monte-Carlo return of the state, so the CQL term stops
-    pushing it below the data's own value (the cause of CQL's dip when fine-tuning starts).
-    Online transitions have no Monte-Carlo return (NaN) and are not bounded."""
-    bound = jnp.where(jnp.isnan(mc_returns), -jnp.inf, mc_returns)
-    return jnp.maximum(q_policy, bound[None, :, None])
+    lower than the Monte-Carlo return of the state under the policy that collected it, so
+    the CQL term stops pushing it below the data's own value (the cause of CQL's dip when
+    fine-tuning starts). Online transitions carry the returns of their own episode, as in
+    Cal-QL's code (offrl.online holds them until the episode ends)."""
+    return jnp.maximum(q_policy, mc_returns[None, :, None])
 
 
 def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:

@@ -58,15 +58,20 @@ def sample_replay(batch_size: int) -> Callable[[ReplayBuffer, jax.Array], dict[s
 def mixed_sample(batch_size: int, data_fraction: float):
     """`data_fraction` of each batch uniformly from a dataset (a dict of arrays), the rest
     from a replay buffer, for the buffer's fields: model-based batches (5% real) and
-    offline-to-online fine-tuning (50/50 in RLPD)."""
+    offline-to-online fine-tuning (50/50 in RLPD). While the buffer is empty (fine-tuning
+    whose online transitions wait for their episode's end) the dataset fills its share."""
     data_size = int(round(batch_size * data_fraction))
     sample_buffer = sample_replay(batch_size - data_size)
 
     def sample(data_and_buffer, rng):
         data, buffer = data_and_buffer
         data_rng, buffer_rng = jax.random.split(rng)
-        rows = jax.random.randint(data_rng, (data_size,), 0, data["observations"].shape[0])
+        data_rows = data["observations"].shape[0]
+        rows = jax.random.randint(data_rng, (data_size,), 0, data_rows)
+        stand_in_rows = jax.random.randint(jax.random.fold_in(data_rng, 1), (batch_size - data_size,), 0, data_rows)
         from_buffer = sample_buffer(buffer, buffer_rng)
-        return {key: jnp.concatenate([data[key][rows], from_buffer[key]]) for key in buffer.data}
+        return {key: jnp.concatenate([data[key][rows],
+                                      jnp.where(buffer.size > 0, from_buffer[key], data[key][stand_in_rows])])
+                for key in buffer.data}
 
     return sample

@@ -10,11 +10,15 @@ the online buffer and the rest from the offline dataset (0.5 is RLPD's symmetric
 Online data goes through the run's preprocessing (observation normalization, reward
 transform, action rescaling), so it matches the offline data. A transition enters the
 buffer once the next action is known (ReBRAC's critic penalty uses it); at an episode's
-end its own action stands in, as in the offline datasets.
+end its own action stands in, as in the offline datasets. Where the algorithm adds columns
+computed over whole episodes (`dataset_columns`: Cal-QL's Monte-Carlo returns), a
+transition enters once its episode has ended and the columns are known.
 
 The loop's state (algorithm states, rngs, buffers, action keys, env step) is checkpointed
 whole: a killed run resumes with its online buffer. The environments themselves cannot be
-saved: a resumed run starts fresh episodes (seeded by the env step).
+saved: a resumed run starts fresh episodes (seeded by the env step), and the transitions
+not yet in the buffer (one per env, or the episode so far where transitions wait for its
+end) are lost.
 """
 
 from __future__ import annotations
@@ -95,39 +99,62 @@ def _add_all(buffers: ReplayBuffer, transitions: dict[str, jax.Array], valid: ja
 
 
 class TransitionCollector:
-    """Holds each env's last transition until its next action is known, then commits it."""
+    """Holds each env's last transition until its next action is known, then commits it.
 
-    def __init__(self, num_seeds: int, per_seed: int, shapes: dict[str, tuple[int, ...]]):
+    With `episode_columns` (the algorithm's `dataset_columns` hook, e.g. Cal-QL's Monte-Carlo
+    returns) a transition waits for the end of its episode instead; the hook then computes
+    its columns from the whole episode, as it did for the offline data's episodes. Cal-QL's
+    code likewise adds an online trajectory to its buffer once the trajectory has ended."""
+
+    def __init__(self, num_seeds: int, per_seed: int, shapes: dict[str, tuple[int, ...]],
+                 episode_columns: Callable[[dict, np.ndarray], dict] | None = None):
         self.num_seeds, self.per_seed, self.shapes = num_seeds, per_seed, shapes
+        self.episode_columns = episode_columns
         self.pending: list[dict | None] = [None] * (num_seeds * per_seed)
+        self.episodes: list[list[dict]] = [[] for _ in range(num_seeds * per_seed)]
         self.committed: list[list[dict]] = [[] for _ in range(num_seeds)]
+
+    def _complete(self, index: int, transition: dict) -> None:
+        if self.episode_columns is None:
+            self.committed[index // self.per_seed].append(transition)
+        else:
+            self.episodes[index].append(transition)
 
     def act(self, actions: np.ndarray) -> None:
         """The envs chose `actions`: their pending transitions are complete."""
         for index, transition in enumerate(self.pending):
             if transition is not None:
-                self.committed[index // self.per_seed].append({**transition, "next_actions": actions[index]})
+                self._complete(index, {**transition, "next_actions": actions[index]})
                 self.pending[index] = None
 
     def step(self, index: int, transition: dict, done: bool) -> None:
-        if done:  # no next action in this episode: its own stands in
-            self.committed[index // self.per_seed].append({**transition, "next_actions": transition["actions"]})
-        else:
+        if not done:
             self.pending[index] = transition
+            return
+        self._complete(index, {**transition, "next_actions": transition["actions"]})  # no next action: its own
+        if self.episode_columns is not None:
+            episode = self.episodes[index]
+            arrays = {key: np.stack([step[key] for step in episode]) for key in episode[0]}
+            columns = self.episode_columns(arrays, np.array([0]))
+            self.committed[index // self.per_seed].extend(
+                {**step, **{key: values[row] for key, values in columns.items()}} for row, step in enumerate(episode))
+            self.episodes[index] = []
 
-    def drain(self, rows: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Committed transitions as (seeds, rows) arrays with a validity mask (a chunk of
-        `update_every` vector steps commits at most update_every + 1 per env, the first
-        one left pending by the chunk before). Fields not collected online (the offline
-        data's Monte-Carlo returns) are NaN."""
+    def drain(self, min_rows: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Committed transitions as (seeds, rows) arrays with a validity mask. A chunk of
+        `update_every` vector steps commits at most update_every + 1 per env (the first one
+        left pending by the chunk before), `min_rows` in all; whole episodes, when they wait
+        for their end, can commit more, and then the rows round up to a power of two, so
+        that few shapes are compiled."""
+        longest = max(len(transitions) for transitions in self.committed)
+        rows = min_rows if longest <= min_rows else 1 << (longest - 1).bit_length()
         valid = np.zeros((self.num_seeds, rows), bool)
-        arrays = {key: np.full((self.num_seeds, rows, *shape), np.nan, np.float32) for key, shape in self.shapes.items()}
+        arrays = {key: np.zeros((self.num_seeds, rows, *shape), np.float32) for key, shape in self.shapes.items()}
         for seed_index, transitions in enumerate(self.committed):
             valid[seed_index, :len(transitions)] = True
             for row, transition in enumerate(transitions):
                 for key, value in transition.items():
-                    if key in arrays:
-                        arrays[key][seed_index, row] = value
+                    arrays[key][seed_index, row] = value
         self.committed = [[] for _ in range(self.num_seeds)]
         return arrays, valid
 
@@ -156,8 +183,9 @@ def run_online(algorithm: Algorithm, update: Callable, phase: OnlinePhase, seeds
             jax.vmap(lambda key: jax.random.fold_in(key, 1))(action_keys))
         return jnp.where(random_phase, uniform, policy), keys
 
-    collector = TransitionCollector(num_seeds, per_seed,
-                                    {key: value.shape[2:] for key, value in carry["buffers"].data.items()})
+    columns = {key: value.shape[2:] for key, value in carry["buffers"].data.items()}
+    extra_columns = set(columns) - set(ONLINE_FIELDS)  # the dataset_columns hook's, e.g. Cal-QL's returns
+    collector = TransitionCollector(num_seeds, per_seed, columns, algorithm.dataset_columns if extra_columns else None)
     start = int(carry["env_step"])
     obs, _ = envs.reset(seed=[seed * 100_003 + start + index for seed in seeds for index in range(per_seed)])
     episode_returns, finished_returns = np.zeros(len(obs)), [[] for _ in seeds]

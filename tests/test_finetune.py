@@ -37,6 +37,8 @@ def test_batches_mix_offline_and_online_data_at_the_set_ratio():
     for online_ratio in (0.5, 0.25):
         batch = mixed_sample(256, 1.0 - online_ratio)((data, buffer), jax.random.PRNGKey(0))
         assert int((batch["rewards"] < 0).sum()) == int(256 * online_ratio)
+    empty = ReplayBuffer.create(64, 3, 3, tuple(data))  # online data not in yet: the dataset fills in
+    assert bool(jnp.all(mixed_sample(256, 0.5)((data, empty), jax.random.PRNGKey(0))["rewards"] == 1))
 
 
 def test_monte_carlo_returns_and_the_cal_ql_bound_by_hand():
@@ -45,7 +47,6 @@ def test_monte_carlo_returns_and_the_cal_ql_bound_by_hand():
     cql = algorithm_module("cql")
     q = jnp.array([[[0.0, 5.0]], [[-3.0, 1.0]]])  # (critics, batch 1, 2 actions)
     np.testing.assert_allclose(cql.calibrated(q, jnp.array([2.0])), [[[2.0, 5.0]], [[2.0, 2.0]]])
-    np.testing.assert_allclose(cql.calibrated(q, jnp.array([np.nan])), q)  # online data: no bound
 
 
 class CountingState(flax.struct.PyTreeNode):
@@ -128,3 +129,22 @@ def test_iql_actor_keeps_learning_online(pendulum, tmp_path):
     changes = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
                            offline["carry"]["states"]["actor"]["params"], online["carry"]["states"]["actor"]["params"])
     assert max(jax.tree.leaves(changes)) > 1e-4
+
+
+def test_cal_ql_online_transitions_carry_the_returns_of_their_own_episode(pendulum, tmp_path):
+    """Cal-QL's code bounds online Q-values too, by the Monte-Carlo return of the trajectory
+    that collected them: each online transition waits for its episode's end, then enters the
+    buffer with that episode's returns; until the first one ends the dataset fills the batches."""
+    cql = algorithm_module("cql")
+    config = _tiny_finetune_config("cql", tmp_path, "--cal_ql", "True", "--online_steps", "400",
+                                   "--online_eval_every", "400", "--num_sampled_actions", "2")
+    train(cql.make, config, "cql", show_progress=False)
+    saved = serialization.msgpack_restore(checkpoint.latest(tmp_path / "cql").read_bytes())
+    buffer = saved["carry"]["buffers"]
+    assert int(np.asarray(buffer["size"])[0]) == 400  # Pendulum's two 200-step episodes, each added whole
+    data = {key: np.asarray(value)[0, :400] for key, value in buffer["data"].items()}
+    np.testing.assert_array_equal(np.flatnonzero(data["timeouts"]), [199, 399])
+    np.testing.assert_allclose(data["mc_returns"], monte_carlo_returns(data["rewards"], np.array([0, 200]),
+                                                                       config.gamma), rtol=1e-5, atol=1e-4)
+    finite = [row["critic_loss"] for row in read_metrics(tmp_path / "cql") if "critic_loss" in row]
+    assert len(finite) > 0 and np.all(np.isfinite(finite))
