@@ -41,12 +41,12 @@ from gymnasium.envs.registration import EnvSpec
 from offrl import checkpoint
 from offrl.buffer import ReplayBuffer, mixed_sample, sample_replay
 from offrl.config import OnlineConfig, save_config
+from offrl.data.dataset import TRANSITION_KEYS
 from offrl.data.preprocess import Preprocessing
 from offrl.learner import Algorithm, init_states, make_train_steps
 from offrl.logging import RunLogger
 from offrl.runs import RunResult, check_divergence, default_run_dir, divergence, evaluate_seeds, open_run_dir
 
-ONLINE_FIELDS = ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts", "next_actions")
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def action_preprocessing(action_space: spaces.Box) -> Preprocessing:
                          action_high=action_space.high.astype(np.float32))
 
 
-def new_buffers(num_seeds: int, capacity: int, obs_dim: int, act_dim: int, fields=ONLINE_FIELDS) -> ReplayBuffer:
+def new_buffers(num_seeds: int, capacity: int, obs_dim: int, act_dim: int, fields=TRANSITION_KEYS) -> ReplayBuffer:
     return jax.vmap(lambda _: ReplayBuffer.create(capacity, obs_dim, act_dim, fields))(jnp.arange(num_seeds))
 
 
@@ -184,7 +184,7 @@ def run_online(algorithm: Algorithm, update: Callable, phase: OnlinePhase, seeds
         return jnp.where(random_phase, uniform, policy), keys
 
     columns = {key: value.shape[2:] for key, value in carry["buffers"].data.items()}
-    extra_columns = set(columns) - set(ONLINE_FIELDS)  # the dataset_columns hook's, e.g. Cal-QL's returns
+    extra_columns = set(columns) - set(TRANSITION_KEYS)  # the dataset_columns hook's, e.g. Cal-QL's returns
     collector = TransitionCollector(num_seeds, per_seed, columns, algorithm.dataset_columns if extra_columns else None)
     start = int(carry["env_step"])
     obs, _ = envs.reset(seed=[seed * 100_003 + start + index for seed in seeds for index in range(per_seed)])
