@@ -48,7 +48,6 @@ from offrl.logging import RunLogger
 from offrl.runs import RunResult, check_divergence, default_run_dir, divergence, evaluate_seeds, open_run_dir
 
 
-
 @dataclass(frozen=True)
 class OnlinePhase:
     """One online phase. Steps count transitions of one seed."""
