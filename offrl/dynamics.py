@@ -12,6 +12,11 @@ after each epoch the held-out MSE of every member is measured and a member's par
 are kept when they improve its best by more than 1%; training stops after `patience`
 epochs without any member improving (MBPO's rule) or at `max_epochs`. The `num_elites`
 members with the lowest held-out MSE are the elites that rollouts use.
+
+Training on a million transitions takes an hour or more on a CPU, so `train_dynamics` can
+save its progress (the whole training carry) after every compiled call, and a killed
+training started again with the same data and settings continues from there and ends
+bitwise equal to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -148,8 +153,14 @@ class DynamicsReport:
 
 
 def train_dynamics(data: dict[str, np.ndarray], config: DynamicsConfig = DynamicsConfig(),
-                   log: Callable[[str], None] | None = print) -> tuple[DynamicsModel, DynamicsReport]:
-    """Fit the ensemble to transitions (observations, actions, next_observations, rewards)."""
+                   log: Callable[[str], None] | None = print,
+                   progress: Path | None = None) -> tuple[DynamicsModel, DynamicsReport]:
+    """Fit the ensemble to transitions (observations, actions, next_observations, rewards).
+
+    With `progress`, the training state is written there (atomically) after every
+    `epochs_per_call` epochs and training continues from it if it exists; the caller names
+    it after the data and settings (see offrl.model_based.shared_dynamics). It is removed
+    once training ends."""
     began = time.perf_counter()
     inputs, targets = model_inputs_targets(data)
     split_rng = np.random.default_rng(config.seed)
@@ -217,10 +228,17 @@ def train_dynamics(data: dict[str, np.ndarray], config: DynamicsConfig = Dynamic
     carry = (params, optimizer.init(params), params, jnp.full((members,), jnp.inf), jnp.int32(0),
              jnp.int32(0), rng)
     history: list[list[float]] = []
+    seconds_before = 0.0  # spent by the calls a resumed training continues
+    if progress is not None and progress.is_file():
+        carry, history, seconds_before = _restore_progress(progress, carry)
+        if log:
+            log(f"dynamics: continuing from epoch {int(carry[5])} ({progress})")
     while int(carry[4]) < config.patience and int(carry[5]) < config.max_epochs:
         done_before = int(carry[5])
         carry, mse = some_epochs(carry)
         history += np.asarray(mse)[: int(carry[5]) - done_before].tolist()
+        if progress is not None:
+            _save_progress(progress, carry, history, seconds_before + time.perf_counter() - began)
         if log:
             log(f"dynamics epoch {int(carry[5])}: held-out MSE per member "
                 + " ".join(f"{value:.4f}" for value in np.asarray(carry[3])))
@@ -232,9 +250,30 @@ def train_dynamics(data: dict[str, np.ndarray], config: DynamicsConfig = Dynamic
                             jnp.asarray(inputs[holdout][:, data["observations"].shape[1]:]))
     per_dim = ((np.asarray(mean[elites]).mean(0) - targets[holdout]) ** 2).mean(0)
     names = [f"delta_obs[{i}]" for i in range(data["observations"].shape[1])] + ["reward"]
-    report = DynamicsReport(int(carry[5]), time.perf_counter() - began, best_mse.tolist(), per_dim.tolist(),
-                            names, elites.tolist(), history)
+    report = DynamicsReport(int(carry[5]), seconds_before + time.perf_counter() - began, best_mse.tolist(),
+                            per_dim.tolist(), names, elites.tolist(), history)
+    if progress is not None:
+        progress.unlink(missing_ok=True)
     return model, report
+
+
+def _save_progress(path: Path, carry, history: list[list[float]], seconds: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_bytes(serialization.msgpack_serialize({
+        "carry": serialization.to_state_dict(carry), "history": np.asarray(history, np.float64),
+        "seconds": seconds}))
+    temporary.replace(path)
+
+
+def _restore_progress(path: Path, template) -> tuple[object, list[list[float]], float]:
+    try:
+        saved = serialization.msgpack_restore(path.read_bytes())
+        carry = serialization.from_state_dict(template, saved["carry"])
+    except Exception as error:  # a file msgpack cannot read, or a carry of other shapes
+        raise ValueError(f"{path} holds no dynamics training this run can continue ({error}). Delete it to "
+                         "train the ensemble from the start.") from error
+    return carry, np.asarray(saved["history"]).tolist(), float(saved["seconds"])
 
 
 def save_dynamics(model: DynamicsModel, report: DynamicsReport, directory: str | Path) -> Path:

@@ -210,7 +210,9 @@ def shared_dynamics(dataset_id: str, arrays: dict[str, np.ndarray], config: Dyna
     if (shared / "dynamics.json").is_file():
         print(f"dynamics ensemble: reusing {shared}")
     else:
-        publish(shared, lambda directory: save_dynamics(*train_dynamics(arrays, config), directory))
+        progress = shared.with_name(shared.name + ".progress.msgpack")  # a killed training continues
+        publish(shared, lambda directory: save_dynamics(*train_dynamics(arrays, config, progress=progress),
+                                                        directory))
     return shared
 
 
@@ -231,7 +233,8 @@ def dynamics_for(config: ModelBasedConfig, dataset: OfflineDataset, data, run_di
         shared = shared_dynamics(dataset.metadata.dataset_id, arrays, dynamics_config)
         publish(own, lambda directory: shutil.copytree(shared, directory, dirs_exist_ok=True))
     else:
-        publish(own, lambda directory: save_dynamics(*train_dynamics(arrays, dynamics_config), directory))
+        publish(own, lambda directory: save_dynamics(
+            *train_dynamics(arrays, dynamics_config, progress=run_dir / "dynamics.progress.msgpack"), directory))
     return load_dynamics(own)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gymnasium as gym
 import jax
 import jax.numpy as jnp
@@ -82,6 +84,33 @@ def test_training_stops_early_once_holdout_stops_improving():
     best_before = history[:-3].min(axis=0)
     # no member improved by 1% in the last `patience` epochs
     assert np.all(history[-3:] >= 0.99 * best_before - 1e-9)
+
+
+def test_a_killed_training_continues_from_its_progress_and_ends_as_an_uninterrupted_one(tmp_path):
+    config = dataclasses.replace(SMALL, max_epochs=6, patience=100, epochs_per_call=2)
+    data = linear_system(1000)
+    uninterrupted, full_report = train_dynamics(data, config, log=None)
+
+    class Killed(Exception):
+        pass
+
+    def killed_after_the_first_call(message):
+        raise Killed(message)
+
+    progress = tmp_path / "ensemble.progress.msgpack"
+    with pytest.raises(Killed):
+        train_dynamics(data, config, log=killed_after_the_first_call, progress=progress)
+    assert progress.is_file()
+    messages = []
+    resumed, report = train_dynamics(data, config, log=messages.append, progress=progress)
+    assert messages[0].startswith("dynamics: continuing from epoch 2")
+    assert len(messages) == 3 and not progress.exists()  # two more calls, then the progress is removed
+    assert report.epochs == full_report.epochs == 6 and report.history == full_report.history
+    for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    progress.write_bytes(b"not msgpack")
+    with pytest.raises(ValueError, match="Delete it"):
+        train_dynamics(data, config, log=None, progress=progress)
 
 
 def test_missing_model_and_too_little_data_are_clear(tmp_path):
