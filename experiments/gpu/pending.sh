@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The runs the README's status table waits for, most wanted first, within one device call:
+#   . experiments/gpu/setup.sh && experiments/gpu/pending.sh [SECONDS (480)] [STEPS]
+# STEPS (default "datasets cql-quality finetune model-based") picks and orders them:
+#   datasets      the five quality-table datasets, 1M steps each (issue 4)
+#   cql-quality   CQL on them, 100k updates, 3 seeds per run (issue 4)
+#   finetune      ReBRAC, CQL and Cal-QL, 100k offline updates + 100k env steps (issue 7)
+#   model-based   RAVL and MOREC on three of them (issue 5; needs walker2d-medium-replay)
+# Every step can be cut off and started again: datasets made already are kept, finished runs
+# are skipped and cut-off ones resume from their last checkpoint (at most 10k updates back).
+# So calling the script again on the same machine continues where the last call stopped.
+# SECONDS is the whole call's budget: the running step is stopped when it is spent, and what
+# there is goes into $OUT/pending.tar.gz (run configs, metrics and results, no checkpoints;
+# unpack it in the repository root) with the log beside it. Leave the device call's timeout
+# about a minute above SECONDS for the packing.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+budget=${1:-480}
+steps=${2:-datasets cql-quality finetune model-based}
+python=${PYTHON:-python3}
+out=${OUT:-/tmp/offrl-pending}
+mkdir -p "$out"
+log="$out/pending.log"
+deadline=$((SECONDS + budget))
+
+step() {  # step NAME COMMAND...: run it until the deadline, logging both
+    local name=$1 left=$((deadline - SECONDS))
+    shift
+    if ((left <= 5)); then
+        echo "== $name: not started, the budget is spent" | tee -a "$log"
+        return
+    fi
+    echo "== $name ($left s left): $*" | tee -a "$log"
+    # timeout signals the whole process group, so sweep workers stop with their driver
+    timeout --signal=TERM --kill-after=20 "$left" "$@" >> "$log" 2>&1
+    local status=$?
+    if ((status == 124)); then status="cut off at the deadline; call again to continue"; fi
+    echo "== $name: exit $status after $((budget - (deadline - SECONDS))) s of the call" | tee -a "$log"
+}
+
+offrl="$python -m offrl.cli"
+workers=$(($(nproc) > 2 ? $(nproc) - 2 : 1))
+for name in $steps; do
+    case $name in
+        datasets) step datasets $offrl datasets generate hopper-medium hopper-medium-replay halfcheetah-medium \
+            walker2d-medium walker2d-medium-replay --missing --workers "$workers" ;;
+        cql-quality) step cql-quality $offrl sweep experiments/sweeps/quality.yaml --algorithms cql --workers 2 ;;
+        finetune) step finetune "$python" experiments/finetune_experiment.py --agents rebrac,cql,cql+cal-ql \
+            --runs runs/finetune_100k --out finetune_rebrac_cql_100k ;;
+        model-based) step model-based $offrl sweep experiments/sweeps/model_based.yaml --workers 2 ;;
+        *) echo "unknown step $name (datasets, cql-quality, finetune, model-based)" >&2; exit 2 ;;
+    esac
+done
+
+results=$(ls -d runs/sweeps/quality runs/sweeps/model-based runs/finetune_100k \
+    experiments/results/finetune_rebrac_cql_100k.* 2>/dev/null)
+if [[ -n $results ]]; then
+    tar czf "$out/pending.tar.gz" --exclude=checkpoints --exclude=snapshots --exclude=wandb \
+        --exclude='*.msgpack' $results
+    echo "packed into $out/pending.tar.gz ($(du -h "$out/pending.tar.gz" | cut -f1)): $results" | tee -a "$log"
+fi
