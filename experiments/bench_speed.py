@@ -142,8 +142,9 @@ def main() -> None:
             print(f"round {round_index + 1}: {name} " + ", ".join(
                 f"{seeds} seeds {timing[f'updates_per_s_{seeds}_seeds']:.1f}" for seeds in seed_counts) + " updates/s",
                 flush=True)
-        # written after every round, so a bench cut short (a lent machine's time limit) leaves its rounds
-        write_results(rounds, seed_counts, args, on_cpu, final=round_index + 1 == args.rounds)
+            # written after every timing, so a bench cut short (a lent machine's time limit) leaves what it timed
+            write_results(rounds, seed_counts, args, on_cpu, final=round_index + 1 == args.rounds
+                          and name == args.algos.split(",")[-1])
 
 
 def write_results(rounds: dict[str, list[dict]], seed_counts: list[int], args, on_cpu: bool, final: bool) -> None:

@@ -6,9 +6,13 @@
 #   cql-quality   CQL on them, 100k updates, 3 seeds per run (issue 4)
 #   finetune      ReBRAC, CQL and Cal-QL, 100k offline updates + 100k env steps (issue 7)
 #   model-based   RAVL and MOREC on three of them (issue 5; needs walker2d-medium-replay)
+#   bench         GPU speed: every learner, 1 and 3 seeds (issue 3), and the model-based
+#                 pieces (issue 5), into experiments/results/speed_gpu.* and
+#                 speed_model_based_gpu.* (the log keeps what a cut-off bench printed)
 # Every step can be cut off and started again: datasets made already are kept, finished runs
 # are skipped and cut-off ones resume from their last checkpoint (at most 10k updates back).
-# So calling the script again on the same machine continues where the last call stopped.
+# So calling the script again on the same machine continues where the last call stopped
+# (a bench starts over).
 # SECONDS is the whole call's budget: the running step is stopped when it is spent, and what
 # there is goes into $OUT/pending.tar.gz (run configs, metrics and results, no checkpoints;
 # unpack it in the repository root) with the log beside it. Leave the device call's timeout
@@ -16,7 +20,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 budget=${1:-480}
-steps=${2:-datasets cql-quality finetune model-based}
+steps=${2:-datasets cql-quality finetune model-based bench}
 python=${PYTHON:-python3}
 out=${OUT:-/tmp/offrl-pending}
 mkdir -p "$out"
@@ -34,7 +38,7 @@ step() {  # step NAME COMMAND...: run it until the deadline, logging both
     # timeout signals the whole process group, so sweep workers stop with their driver
     timeout --signal=TERM --kill-after=20 "$left" "$@" >> "$log" 2>&1
     local status=$?
-    if ((status == 124)); then status="cut off at the deadline; call again to continue"; fi
+    if ((status == 124)); then status="cut off at the deadline"; fi
     echo "== $name: exit $status after $((budget - (deadline - SECONDS))) s of the call" | tee -a "$log"
 }
 
@@ -48,12 +52,16 @@ for name in $steps; do
         finetune) step finetune "$python" experiments/finetune_experiment.py --agents rebrac,cql,cql+cal-ql \
             --runs runs/finetune_100k --out finetune_rebrac_cql_100k ;;
         model-based) step model-based $offrl sweep experiments/sweeps/model_based.yaml --workers 2 ;;
-        *) echo "unknown step $name (datasets, cql-quality, finetune, model-based)" >&2; exit 2 ;;
+        bench) step bench-learners "$python" experiments/bench_speed.py --algos td3_bc,iql,rebrac,cql,sac,bc \
+                   --seeds 1,3 --rounds 1 --chunk-scale 10 --out speed_gpu
+               step bench-model-based "$python" experiments/bench_model_based.py --seeds 1,3 \
+                   --out speed_model_based_gpu ;;
+        *) echo "unknown step $name (datasets, cql-quality, finetune, model-based, bench)" >&2; exit 2 ;;
     esac
 done
 
 results=$(ls -d runs/sweeps/quality runs/sweeps/model-based runs/finetune_100k \
-    experiments/results/finetune_rebrac_cql_100k.* 2>/dev/null)
+    experiments/results/finetune_rebrac_cql_100k.* experiments/results/speed*_gpu.* 2>/dev/null)
 if [[ -n $results ]]; then
     tar czf "$out/pending.tar.gz" --exclude=checkpoints --exclude=snapshots --exclude=wandb \
         --exclude='*.msgpack' $results
