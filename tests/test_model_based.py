@@ -200,8 +200,11 @@ def test_a_trained_ensemble_is_shared_by_runs_on_the_same_data_and_settings(pend
                              config.reward_bias).apply(dataset)
     dynamics_for(config, dataset, data, tmp_path / "first")
     assert len(list(dynamics_cache().glob("*/*/dynamics.json"))) == 1
+    assert not list(dynamics_cache().glob("*/*.progress.msgpack"))  # removed once the training ended
+    progress_files = []
 
-    def train_dynamics_refused(*args, **kwargs):
+    def train_dynamics_refused(*args, progress, **kwargs):
+        progress_files.append(progress)
         raise TrainedAgain
 
     monkeypatch.setattr(model_based, "train_dynamics", train_dynamics_refused)
@@ -215,6 +218,10 @@ def test_a_trained_ensemble_is_shared_by_runs_on_the_same_data_and_settings(pend
         _, changed = _ravl_config(tmp_path, "third", *extra)
         with pytest.raises(TrainedAgain):
             dynamics_for(changed, dataset, data, tmp_path / "third")
+    # a killed training leaves its progress where the same training started again finds it
+    shared_progress, own_progress = progress_files
+    assert shared_progress.parent.parent == dynamics_cache() and shared_progress.name.endswith(".progress.msgpack")
+    assert own_progress == tmp_path / "third" / "dynamics.progress.msgpack"
 
 
 def test_model_based_configs_refuse_normalized_observations():
