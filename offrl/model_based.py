@@ -18,6 +18,7 @@ dataset's terminals, else never; the end of a rollout is a time limit, not a ter
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -205,14 +206,25 @@ def dynamics_fingerprint(arrays: dict[str, np.ndarray], config: DynamicsConfig) 
 
 def shared_dynamics(dataset_id: str, arrays: dict[str, np.ndarray], config: DynamicsConfig) -> Path:
     """The directory in dynamics_cache() of the ensemble trained on `arrays` with `config`,
-    trained and published there first if no run or experiment has done so yet."""
+    trained and published there first if no run or experiment has done so yet.
+
+    One process trains a given ensemble at a time: the others that need it (the seeds of a
+    `--seed-per-run` sweep start together) wait for it under a lock file beside it, which
+    the kernel releases if the training process dies."""
     shared = dynamics_cache() / dataset_config_name(dataset_id) / dynamics_fingerprint(arrays, config)
-    if (shared / "dynamics.json").is_file():
-        print(f"dynamics ensemble: reusing {shared}")
-    else:
-        progress = shared.with_name(shared.name + ".progress.msgpack")  # a killed training continues
-        publish(shared, lambda directory: save_dynamics(*train_dynamics(arrays, config, progress=progress),
-                                                        directory))
+    shared.parent.mkdir(parents=True, exist_ok=True)
+    with open(shared.with_name(shared.name + ".lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"dynamics ensemble: waiting for another process that trains {shared}", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if (shared / "dynamics.json").is_file():
+            print(f"dynamics ensemble: reusing {shared}")
+        else:
+            progress = shared.with_name(shared.name + ".progress.msgpack")  # a killed training continues
+            publish(shared, lambda directory: save_dynamics(*train_dynamics(arrays, config, progress=progress),
+                                                            directory))
     return shared
 
 

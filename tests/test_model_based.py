@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import threading
 from pathlib import Path
 
 import jax
@@ -15,7 +17,7 @@ from offrl.buffer import ReplayBuffer, mixed_sample
 from offrl.config import parse_config
 from offrl.data import fit_preprocessing, load_dataset
 from offrl.data.scripted import make_pendulum_dataset
-from offrl.dynamics import DynamicsConfig, train_dynamics
+from offrl.dynamics import DynamicsConfig, save_dynamics, train_dynamics
 from offrl.dynamics_reward import DynamicsRewardConfig, learn_dynamics_reward, load_dynamics_reward, save_dynamics_reward
 from offrl.logging import read_metrics
 from offrl.model_based import dynamics_cache, dynamics_for, rollout
@@ -222,6 +224,31 @@ def test_a_trained_ensemble_is_shared_by_runs_on_the_same_data_and_settings(pend
     shared_progress, own_progress = progress_files
     assert shared_progress.parent.parent == dynamics_cache() and shared_progress.name.endswith(".progress.msgpack")
     assert own_progress == tmp_path / "third" / "dynamics.progress.msgpack"
+
+
+def test_a_run_waits_for_the_ensemble_another_process_is_training(minari_store, monkeypatch, capsys):
+    arrays = linear_system(1000)
+    config = DynamicsConfig(num_members=3, num_elites=2, hidden_dims=(16,), batch_size=64, max_epochs=2)
+    dataset_id = "offrl/linear/system-v0"
+    target = dynamics_cache() / "linear-system" / model_based.dynamics_fingerprint(arrays, config)
+    target.parent.mkdir(parents=True)
+    other_process = open(target.with_name(target.name + ".lock"), "w")  # held open as the training process would
+    fcntl.flock(other_process, fcntl.LOCK_EX)
+
+    def train_dynamics_refused(*args, **kwargs):
+        raise TrainedAgain
+
+    monkeypatch.setattr(model_based, "train_dynamics", train_dynamics_refused)
+    found = []
+    waiting = threading.Thread(target=lambda: found.append(model_based.shared_dynamics(dataset_id, arrays, config)))
+    waiting.start()
+    waiting.join(1.0)
+    assert waiting.is_alive()  # it waits rather than training a second copy
+    model_based.publish(target, lambda directory: save_dynamics(*train_dynamics(arrays, config, log=None), directory))
+    other_process.close()  # the other process ends, and with it its lock
+    waiting.join(60)
+    assert found == [target]  # it took the published ensemble (training again would have raised)
+    assert "waiting for another process" in capsys.readouterr().out
 
 
 def test_model_based_configs_refuse_normalized_observations():
