@@ -23,7 +23,8 @@ SNAPSHOT_DIR = "snapshots"
 LATEST = "latest.json"
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename, so a reader sees the old file or the new one."""
     temporary = path.with_suffix(".tmp")
     temporary.write_bytes(data)
     os.replace(temporary, path)
@@ -35,8 +36,8 @@ def save(run_dir: Path, step: int, payload: dict[str, Any], keep: int = 2) -> Pa
     directory = Path(run_dir) / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step_{step:09d}.msgpack"
-    _write_atomically(path, serialization.to_bytes({"step": step, **payload}))
-    _write_atomically(directory / LATEST, json.dumps({"step": step, "file": path.name}).encode())
+    write_atomically(path, serialization.to_bytes({"step": step, **payload}))
+    write_atomically(directory / LATEST, json.dumps({"step": step, "file": path.name}).encode())
     if keep > 0:
         for old in sorted(directory.glob("step_*.msgpack"))[:-keep]:
             old.unlink()
@@ -48,7 +49,7 @@ def save_snapshot(run_dir: Path, step: int, states: Any) -> Path:
     directory = Path(run_dir) / SNAPSHOT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step_{step:09d}.msgpack"
-    _write_atomically(path, serialization.to_bytes({"step": step, "states": states}))
+    write_atomically(path, serialization.to_bytes({"step": step, "states": states}))
     return path
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import optax
 from flax import serialization
 
+from offrl.checkpoint import write_atomically
 from offrl.nets import MLP, Dense
 
 
@@ -259,11 +260,9 @@ def train_dynamics(data: dict[str, np.ndarray], config: DynamicsConfig = Dynamic
 
 def _save_progress(path: Path, carry, history: list[list[float]], seconds: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(serialization.msgpack_serialize({
+    write_atomically(path, serialization.msgpack_serialize({
         "carry": serialization.to_state_dict(carry), "history": np.asarray(history, np.float64),
         "seconds": seconds}))
-    temporary.replace(path)
 
 
 def _restore_progress(path: Path, template) -> tuple[object, list[list[float]], float]:
