@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 from offrl.data.labels import default_split_ids, split_labels
+from offrl.errors import user_errors_as_messages
 from offrl.idm import IDMConfig, proxy_label
 from offrl.train import algorithm_module, main as train_main
 
@@ -38,15 +39,16 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--idm-batch-size", type=int, default=IDMConfig.batch_size)
     args, algorithm_args = parser.parse_known_args(argv)
 
-    split = split_labels(args.dataset, args.labelled, args.selection, args.split_seed, overwrite=True)
-    labelled = proxy_label(split.labelled_id, split.unlabelled_id, proxy_dataset_id(args.dataset, args.labelled),
-                           IDMConfig(max_steps=args.idm_steps, ensemble=args.idm_ensemble, batch_size=args.idm_batch_size,
-                                     seed=args.split_seed),
-                           overwrite=True)
-    print(f"{labelled.dataset_id}: {labelled.labelled_steps:,} logged + {labelled.proxy_steps:,} proxy actions; "
-          f"IDM validation action MSE {labelled.report.validation_action_mse:.4f}")
-    module = algorithm_module(args.algo)
-    return train_main(module.make, module.Config, args.algo, ["--dataset", labelled.dataset_id, *algorithm_args])
+    with user_errors_as_messages(enabled=argv is None):
+        split = split_labels(args.dataset, args.labelled, args.selection, args.split_seed, overwrite=True)
+        labelled = proxy_label(split.labelled_id, split.unlabelled_id, proxy_dataset_id(args.dataset, args.labelled),
+                               IDMConfig(max_steps=args.idm_steps, ensemble=args.idm_ensemble,
+                                         batch_size=args.idm_batch_size, seed=args.split_seed),
+                               overwrite=True)
+        print(f"{labelled.dataset_id}: {labelled.labelled_steps:,} logged + {labelled.proxy_steps:,} proxy actions; "
+              f"IDM validation action MSE {labelled.report.validation_action_mse:.4f}")
+        module = algorithm_module(args.algo)
+        return train_main(module.make, module.Config, args.algo, ["--dataset", labelled.dataset_id, *algorithm_args])
 
 
 if __name__ == "__main__":

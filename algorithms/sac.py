@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from offrl.config import OnlineConfig, parse_config
+from offrl.errors import user_errors_as_messages
 from offrl.online import train_online
 from offrl.sac import make_sac
 
@@ -35,8 +36,9 @@ make = make_sac
 
 
 def main(argv: list[str] | None = None):
-    config = parse_config(Config, "sac", argv)
-    result = train_online(make, config, "sac")
+    with user_errors_as_messages(enabled=argv is None):
+        config = parse_config(Config, "sac", argv)
+        result = train_online(make, config, "sac")
     print(f"sac on {config.env}: final return {result.final_eval.get('eval/return')}; run: {result.run_dir}")
     return result
 

@@ -34,7 +34,8 @@ from offrl.data import load_dataset, local_dataset_ids, local_fingerprint
 from offrl.data.labels import split_labels
 from offrl.idm import IDMConfig, proxy_label
 from offrl.logging import read_metrics, seed_curves
-from offrl.runs import TrainingDiverged, divergence, resume_flag, run_status
+from offrl.errors import TrainingDiverged
+from offrl.runs import divergence, resume_flag, run_status
 from offrl.suite import ensure_dataset
 from offrl.train import REPO_ROOT, algorithm_module, main
 

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from offrl import data
+from offrl.errors import USER_ERRORS, print_error, raised_by_offrl
 
 console = Console()
 
@@ -329,8 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (data.DatasetError, ValueError, FileNotFoundError) as error:
-        console.print(f"[red]error:[/] {error}", highlight=False)
+    except USER_ERRORS as error:
+        if not raised_by_offrl(error):
+            raise
+        print_error(error)
         return 2
 
 

@@ -77,13 +77,14 @@ class TrainConfig(RunConfig):
         super().validate()
         for name in ("eval_every", "checkpoint_every", "num_updates"):
             if getattr(self, name) % self.log_every:
-                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of "
-                                 f"log_every={self.log_every} (updates per compiled call).")
+                raise ValueError(f"{name}={getattr(self, name)} must be a multiple of log_every={self.log_every} "
+                                 "(updates per compiled call): change it, or set --log_every to a divisor of it.")
         chunk = self.online_update_every * self.online_num_envs
         for name in ("online_steps", "online_eval_every"):
             if self.online_steps and getattr(self, name) % chunk:
                 raise ValueError(f"{name}={getattr(self, name)} must be a multiple of online_update_every x "
-                                 f"online_num_envs = {chunk} (env steps between compiled update chunks).")
+                                 f"online_num_envs = {chunk} (env steps between compiled update chunks): change "
+                                 "it, or --online_update_every.")
         if not 0.0 < self.online_ratio <= 1.0:
             raise ValueError("--online_ratio must be in (0, 1]: the share of each batch from online data.")
 
@@ -110,7 +111,7 @@ class OnlineConfig(RunConfig):
         for name in ("eval_every", "checkpoint_every", "env_steps", "start_steps", "snapshot_every"):
             if getattr(self, name) % chunk:
                 raise ValueError(f"{name}={getattr(self, name)} must be a multiple of update_every x num_envs "
-                                 f"= {chunk} (env steps between compiled update chunks).")
+                                 f"= {chunk} (env steps between compiled update chunks): change it, or --update_every.")
 
 
 def dataset_config_name(dataset_id: str) -> str:
@@ -152,7 +153,11 @@ def parse_config(config_cls: type[C], algo: str, argv: list[str] | None = None) 
     With --resume RUN_DIR the saved config of that run replaces the first two layers."""
     first = _cli(config_cls, config_cls(), argv)
     if first.resume:
-        saved = yaml.safe_load((Path(first.resume) / "config.yaml").read_text())
+        saved_config = Path(first.resume) / "config.yaml"
+        if not saved_config.is_file():
+            raise FileNotFoundError(f"--resume {first.resume}: no run there ({saved_config} is missing). Pass the "
+                                    "`run directory:` a run printed, e.g. runs/<algo>/<dataset>/<time>.")
+        saved = yaml.safe_load(saved_config.read_text())
         base = apply(config_cls(), saved, f"{first.resume}/config.yaml")
     else:
         target = getattr(first, "dataset", None) or getattr(first, "env", "")

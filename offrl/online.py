@@ -77,7 +77,8 @@ class OnlinePhase:
         for name in ("env_steps", "start_steps", "eval_every", "checkpoint_every", "snapshot_every"):
             if getattr(self, name) % self.steps_per_chunk:
                 raise ValueError(f"{name}={getattr(self, name)} must be a multiple of update_every x num_envs "
-                                 f"= {self.steps_per_chunk} (env steps between compiled update chunks).")
+                                 f"= {self.steps_per_chunk} (env steps between compiled update chunks): change it, or "
+                                 "update_every.")
 
 
 def action_preprocessing(action_space: spaces.Box) -> Preprocessing:

@@ -14,16 +14,13 @@ import yaml
 from offrl import checkpoint
 from offrl.config import dataset_config_name
 from offrl.data import OfflineDataset, local_fingerprint
+from offrl.errors import TrainingDiverged
 from offrl.evaluate import evaluate_policy, make_policy
 from offrl.learner import seed_slice
 from offrl.logging import read_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DIVERGED = "diverged.txt"  # what diverged and by which update, left in the run directory by check_divergence
-
-
-class TrainingDiverged(RuntimeError):
-    """NaN/inf in the state, or a metric beyond the divergence threshold."""
 
 
 @dataclass

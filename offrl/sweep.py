@@ -48,7 +48,8 @@ import numpy as np
 import yaml
 
 from offrl.config import dataset_config_name
-from offrl.runs import REPO_ROOT, TrainingDiverged, divergence, trained_on_other_data
+from offrl.errors import TrainingDiverged
+from offrl.runs import REPO_ROOT, divergence, trained_on_other_data
 
 SWEEP_ROOT = REPO_ROOT / "runs" / "sweeps"
 RESULT = "result.json"

@@ -34,6 +34,7 @@ from offrl.data import (
     normalized_score,
     read_metadata,
 )
+from offrl.errors import user_errors_as_messages
 from offrl.evaluate import make_policy
 from offrl.learner import Algorithm, all_finite, init_states, make_train_steps, sample_uniform, scan_updates, seed_slice
 from offrl.logging import RunLogger
@@ -228,9 +229,11 @@ def _online_start(algorithm: Algorithm, config: TrainConfig, states, rngs, data)
 
 def main(make_algorithm: MakeAlgorithm, config_cls: type, algo: str, argv: list[str] | None = None,
          make_program: Callable[..., TrainProgram] = offline_program) -> RunResult:
-    """Entry point of an algorithm script: parse the config, train, print a summary."""
-    config = parse_config(config_cls, algo, argv)
-    result = train(make_algorithm, config, algo, make_program=make_program)
+    """Entry point of an algorithm script: parse the config, train, print a summary. Run from
+    a shell (argv None), a user error prints as one line without a traceback (offrl.errors)."""
+    with user_errors_as_messages(enabled=argv is None):
+        config = parse_config(config_cls, algo, argv)
+        result = train(make_algorithm, config, algo, make_program=make_program)
     if result.final_eval:
         score = result.final_eval.get("eval/normalized_score", result.final_eval["eval/return"])
         print(f"{algo} on {config.dataset}: final score {np.mean(score):.1f} ± {np.std(score):.1f} "

@@ -20,10 +20,11 @@ from offrl.config import parse_config
 from offrl.data import DatasetError, load_dataset, remove_dataset
 from offrl.data.preprocess import Preprocessing
 from offrl.data.scripted import make_pendulum_dataset
+from offrl.errors import TrainingDiverged
 from offrl.evaluate import make_policy
 from offrl.logging import RunLogger, read_metrics, resolve_wandb_mode
 from offrl.rl import td_target
-from offrl.runs import TrainingDiverged, divergence, resume_flag, run_status
+from offrl.runs import divergence, resume_flag, run_status
 from offrl.train import algorithm_module, load_policy, train
 
 td3_bc = algorithm_module("td3_bc")

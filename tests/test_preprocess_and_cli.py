@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import SHARED_NEORL2, synthetic_flat, write_neorl2_npz
 
 from offrl.cli import main
+from offrl.errors import user_errors_as_messages
 from offrl.data import Preprocessing, convert, fit_preprocessing, load_dataset
 
 
@@ -60,10 +66,36 @@ def test_cli_convert_info_list_remove(tmp_path, capsys):
     assert main(["datasets", "list"]) == 0
     assert "neorl2/dmsd/val-v0" in capsys.readouterr().out
     assert main(["datasets", "convert", "neorl2", str(path)]) == 2
-    assert "--overwrite" in capsys.readouterr().out
+    assert "--overwrite" in capsys.readouterr().err
     assert main(["datasets", "remove", "neorl2/dmsd/val-v0"]) == 0
     assert main(["datasets", "info", "neorl2/dmsd/val-v0"]) == 2
-    assert "not in the local Minari store" in capsys.readouterr().out
+    assert "not in the local Minari store" in capsys.readouterr().err
+
+
+def test_an_algorithm_script_reports_a_users_mistake_in_one_line(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "algorithms" / "td3_bc.py"
+    for arguments, message in [
+        (["--dataset", "missing/hopper/medium-v0"], "Dataset 'missing/hopper/medium-v0' is not in the local"),
+        (["--resume", str(tmp_path / "nowhere")], "no run there"),
+        (["--num_updates", "1500"], "must be a multiple of log_every=1000"),
+    ]:
+        done = subprocess.run([sys.executable, str(script), *arguments], capture_output=True, text=True,
+                              env=os.environ, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("error: ") and message in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_errors_outside_offrls_code_keep_their_traceback():
+    with pytest.raises(ValueError, match="reshape"):  # raised by numpy: a bug to debug, not a user's mistake
+        with user_errors_as_messages():
+            np.zeros(2).reshape(3)
+    with pytest.raises(SystemExit):
+        with user_errors_as_messages():
+            load_dataset("missing/hopper/medium-v0")
+    with pytest.raises(FileNotFoundError, match="not in the local Minari store"):
+        with user_errors_as_messages(enabled=False):  # called from Python: raised as usual
+            load_dataset("missing/hopper/medium-v0")
 
 
 @pytest.mark.skipif(not (SHARED_NEORL2 / "DMSD-train.npz").exists(),

@@ -121,16 +121,16 @@ def test_generate_command_and_its_errors(tiny_policies, capsys):
     assert "offrl/hopper/expert-v0" in capsys.readouterr().out
     assert cli_main(["datasets", "generate", "hopper-expert", "--steps", "200",
                      "--policies", str(tiny_policies)]) == 2
-    assert "--overwrite" in capsys.readouterr().out
+    assert "--overwrite" in capsys.readouterr().err
     # several at once, keeping those already made
     assert cli_main(["datasets", "generate", "hopper-expert", "hopper-random", "--missing", "--steps", "200",
                      "--policies", str(tiny_policies), "--num-envs", "2", "--streams", "1", "--workers", "1"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "offrl/hopper/expert-v0 is in the local store; kept." in out and "Wrote offrl/hopper/random-v0" in out
     assert cli_main(["datasets", "generate", "ant-medium", "--policies", str(tiny_policies)]) == 2
-    assert "No behavior policies for 'ant'" in capsys.readouterr().out
+    assert "No behavior policies for 'ant'" in capsys.readouterr().err
     assert cli_main(["datasets", "generate", "hopper-medium", "--policies", str(tiny_policies / "nope")]) == 2
-    assert "make_behavior_policies.py" in capsys.readouterr().out
+    assert "make_behavior_policies.py" in capsys.readouterr().err
 
 
 def test_datasets_made_from_other_policies_are_made_again(tiny_policies, capsys):

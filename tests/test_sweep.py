@@ -68,7 +68,7 @@ def test_part_of_a_sweep_runs_by_algorithm_and_dataset(tmp_path, capsys):
     assert {run.run_dir(tmp_path) for run in sweep.expand(part)} < {run.run_dir(tmp_path) for run in sweep.expand(spec)}
     assert sweep.restrict(spec, None, ["offrl/hopper/medium-v0"]).datasets == ["offrl/hopper/medium-v0"]
     assert cli_main(["sweep", str(tmp_path / "spec.yaml"), "--dry-run", "--algorithms", "iql,td3_bc"]) == 2
-    assert "td3_bc not among the sweep's algorithms: cql, iql, bc" in " ".join(capsys.readouterr().out.split())
+    assert "td3_bc not among the sweep's algorithms: cql, iql, bc" in " ".join(capsys.readouterr().err.split())
     assert cli_main(["sweep", str(tmp_path / "spec.yaml"), "--dry-run", "--root", str(tmp_path / "runs"),
                      "--algorithms", "iql", "--datasets", "hopper-medium"]) == 0
     assert "1 runs, 1 to run" in capsys.readouterr().out

@@ -1,0 +1,49 @@
+"""Errors that reach the user, and how entry points run from a shell report them: one line
+that names the problem and its fix (offrl's own raise statements write those lines), exit
+status 2, no traceback. Errors raised outside offrl's code (jax, numpy, a bug) keep their
+traceback. Kept free of jax so that `offrl datasets ...` starts fast."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from rich.console import Console
+
+from offrl.data import DatasetError
+
+
+class TrainingDiverged(RuntimeError):
+    """NaN/inf in the state, or a metric beyond the divergence threshold."""
+
+
+USER_ERRORS = (DatasetError, ValueError, FileNotFoundError, FileExistsError, TrainingDiverged)
+OFFRL_CODE = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "algorithms")
+
+
+def raised_by_offrl(error: BaseException) -> bool:
+    """Whether the innermost frame of the error's traceback is offrl's own code."""
+    traceback = error.__traceback__
+    if traceback is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    raised_in = Path(traceback.tb_frame.f_code.co_filename).resolve()
+    return any(raised_in.is_relative_to(directory) for directory in OFFRL_CODE)
+
+
+@contextlib.contextmanager
+def user_errors_as_messages(enabled: bool = True):
+    """Turn a user error raised by offrl inside the block into `error: ...` on stderr and
+    exit status 2. Disabled (a caller passed argv from Python), everything raises as usual."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        if not enabled or not raised_by_offrl(error):
+            raise
+        print_error(error)
+        raise SystemExit(2) from None
+
+
+def print_error(error: BaseException) -> None:
+    Console(stderr=True).print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
