@@ -223,8 +223,8 @@ def shared_dynamics(dataset_id: str, arrays: dict[str, np.ndarray], config: Dyna
             print(f"dynamics ensemble: reusing {shared}")
         else:
             progress = shared.with_name(shared.name + ".progress.msgpack")  # a killed training continues
-            publish(shared, lambda directory: save_dynamics(*train_dynamics(arrays, config, progress=progress),
-                                                            directory))
+            trained = train_dynamics(arrays, config, progress=progress)
+            publish(shared, lambda directory: save_dynamics(*trained, directory))
     return shared
 
 
@@ -245,16 +245,19 @@ def dynamics_for(config: ModelBasedConfig, dataset: OfflineDataset, data, run_di
         shared = shared_dynamics(dataset.metadata.dataset_id, arrays, dynamics_config)
         publish(own, lambda directory: shutil.copytree(shared, directory, dirs_exist_ok=True))
     else:
-        publish(own, lambda directory: save_dynamics(
-            *train_dynamics(arrays, dynamics_config, progress=run_dir / "dynamics.progress.msgpack"), directory))
+        trained = train_dynamics(arrays, dynamics_config, progress=run_dir / "dynamics.progress.msgpack")
+        publish(own, lambda directory: save_dynamics(*trained, directory))
     return load_dynamics(own)
 
 
 def publish(target: Path, fill: Callable[[Path], object]) -> None:
     """Fill a fresh sibling directory, then rename it to `target`, so that a reader (another
     run, a resumed one) sees all of it or nothing. If another process published `target`
-    first, its copy stays."""
+    first, its copy stays. `fill` only writes (training happens before), so a killed process
+    leaves at most a half-written hidden sibling, which the next publish of `target` removes."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in target.parent.glob(f".{target.name}-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     fill(staging)
     try:

@@ -251,6 +251,21 @@ def test_a_run_waits_for_the_ensemble_another_process_is_training(minari_store, 
     assert "waiting for another process" in capsys.readouterr().out
 
 
+def test_publishing_clears_what_a_killed_publisher_left(tmp_path):
+    target = tmp_path / "dynamics"
+
+    def killed_while_writing(directory):
+        (directory / "half.json").write_text("{")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model_based.publish(target, killed_while_writing)
+    assert not target.exists() and len(list(tmp_path.glob(".dynamics-*"))) == 1
+    model_based.publish(target, lambda directory: (directory / "whole.json").write_text("{}"))
+    assert [path.name for path in tmp_path.iterdir()] == ["dynamics"]
+    assert [path.name for path in target.iterdir()] == ["whole.json"]
+
+
 def test_model_based_configs_refuse_normalized_observations():
     ravl = algorithm_module("ravl")
     with pytest.raises(ValueError, match="raw observations"):
