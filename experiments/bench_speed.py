@@ -147,6 +147,22 @@ def main() -> None:
                           and name == args.algos.split(",")[-1])
 
 
+def machine_description() -> str:
+    """CPU model and vector extension beside the core count: the rate of these runs changes
+    from one machine of this kind to the next, so tables name the one they were taken on."""
+    cpu = platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        fields = {}
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        flags = fields.get("flags", "").split()
+        vectors = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+        cpu = f"{fields.get('model name', cpu)}, {vectors}"
+    return f"{cpu}, {os.cpu_count()} cpus"
+
+
 def write_results(rounds: dict[str, list[dict]], seed_counts: list[int], args, on_cpu: bool, final: bool) -> None:
     rows = []
     for name, timings in rounds.items():
@@ -163,7 +179,8 @@ def write_results(rounds: dict[str, list[dict]], seed_counts: list[int], args, o
     kept = [row for row in previous.get("results", []) if row["algorithm"] not in {r["algorithm"] for r in rows}]
     report = {
         "device": str(jax.devices()[0]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "machine": machine_description(),
+        "date": time.strftime("%Y-%m-%d"),
         "command": " ".join(["python experiments/bench_speed.py", *sys.argv[1:]]),
         "jax": jax.__version__,
         "rounds": len(next(iter(rounds.values()))),
@@ -181,7 +198,8 @@ def markdown(report: dict, seed_counts: list[int]) -> str:
     columns = ["algorithm", "GFLOP/update", "roofline GFLOP/s", "ceiling", "1 seed", "share of ceiling",
                "best peer", *(f"{k} seeds" for k in extra), "compile (s)"]
     lines = [
-        f"# Learner speed ({report['machine']}, {report['device']}, jax {report.get('jax', '0.10.2')})",
+        f"# Learner speed ({report['machine']}, {report['device']}, jax {report.get('jax', '0.10.2')}"
+        f"{', ' + report['date'] if 'date' in report else ''})",
         "",
         f"Command: `{report['command']}`. Hopper-shaped data (obs 11, action 3, 1M transitions),",
         "default hyperparameters. One update = one critic step plus the actor step on its",
