@@ -17,7 +17,7 @@ def test_pending_runs_its_steps_in_order_and_stops_at_the_budget(tmp_path):
     fake_python.chmod(0o755)
     out = tmp_path / "out"
     began = time.monotonic()
-    result = subprocess.run([str(REPO / "experiments/gpu/pending.sh"), "8", "finetune bench"], capture_output=True,
+    result = subprocess.run([str(REPO / "experiments/gpu/pending.sh"), "8", "finetune bench bench-model-based"], capture_output=True,
                             text=True, env={**os.environ, "PYTHON": str(fake_python), "OUT": str(out)}, timeout=60)
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - began < 40  # the first step was stopped at the budget, not left to run
@@ -26,7 +26,7 @@ def test_pending_runs_its_steps_in_order_and_stops_at_the_budget(tmp_path):
         "--out finetune_rebrac_cql_100k"]
     log = (out / "pending.log").read_text()
     assert "== finetune: exit cut off at the deadline" in log
-    assert "== bench-learners: not started, the budget is spent" in log
+    assert "== bench: not started, the budget is spent" in log
     assert "== bench-model-based: not started" in log
 
 

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The runs the README's status table waits for, most wanted first, within one device call:
 #   . experiments/gpu/setup.sh && experiments/gpu/pending.sh [SECONDS (480)] [STEPS]
-# STEPS (default "datasets cql-quality finetune model-based") picks and orders them:
+# STEPS (default "bench datasets cql-quality finetune model-based bench-model-based") picks
+# and orders them:
+#   bench         GPU speed of every learner, 1 and 3 seeds, into experiments/results/speed_gpu.*
+#                 (issue 3, which waits for nothing else; a few minutes)
 #   datasets      the five quality-table datasets, 1M steps each (issue 4)
 #   cql-quality   CQL on them, 100k updates, 3 seeds per run (issue 4)
 #   finetune      ReBRAC, CQL and Cal-QL, 100k offline updates + 100k env steps (issue 7)
 #   model-based   RAVL and MOREC on three of them (issue 5; needs walker2d-medium-replay)
-#   bench         GPU speed: every learner, 1 and 3 seeds (issue 3), and the model-based
-#                 pieces (issue 5), into experiments/results/speed_gpu.* and
-#                 speed_model_based_gpu.* (the log keeps what a cut-off bench printed)
+#   bench-model-based  GPU speed of the model-based pieces into speed_model_based_gpu.* (issue 5)
+# (the log keeps what a cut-off bench printed)
 # Every step can be cut off and started again: datasets made already are kept, finished runs
 # are skipped and cut-off ones resume from their last checkpoint (at most 10k updates back).
 # So calling the script again on the same machine continues where the last call stopped
@@ -20,7 +22,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 budget=${1:-480}
-steps=${2:-datasets cql-quality finetune model-based bench}
+steps=${2:-bench datasets cql-quality finetune model-based bench-model-based}
 python=${PYTHON:-python3}
 out=${OUT:-/tmp/offrl-pending}
 mkdir -p "$out"
@@ -52,11 +54,12 @@ for name in $steps; do
         finetune) step finetune "$python" experiments/finetune_experiment.py --agents rebrac,cql,cql+cal-ql \
             --runs runs/finetune_100k --out finetune_rebrac_cql_100k ;;
         model-based) step model-based $offrl sweep experiments/sweeps/model_based.yaml --workers 2 ;;
-        bench) step bench-learners "$python" experiments/bench_speed.py --algos td3_bc,iql,rebrac,cql,sac,bc \
-                   --seeds 1,3 --rounds 1 --chunk-scale 10 --out speed_gpu
-               step bench-model-based "$python" experiments/bench_model_based.py --seeds 1,3 \
+        bench) step bench "$python" experiments/bench_speed.py --algos td3_bc,iql,rebrac,cql,sac,bc \
+                   --seeds 1,3 --rounds 1 --chunk-scale 10 --out speed_gpu ;;
+        bench-model-based) step bench-model-based "$python" experiments/bench_model_based.py --seeds 1,3 \
                    --out speed_model_based_gpu ;;
-        *) echo "unknown step $name (datasets, cql-quality, finetune, model-based, bench)" >&2; exit 2 ;;
+        *) echo "unknown step $name (bench, datasets, cql-quality, finetune, model-based, bench-model-based)" >&2
+           exit 2 ;;
     esac
 done
 
