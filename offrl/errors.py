@@ -9,6 +9,7 @@ import contextlib
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from offrl.data import DatasetError
 
@@ -46,4 +47,5 @@ def user_errors_as_messages(enabled: bool = True):
 
 
 def print_error(error: BaseException) -> None:
-    Console(stderr=True).print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+    # escaped: messages quote ids and lists in square brackets, which rich would read as markup
+    Console(stderr=True).print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)

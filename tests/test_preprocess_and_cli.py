@@ -78,6 +78,7 @@ def test_an_algorithm_script_reports_a_users_mistake_in_one_line(tmp_path):
         (["--dataset", "missing/hopper/medium-v0"], "Dataset 'missing/hopper/medium-v0' is not in the local"),
         (["--resume", str(tmp_path / "nowhere")], "no run there"),
         (["--num_updates", "1500"], "must be a multiple of log_every=1000"),
+        (["--dataset", "missing/[bold]x-v0"], "'missing/[bold]x-v0' is not a valid dataset id"),  # printed as given, not as markup
     ]:
         done = subprocess.run([sys.executable, str(script), *arguments], capture_output=True, text=True,
                               env=os.environ, timeout=120)
