@@ -95,7 +95,12 @@ class SweepSpec:
 
 
 def load_spec(path: str | Path) -> SweepSpec:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such sweep spec (the shipped ones are experiments/sweeps/*.yaml).")
     raw = yaml.safe_load(Path(path).read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a sweep spec is a YAML mapping with name, algorithms, datasets and seeds "
+                         "(see `offrl sweep --help`).")
     missing = [key for key in ("name", "algorithms", "datasets", "seeds") if key not in raw]
     if missing:
         raise ValueError(f"{path}: the sweep spec needs {', '.join(missing)} (see `offrl sweep --help`).")

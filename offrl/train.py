@@ -242,11 +242,19 @@ def main(make_algorithm: MakeAlgorithm, config_cls: type, algo: str, argv: list[
     return result
 
 
+def read_run(run_dir: Path) -> dict:
+    """A run's run.json: its algorithm, data, dimensions and seeds."""
+    if not (run_dir / "run.json").is_file():
+        raise FileNotFoundError(f"{run_dir} holds no run (no run.json): pass the `run directory:` a training run "
+                                "printed, e.g. runs/<algo>/<dataset>/<time>.")
+    return json.loads((run_dir / "run.json").read_text())
+
+
 def restore_run(run_dir: str | Path, checkpoint_path: str | Path | None = None):
     """(algorithm, stacked states, preprocessing, config) of a run, from its latest
     checkpoint or the one given. The algorithm is rebuilt from the run's saved config."""
     run_dir = Path(run_dir)
-    run = json.loads((run_dir / "run.json").read_text())
+    run = read_run(run_dir)
     module = algorithm_module(run["algorithm"])
     config = parse_config(module.Config, run["algorithm"], ["--resume", str(run_dir)])
     algorithm = module.make(config, run["observation_dim"], run["action_dim"])
@@ -282,7 +290,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, env: str | None = Non
     are seeded as in training, so the same episode count repeats the run's last evaluation."""
     run_dir = Path(run_dir)
     algorithm, states, preprocessing, config = restore_run(run_dir, checkpoint_path)
-    run = json.loads((run_dir / "run.json").read_text())
+    run = read_run(run_dir)
     if "eval_env" not in run and run.get("dataset") in local_dataset_ids():  # a run from before run.json had them
         metadata = read_metadata(run["dataset"])
         run.update(eval_env=metadata.eval_env_spec, ref_min_score=metadata.ref_min_score,

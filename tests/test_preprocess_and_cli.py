@@ -87,6 +87,17 @@ def test_an_algorithm_script_reports_a_users_mistake_in_one_line(tmp_path):
         assert "Traceback" not in done.stderr, done.stderr
 
 
+def test_offrl_commands_name_a_missing_or_malformed_input(tmp_path, capsys):
+    (tmp_path / "empty.yaml").write_text("")
+    for command, message in [
+        (["evaluate", str(tmp_path / "nowhere")], "holds no run (no run.json)"),
+        (["sweep", str(tmp_path / "nowhere.yaml")], "no such sweep spec"),
+        (["sweep", str(tmp_path / "empty.yaml")], "a sweep spec is a YAML mapping"),
+    ]:
+        assert main(command) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_errors_outside_offrls_code_keep_their_traceback():
     with pytest.raises(ValueError, match="reshape"):  # raised by numpy: a bug to debug, not a user's mistake
         with user_errors_as_messages():
