@@ -38,6 +38,18 @@ def deterministic_act(act: Callable) -> Callable:
     return jax.jit(lambda state, obs: act(state, obs, jax.random.PRNGKey(0), True))
 
 
+def make_env(env: str | EnvSpec, source: str) -> gym.Env:
+    """gym.make, failing with a user's error that names where the env came from (`source`,
+    e.g. "--eval_env") when it cannot be made: an unknown id, a missing dependency."""
+    try:
+        return gym.make(env)
+    except gym.error.Error as error:
+        name = env.id if isinstance(env, EnvSpec) else env
+        raise ValueError(f"{source} {name} cannot be made ({error}). Pass a Gymnasium id that is registered here, "
+                         "e.g. Hopper-v5; `python -c 'import gymnasium; gymnasium.pprint_registry()'` lists "
+                         "them.") from None
+
+
 def evaluate_policy(
     policy: Callable[[np.ndarray], np.ndarray],
     env: str | EnvSpec,

@@ -43,6 +43,7 @@ from offrl.buffer import ReplayBuffer, mixed_sample, sample_replay
 from offrl.config import OnlineConfig, save_config
 from offrl.data.dataset import TRANSITION_KEYS
 from offrl.data.preprocess import Preprocessing
+from offrl.evaluate import make_env
 from offrl.learner import Algorithm, init_states, make_train_steps
 from offrl.logging import RunLogger
 from offrl.runs import RunResult, check_divergence, default_run_dir, divergence, evaluate_seeds, open_run_dir
@@ -260,7 +261,7 @@ def online_carry(states, rngs, seeds: list[int], buffers: ReplayBuffer) -> dict:
 def train_online(make_algorithm, config: OnlineConfig, algo: str, show_progress: bool = True) -> RunResult:
     """Train from scratch in `config.env` (SAC and other online learners)."""
     seeds = config.seed_list()
-    probe = gym.make(config.env)
+    probe = make_env(config.env, "--env")
     obs_dim = int(np.prod(probe.observation_space.shape))
     act_dim = int(np.prod(probe.action_space.shape))
     preprocessing = action_preprocessing(probe.action_space)

@@ -35,7 +35,7 @@ from offrl.data import (
     read_metadata,
 )
 from offrl.errors import user_errors_as_messages
-from offrl.evaluate import make_policy
+from offrl.evaluate import make_env, make_policy
 from offrl.learner import Algorithm, all_finite, init_states, make_train_steps, sample_uniform, scan_updates, seed_slice
 from offrl.logging import RunLogger
 from offrl.online import OnlinePhase, new_buffers, online_carry, run_online
@@ -77,10 +77,6 @@ def offline_program(algorithm: Algorithm, config: TrainConfig, seeds: list[int],
         return {"states": states, "rngs": rngs}, metrics, finite
 
     return TrainProgram({"states": states, "rngs": rngs}, run, lambda carry: carry["states"])
-
-
-def _eval_env(config: TrainConfig, dataset: OfflineDataset):
-    return config.eval_env or dataset.metadata.eval_env_spec
 
 
 def packed_program(make_algorithm: MakeAlgorithm, points: list[dict[str, float]]) -> Callable[..., TrainProgram]:
@@ -130,6 +126,12 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
             f"{config.dataset} has changed since {config.resume} began (its data or reference scores are not those "
             "the run trained on, e.g. it was made again from new behavior policies): resuming would go on with "
             "other data. Start a new run instead (another --run_dir), or restore the dataset the run trained on.")
+    eval_env = config.eval_env or dataset.metadata.eval_env_spec
+    # an env that cannot be made stops the run now, not at its first evaluation or fine-tuning
+    if eval_env is not None:
+        make_env(eval_env, "--eval_env" if config.eval_env else f"The eval env of {config.dataset},").close()
+    if config.online_steps and config.online_env:
+        make_env(config.online_env, "--online_env").close()
     run_dir = open_run_dir(Path(config.resume or config.run_dir or default_run_dir(algo, config.dataset, config.seeds)))
     if config.resume:
         preprocessing = Preprocessing.load(run_dir / "preprocessing.json")
@@ -140,7 +142,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
     save_config(config, run_dir / "config.yaml")  # on resume too: it may add online steps
     # the data's own score, its reference scores and evaluation env travel with the run, so
     # reports and `offrl evaluate` work where the dataset is not (runs copied off a GPU machine)
-    metadata, eval_env = dataset.metadata, _eval_env(config, dataset)
+    metadata = dataset.metadata
     (run_dir / "run.json").write_text(json.dumps({
         "algorithm": algo, "dataset": config.dataset,
         "observation_dim": dataset.observations.shape[1], "action_dim": dataset.actions.shape[1],
@@ -177,7 +179,6 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
         else:
             carry = checkpoint.restore(saved, {"carry": carry})["carry"]
 
-    eval_env = _eval_env(config, dataset)
     score_of = dataset.normalized_score if dataset.metadata.has_reference_scores else None
     logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.num_updates + config.online_steps,
                        resumed_at, config.wandb, config.wandb_project, show_progress, members)
@@ -296,11 +297,13 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, env: str | None = Non
         run.update(eval_env=metadata.eval_env_spec, ref_min_score=metadata.ref_min_score,
                    ref_max_score=metadata.ref_max_score)
     recorded = run.get("eval_env")  # an env id, or a whole spec (kwargs included) as a dict
+    given = env
     env = env or (EnvSpec.from_json(json.dumps(recorded)) if isinstance(recorded, dict) else recorded) or run.get("env")
     if env is None:
         raise DatasetError(f"No Gymnasium env to evaluate {run_dir} in: its dataset '{run.get('dataset')}' names "
                            "none (or the run predates run.json's eval_env and the dataset is not local). Pass one "
                            "with --env ENV_ID.")
+    make_env(env, "--env" if given else f"The eval env of {run_dir},").close()
     reference = (run.get("ref_min_score"), run.get("ref_max_score"))
     score_of = None if None in reference else (lambda returns: normalized_score(returns, *reference))
     points = json.loads(config.pack) if getattr(config, "pack", "") else [{}]  # a sweep's packed hyperparameters

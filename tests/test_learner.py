@@ -243,3 +243,13 @@ def test_a_checkpoint_of_other_networks_is_refused_with_the_fix(tmp_path):
     saved = checkpoint.save(tmp_path, 10, {"carry": {"actor": {"kernel": jnp.zeros(3)}}})
     with pytest.raises(ValueError, match=r"does not fit this run's state.*log_std_offset.*start a new run"):
         checkpoint.restore(saved, {"carry": {"actor": {"kernel": jnp.zeros(3), "log_std_offset": jnp.zeros(())}}})
+
+
+def test_an_env_that_cannot_be_made_stops_the_run_before_it_starts(pendulum, tmp_path):
+    with pytest.raises(ValueError, match=r"--eval_env Pendulum-v99 cannot be made .*registered here"):
+        train(td3_bc.make, _config(tmp_path, "--eval_env", "Pendulum-v99"), "td3_bc", show_progress=False)
+    with pytest.raises(ValueError, match=r"--online_env Nowhere-v0 cannot be made"):
+        train(td3_bc.make, _config(tmp_path, "--online_steps", "100", "--online_update_every", "50",
+                                   "--online_eval_every", "100", "--online_env", "Nowhere-v0"), "td3_bc",
+              show_progress=False)
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
