@@ -39,13 +39,19 @@ class RunConfig:
     divergence_threshold: float = 1e8  # |metric| above this stops the run
 
     def seed_list(self) -> list[int]:
-        return [int(seed) for seed in str(self.seeds).split(",") if seed.strip()]
+        try:
+            return [int(seed) for seed in str(self.seeds).split(",") if seed.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds {self.seeds}: seeds are integers separated by commas, e.g. --seeds 0,1,2") \
+                from None
 
     def validate(self) -> None:
         if not self.seed_list():
             raise ValueError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
         if self.wandb not in ("online", "offline", "disabled", "auto"):
             raise ValueError("--wandb must be one of online, offline, disabled, auto")
+        require_at_least(self, 1, "batch_size", "eval_every", "eval_episodes", "checkpoint_every")
+        require_at_least(self, 0, "keep_checkpoints")
 
 
 @dataclass
@@ -75,6 +81,9 @@ class TrainConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
+        require_at_least(self, 1, "log_every", "online_num_envs", "online_updates_per_step", "online_update_every",
+                         "online_eval_every", "online_buffer_size")
+        require_at_least(self, 0, "num_updates", "online_steps")
         for name in ("eval_every", "checkpoint_every", "num_updates"):
             if getattr(self, name) % self.log_every:
                 raise ValueError(f"{name}={getattr(self, name)} must be a multiple of log_every={self.log_every} "
@@ -107,11 +116,21 @@ class OnlineConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
+        require_at_least(self, 1, "env_steps", "num_envs", "updates_per_step", "update_every", "buffer_size")
+        require_at_least(self, 0, "start_steps", "snapshot_every")
         chunk = self.update_every * self.num_envs
         for name in ("eval_every", "checkpoint_every", "env_steps", "start_steps", "snapshot_every"):
             if getattr(self, name) % chunk:
                 raise ValueError(f"{name}={getattr(self, name)} must be a multiple of update_every x num_envs "
                                  f"= {chunk} (env steps between compiled update chunks): change it, or --update_every.")
+
+
+def require_at_least(config, minimum: int, *names: str) -> None:
+    """Counts and periods below `minimum` fail here, not as a division by zero or an empty
+    batch deep in training."""
+    for name in names:
+        if getattr(config, name) < minimum:
+            raise ValueError(f"--{name} {getattr(config, name)}: it must be at least {minimum}.")
 
 
 def dataset_config_name(dataset_id: str) -> str:

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from offrl.buffer import ReplayBuffer, mixed_sample
-from offrl.config import TrainConfig, dataset_config_name
+from offrl.config import TrainConfig, dataset_config_name, require_at_least
 from offrl.data import OfflineDataset
 from offrl.dynamics import (
     DynamicsConfig,
@@ -78,6 +78,8 @@ class ModelBasedConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
+        require_at_least(self, 1, "dynamics_max_epochs", "rollout_batch", "rollout_length", "rollout_chunks",
+                         "retain_epochs", "updates_per_epoch")
         if self.log_every % self.updates_per_epoch:
             raise ValueError(f"log_every={self.log_every} must be a multiple of updates_per_epoch="
                              f"{self.updates_per_epoch}: a compiled call runs whole epochs.")

@@ -209,6 +209,19 @@ def test_config_layers_defaults_then_dataset_yaml_then_command_line():
         parse_config(rebrac.Config, "rebrac", ["--eval_every", "1500"])
 
 
+@pytest.mark.parametrize("algo, arguments, message", [
+    ("td3_bc", ["--seeds", "0,one"], "seeds are integers separated by commas"),
+    ("td3_bc", ["--batch_size", "0"], "--batch_size 0: it must be at least 1"),
+    ("td3_bc", ["--eval_every", "0"], "--eval_every 0: it must be at least 1"),  # was a ZeroDivisionError
+    ("iql", ["--online_steps", "-5"], "--online_steps -5: it must be at least 0"),
+    ("sac", ["--num_envs", "0"], "--num_envs 0: it must be at least 1"),
+    ("ravl", ["--rollout_length", "0"], "--rollout_length 0: it must be at least 1"),
+])
+def test_counts_and_periods_out_of_range_are_refused_when_parsed(algo, arguments, message):
+    with pytest.raises(ValueError, match=message):
+        parse_config(algorithm_module(algo).Config, algo, arguments)
+
+
 def _xla_flags_after_importing_offrl(xla_flags: str | None) -> str:
     env = {key: value for key, value in os.environ.items() if key != "XLA_FLAGS"}
     if xla_flags is not None:
