@@ -21,19 +21,26 @@ METRICS_FILE = "metrics.jsonl"
 
 def resolve_wandb_mode(mode: str) -> str:
     """`auto`: wandb's own WANDB_MODE when set (e.g. disabled on a machine without wandb or
-    without network), else online with an API key and offline without one."""
+    without network), else online with an API key and offline without one. `online` without
+    a key fails here, before training, rather than in wandb's login once the run has begun."""
+    if mode == "online" and not wandb_api_key_set():
+        raise ValueError("--wandb online needs a W&B API key (`wandb login`, or WANDB_API_KEY); without one, "
+                         "train with --wandb offline and upload later with `wandb sync <run_dir>/wandb/offline-run-*`.")
     if mode != "auto":
         return mode
     if os.environ.get("WANDB_MODE") in ("online", "offline", "disabled"):
         return os.environ["WANDB_MODE"]
+    return "online" if wandb_api_key_set() else "offline"
+
+
+def wandb_api_key_set() -> bool:
+    """An API key in the environment or in ~/.netrc, where `wandb login` writes it."""
     if os.environ.get("WANDB_API_KEY"):
-        return "online"
+        return True
     try:
-        if netrc.netrc().authenticators("api.wandb.ai"):
-            return "online"
+        return bool(netrc.netrc().authenticators("api.wandb.ai"))
     except (FileNotFoundError, netrc.NetrcParseError):
-        pass
-    return "offline"
+        return False
 
 
 class RunLogger:

@@ -45,7 +45,7 @@ from offrl.data.dataset import TRANSITION_KEYS
 from offrl.data.preprocess import Preprocessing
 from offrl.evaluate import make_env
 from offrl.learner import Algorithm, init_states, make_train_steps
-from offrl.logging import RunLogger
+from offrl.logging import RunLogger, resolve_wandb_mode
 from offrl.runs import RunResult, check_divergence, default_run_dir, divergence, evaluate_seeds, open_run_dir
 
 
@@ -262,6 +262,7 @@ def train_online(make_algorithm, config: OnlineConfig, algo: str, show_progress:
     """Train from scratch in `config.env` (SAC and other online learners)."""
     seeds = config.seed_list()
     probe = make_env(config.env, "--env")
+    resolve_wandb_mode(config.wandb)  # --wandb online without a key fails now, not after the run began
     obs_dim = int(np.prod(probe.observation_space.shape))
     act_dim = int(np.prod(probe.action_space.shape))
     preprocessing = action_preprocessing(probe.action_space)

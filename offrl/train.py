@@ -37,7 +37,7 @@ from offrl.data import (
 from offrl.errors import user_errors_as_messages
 from offrl.evaluate import make_env, make_policy
 from offrl.learner import Algorithm, all_finite, init_states, make_train_steps, sample_uniform, scan_updates, seed_slice
-from offrl.logging import RunLogger
+from offrl.logging import RunLogger, resolve_wandb_mode
 from offrl.online import OnlinePhase, new_buffers, online_carry, run_online
 from offrl.runs import (
     REPO_ROOT,
@@ -132,6 +132,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
         make_env(eval_env, "--eval_env" if config.eval_env else f"The eval env of {config.dataset},").close()
     if config.online_steps and config.online_env:
         make_env(config.online_env, "--online_env").close()
+    resolve_wandb_mode(config.wandb)  # --wandb online without a key fails now, not after the run began
     run_dir = open_run_dir(Path(config.resume or config.run_dir or default_run_dir(algo, config.dataset, config.seeds)))
     if config.resume:
         preprocessing = Preprocessing.load(run_dir / "preprocessing.json")

@@ -189,7 +189,10 @@ def test_auto_wandb_mode_follows_wandb_mode_then_api_key(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     assert resolve_wandb_mode("auto") == "offline"
+    with pytest.raises(ValueError, match="--wandb online needs a W&B API key"):  # not wandb's login prompt mid-run
+        resolve_wandb_mode("online")
     monkeypatch.setenv("WANDB_API_KEY", "key")
+    assert resolve_wandb_mode("online") == "online"
     assert resolve_wandb_mode("auto") == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert resolve_wandb_mode("auto") == "disabled"
