@@ -36,9 +36,14 @@ def raised_by_offrl(error: BaseException) -> bool:
 @contextlib.contextmanager
 def user_errors_as_messages(enabled: bool = True):
     """Turn a user error raised by offrl inside the block into `error: ...` on stderr and
-    exit status 2. Disabled (a caller passed argv from Python), everything raises as usual."""
+    exit status 2, and Ctrl-C into exit status 130 without a traceback. Disabled (a caller
+    passed argv from Python), everything raises as usual."""
     try:
         yield
+    except KeyboardInterrupt:  # a user's Ctrl-C: training printed where the run can continue from
+        if not enabled:
+            raise
+        raise SystemExit(130) from None
     except USER_ERRORS as error:
         if not enabled or not raised_by_offrl(error):
             raise

@@ -46,7 +46,7 @@ from offrl.data.preprocess import Preprocessing
 from offrl.evaluate import make_env
 from offrl.learner import Algorithm, init_states, make_train_steps
 from offrl.logging import RunLogger, resolve_wandb_mode
-from offrl.runs import RunResult, check_divergence, default_run_dir, divergence, evaluate_seeds, open_run_dir
+from offrl.runs import RunResult, check_divergence, closing_run, default_run_dir, evaluate_seeds, open_run_dir
 
 
 @dataclass(frozen=True)
@@ -286,8 +286,6 @@ def train_online(make_algorithm, config: OnlineConfig, algo: str, show_progress:
                         config.divergence_threshold, snapshot_every=config.snapshot_every)
     logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.env_steps, int(carry["env_step"]),
                        config.wandb, config.wandb_project, show_progress)
-    try:
+    with closing_run(logger, run_dir):
         carry, final_eval = run_online(algorithm, algorithm.update, phase, seeds, carry, preprocessing, run_dir, logger)
-    finally:
-        logger.close(diverged=divergence(run_dir))  # open_run_dir cleared any earlier record
     return RunResult(run_dir, config.env_steps, final_eval, None)

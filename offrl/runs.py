@@ -3,6 +3,7 @@ and the divergence check."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -103,6 +104,24 @@ def run_status(run_dir: Path, total_steps: int, seeds: str | None = None) -> str
     raise FileExistsError(f"{run_dir} holds a run of seeds {saved['seeds']} planned for {planned} steps that "
                           f"ended at step {last}, not one of seeds {seeds} and {total_steps} steps: remove it "
                           "to train again with these settings.")
+
+
+@contextlib.contextmanager
+def closing_run(logger, run_dir: Path):
+    """Close the run's logger however training ends (a divergence marks its wandb runs failed);
+    after a user's Ctrl-C, say where the run can continue from."""
+    interrupted = False
+    try:
+        yield
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        logger.close(diverged=divergence(run_dir))  # open_run_dir cleared any earlier record
+        if interrupted:
+            step = checkpoint.latest_step(run_dir)
+            print(f"stopped before the first checkpoint of {run_dir}: nothing to resume." if step is None else
+                  f"stopped; the checkpoint at step {step:,} remains: --resume {run_dir} continues from it.")
 
 
 def resume_flag(run_dir: Path, status: str) -> list[str]:

@@ -43,8 +43,8 @@ from offrl.runs import (
     REPO_ROOT,
     RunResult,
     check_divergence,
+    closing_run,
     default_run_dir,
-    divergence,
     evaluate_seeds,
     open_run_dir,
     recorded_fingerprint,
@@ -127,6 +127,10 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
             "the run trained on, e.g. it was made again from new behavior policies): resuming would go on with "
             "other data. Start a new run instead (another --run_dir), or restore the dataset the run trained on.")
     eval_env = config.eval_env or dataset.metadata.eval_env_spec
+    online_env = config.online_env or eval_env
+    if config.online_steps and online_env is None:
+        raise DatasetError(f"Dataset '{config.dataset}' names no Gymnasium env to fine-tune in; "
+                           "pass --online_env ENV_ID.")
     # an env that cannot be made stops the run now, not at its first evaluation or fine-tuning
     if eval_env is not None:
         make_env(eval_env, "--eval_env" if config.eval_env else f"The eval env of {config.dataset},").close()
@@ -184,7 +188,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
     logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.num_updates + config.online_steps,
                        resumed_at, config.wandb, config.wandb_project, show_progress, members)
     final_eval: dict[str, np.ndarray] = {}
-    try:
+    with closing_run(logger, run_dir):
         for step in range(start, config.num_updates, config.log_every):
             began = time.perf_counter()
             carry, metrics, finite = jax.block_until_ready(program.run(carry, data, step))
@@ -205,10 +209,6 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
                 if algorithm.on_online_start is not None:
                     states = jax.vmap(lambda state: algorithm.on_online_start(state, config))(states)
                 online = _online_start(algorithm, config, states, carry["rngs"], data)
-            online_env = config.online_env or eval_env
-            if online_env is None:
-                raise DatasetError(f"Dataset '{config.dataset}' names no Gymnasium env to fine-tune in; "
-                                   "pass --online_env ENV_ID.")
             phase = OnlinePhase(
                 online_env, config.online_steps,
                 config.online_num_envs, config.online_update_every, config.online_updates_per_step, 0,
@@ -217,8 +217,6 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
                 config.divergence_threshold, step_offset=config.num_updates)
             online, final_eval = run_online(algorithm, algorithm.online_update or algorithm.update, phase, seeds,
                                             online, preprocessing, run_dir, logger, data, score_of)
-    finally:
-        logger.close(diverged=divergence(run_dir))  # open_run_dir cleared any earlier record
     return RunResult(run_dir, config.num_updates + config.online_steps, final_eval, dataset)
 
 

@@ -7,11 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import synthetic_flat, write_neorl2_npz
 from flax import serialization
 
 from offrl import checkpoint
 from offrl.buffer import ReplayBuffer, mixed_sample
 from offrl.config import TrainConfig, parse_config
+from offrl.data import DatasetError, convert
 from offrl.data.scripted import make_pendulum_dataset
 from offrl.learner import Algorithm
 from offrl.logging import read_metrics
@@ -148,3 +150,11 @@ def test_cal_ql_online_transitions_carry_the_returns_of_their_own_episode(pendul
                                                                        config.gamma), rtol=1e-5, atol=1e-4)
     finite = [row["critic_loss"] for row in read_metrics(tmp_path / "cql") if "critic_loss" in row]
     assert len(finite) > 0 and np.all(np.isfinite(finite))
+
+
+def test_fine_tuning_without_an_env_is_refused_before_the_offline_phase(tmp_path):
+    convert("neorl2", write_neorl2_npz(tmp_path / "DMSD-train.npz", synthetic_flat([60, 60], ["timeout", "timeout"])))
+    config = _tiny_finetune_config("iql", tmp_path, "--dataset", "neorl2/dmsd/train-v0")
+    with pytest.raises(DatasetError, match="names no Gymnasium env to fine-tune in; pass --online_env"):
+        train(algorithm_module("iql").make, config, "iql", show_progress=False)
+    assert not (tmp_path / "iql").exists()  # refused before any offline update, not after them

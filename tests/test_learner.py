@@ -20,11 +20,11 @@ from offrl.config import parse_config
 from offrl.data import DatasetError, load_dataset, remove_dataset
 from offrl.data.preprocess import Preprocessing
 from offrl.data.scripted import make_pendulum_dataset
-from offrl.errors import TrainingDiverged
+from offrl.errors import TrainingDiverged, user_errors_as_messages
 from offrl.evaluate import make_policy
 from offrl.logging import RunLogger, read_metrics, resolve_wandb_mode
 from offrl.rl import td_target
-from offrl.runs import divergence, resume_flag, run_status
+from offrl.runs import closing_run, divergence, resume_flag, run_status
 from offrl.train import algorithm_module, load_policy, train
 
 td3_bc = algorithm_module("td3_bc")
@@ -269,3 +269,23 @@ def test_an_env_that_cannot_be_made_stops_the_run_before_it_starts(pendulum, tmp
                                    "--online_eval_every", "100", "--online_env", "Nowhere-v0"), "td3_bc",
               show_progress=False)
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+def test_a_stopped_run_closes_its_logger_and_says_where_it_can_continue(tmp_path, capsys):
+    class Logger:
+        closed = False
+
+        def close(self, diverged=None):
+            self.closed = True
+
+    logger = Logger()
+    checkpoint.save(tmp_path, 3000, {"carry": {"x": jnp.zeros(2)}})
+    with pytest.raises(KeyboardInterrupt):
+        with closing_run(logger, tmp_path):
+            raise KeyboardInterrupt
+    assert logger.closed
+    assert f"checkpoint at step 3,000 remains: --resume {tmp_path}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stopped:  # from a shell: exit 130, no traceback
+        with user_errors_as_messages():
+            raise KeyboardInterrupt
+    assert stopped.value.code == 130
