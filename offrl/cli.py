@@ -158,7 +158,13 @@ def sweep(args: argparse.Namespace) -> int:
             path.write_text(yaml.safe_dump(sweeps.wandb_sweep_yaml(spec, algorithm), sort_keys=False))
             console.print(f"Wrote {path} (start it with `wandb sweep {path}`)")
         return 0
+    sweeps.check_settings(runs, root)
     todo = [run for run in runs if not sweeps.is_finished(run, root)]
+    missing = sweeps.missing_datasets(spec)
+    if missing and not args.dry_run and any(run.dataset in missing for run in todo):
+        raise data.DatasetNotFoundError(
+            f"Not in the local store: {', '.join(missing)}. Make them first: `offrl datasets generate NAME` for the "
+            "suite's (`make datasets` makes all 15), `offrl datasets convert` for D4RL/NeoRL files.")
     stale = sweeps.on_other_data(runs, root)
     table = Table(title=f"sweep {spec.name}: {len(runs)} runs, {len(todo)} to run")
     table.add_column("run", overflow="fold")
@@ -166,7 +172,8 @@ def sweep(args: argparse.Namespace) -> int:
     table.add_column("state")
     for run in runs:
         table.add_row(run.name, ",".join(map(str, run.seeds)),
-                      "on other data" if run in stale else "to run" if run in todo else "finished")
+                      "on other data" if run in stale else "finished" if run not in todo else
+                      "to run (dataset missing)" if run.dataset in missing else "to run")
     console.print(table)
     if stale:
         console.print(f"[red]{len(stale)} runs began on other data than the local datasets now hold[/] (made again "

@@ -195,6 +195,29 @@ def seed_per_run(runs: list[SweepRun]) -> list[SweepRun]:
             for run in runs for seed in run.seeds]
 
 
+def check_settings(runs: list[SweepRun], root: Path) -> None:
+    """Resolve every run's config now (known keys, values in range), so that a typo in the
+    spec fails before any run trains rather than in each run once the sweep has begun."""
+    from offrl.config import parse_config
+    from offrl.train import algorithm_module
+
+    for run in runs:
+        module = algorithm_module(run.algorithm)
+        known = {field.name for field in dataclasses.fields(module.Config)}
+        unknown = sorted(set(run.overrides) - known)
+        if unknown:
+            raise ValueError(f"{run.name}: {run.algorithm} has no setting {', '.join(unknown)} (its settings: "
+                             f"{', '.join(sorted(known))}).")
+        parse_config(module.Config, run.algorithm, run.argv(root))
+
+
+def missing_datasets(spec: SweepSpec) -> list[str]:
+    from offrl.data import local_dataset_ids
+
+    local = set(local_dataset_ids())
+    return [dataset for dataset in spec.datasets if dataset not in local]
+
+
 def is_finished(run: SweepRun, root: Path) -> bool:
     return (run.run_dir(root) / RESULT).is_file()
 

@@ -313,10 +313,14 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, env: str | None = Non
 
 
 def algorithm_module(algo: str):
+    """The module of algorithms/<algo>.py (its Config, make, and optional program and PACKABLE)."""
     path = REPO_ROOT / "algorithms" / f"{algo}.py"
     name = f"offrl_algorithms_{algo}"
     if name in sys.modules:
         return sys.modules[name]
+    if not path.is_file():
+        known = sorted(file.stem for file in path.parent.glob("*.py") if file.stem != "proxy_label")
+        raise ValueError(f"Unknown algorithm '{algo}': offrl has {', '.join(known)} (algorithms/<name>.py).")
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up while the file executes

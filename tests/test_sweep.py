@@ -60,6 +60,21 @@ def test_grid_and_random_axes_expand_into_the_right_runs(tmp_path):
         sweep.load_spec(path)
 
 
+def test_a_sweeps_typos_and_missing_datasets_fail_before_any_run_trains(pendulum, tmp_path, capsys):
+    root = ["--root", str(tmp_path / "runs")]
+    for fields, message in [
+        ({"algorithms": ["td3bc"]}, "Unknown algorithm 'td3bc': offrl has bc, cql, iql"),
+        ({"base": {**TINY, "num_updatez": 100}}, "bc has no setting num_updatez"),
+        ({"base": {**TINY, "eval_every": 150}}, "eval_every=150 must be a multiple of log_every=100"),
+        ({"datasets": [DATASET, "offrl/hopper/nowhere-v0"]}, "Not in the local store: offrl/hopper/nowhere-v0"),
+    ]:
+        assert cli_main(["sweep", str(spec_file(tmp_path, **fields)), *root]) == 2
+        assert message in " ".join(capsys.readouterr().err.split())
+        assert not (tmp_path / "runs").exists()
+    assert cli_main(["sweep", str(spec_file(tmp_path, datasets=["offrl/hopper/nowhere-v0"])), "--dry-run", *root]) == 0
+    assert "to run (dataset missing)" in capsys.readouterr().out
+
+
 def test_part_of_a_sweep_runs_by_algorithm_and_dataset(tmp_path, capsys):
     spec = sweep.load_spec(spec_file(tmp_path, algorithms=["cql", "iql", "bc"],
                                      datasets=["offrl/hopper/medium-v0", "offrl/walker2d/medium-v0"]))
