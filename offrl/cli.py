@@ -200,10 +200,24 @@ def report(args: argparse.Namespace) -> int:
 
     import yaml
 
+    if args.reference and not Path(args.reference).is_file():
+        raise FileNotFoundError(f"--reference {args.reference}: no such file (offrl's published D4RL scores are "
+                                "experiments/published_d4rl.yaml).")
     reference = yaml.safe_load(Path(args.reference).read_text()) if args.reference else None
     path = write_report([Path(p) for p in args.paths], Path(args.out) if args.out else None, args.by_run, reference)
     console.print(f"Wrote {path} and its plots")
     return 0
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts: 0 or less is a usage error (0 steps once meant the default)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: it must be at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   description="Kinds: random, medium, expert, medium-replay, medium-expert; "
                                               "envs: hopper, halfcheetah, walker2d (or any in --policies).")
     generate.add_argument("names", nargs="+", metavar="name", help="<env>-<kind>, e.g. hopper-medium-replay")
-    generate.add_argument("--steps", type=int, help="transitions (default: 1M as in D4RL; medium-replay: "
+    generate.add_argument("--steps", type=positive_int, help="transitions (default: 1M as in D4RL; medium-replay: "
                                                     "the medium agent's training steps; medium-expert: N of each)")
     generate.add_argument("--seed", type=int, default=0)
     replace_or_keep = generate.add_mutually_exclusive_group()
@@ -240,10 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(without it an existing dataset is an error)")
     generate.add_argument("--policies", type=Path, default=None, help="a directory with manifest.json "
                                                                       "(default: datasets/policies)")
-    generate.add_argument("--num-envs", type=int, help="environments stepped side by side, in all (default 32)")
-    generate.add_argument("--streams", type=int, help="independently seeded streams the environments are split "
+    generate.add_argument("--num-envs", type=positive_int, help="environments stepped side by side, in all (default 32)")
+    generate.add_argument("--streams", type=positive_int, help="independently seeded streams the environments are split "
                           "into (default 14; the data depend on --seed, --num-envs and --streams)")
-    generate.add_argument("--workers", type=int, help="processes stepping the streams (default: one per core); "
+    generate.add_argument("--workers", type=positive_int, help="processes stepping the streams (default: one per core); "
                           "they change the speed, not the data")
     generate.set_defaults(run=datasets_generate)
     split = actions.add_parser("split-labels", help="split into a labelled and an action-free dataset")
@@ -260,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--labelled", required=True, help="dataset with actions (trains the IDM)")
     proxy.add_argument("--unlabelled", required=True, help="action-free dataset to label")
     proxy.add_argument("--out", required=True, help="id of the labelled result")
-    proxy.add_argument("--ensemble", type=int, default=1, help="IDMs whose spread gives per-step uncertainty")
-    proxy.add_argument("--steps", type=int, help="most IDM gradient steps (default 20,000; training stops "
+    proxy.add_argument("--ensemble", type=positive_int, default=1, help="IDMs whose spread gives per-step uncertainty")
+    proxy.add_argument("--steps", type=positive_int, help="most IDM gradient steps (default 20,000; training stops "
                        "early when the validation action error stops improving)")
     proxy.add_argument("--seed", type=int, default=0)
     proxy.add_argument("--overwrite", action="store_true")
@@ -277,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     "cql,rebrac")
     sweep_parser.add_argument("--datasets", type=comma_list, help="run only these of the spec's datasets (ids or "
                                                                   "short names, e.g. walker2d-medium)")
-    sweep_parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    sweep_parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                               help="local programs at a time (default: one per core)")
     sweep_parser.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (e.g. auto, or ray://host:10001)")
     sweep_parser.add_argument("--cpus-per-run", type=float, default=1.0)
@@ -301,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate_parser = commands.add_parser("evaluate", help="evaluate a run's policies over many episodes")
     evaluate_parser.add_argument("run_dir", type=Path)
-    evaluate_parser.add_argument("--episodes", type=int, default=100, help="episodes per seed (default 100)")
+    evaluate_parser.add_argument("--episodes", type=positive_int, default=100, help="episodes per seed (default 100)")
     evaluate_parser.add_argument("--env", help="Gymnasium env id (default: the run's evaluation env)")
     evaluate_parser.add_argument("--checkpoint", type=Path, help="a checkpoint file (default: the run's latest)")
     evaluate_parser.add_argument("--out", help="also write the numbers to this JSON file")

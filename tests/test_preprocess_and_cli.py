@@ -93,9 +93,13 @@ def test_offrl_commands_name_a_missing_or_malformed_input(tmp_path, capsys):
         (["evaluate", str(tmp_path / "nowhere")], "holds no run (no run.json)"),
         (["sweep", str(tmp_path / "nowhere.yaml")], "no such sweep spec"),
         (["sweep", str(tmp_path / "empty.yaml")], "a sweep spec is a YAML mapping"),
+        (["report", str(tmp_path), "--reference", str(tmp_path / "published.yaml")], "--reference"),
     ]:
         assert main(command) == 2
         assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a usage error of argparse's; 0 steps once generated the full 1M
+        main(["datasets", "generate", "hopper-medium", "--steps", "0"])
+    assert "--steps: 0: it must be at least 1" in capsys.readouterr().err
 
 
 def test_errors_outside_offrls_code_keep_their_traceback():
