@@ -9,6 +9,7 @@ suite's offrl/hopper/medium-v0 alike), the second over the first. Overrides use 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,11 @@ def parse_config(config_cls: type[C], algo: str, argv: list[str] | None = None) 
         if not saved_config.is_file():
             raise FileNotFoundError(f"--resume {first.resume}: no run there ({saved_config} is missing). Pass the "
                                     "`run directory:` a run printed, e.g. runs/<algo>/<dataset>/<time>.")
+        record = Path(first.resume) / "run.json"
+        trained_by = json.loads(record.read_text()).get("algorithm") if record.is_file() else None
+        if trained_by not in (None, algo):
+            raise ValueError(f"--resume {first.resume}: a {trained_by} run, which {algo} cannot continue; "
+                             f"use algorithms/{trained_by}.py --resume {first.resume}.")
         saved = yaml.safe_load(saved_config.read_text())
         base = apply(config_cls(), saved, f"{first.resume}/config.yaml")
     else:

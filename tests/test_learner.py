@@ -289,3 +289,10 @@ def test_a_stopped_run_closes_its_logger_and_says_where_it_can_continue(tmp_path
         with user_errors_as_messages():
             raise KeyboardInterrupt
     assert stopped.value.code == 130
+
+
+def test_resuming_another_algorithms_run_names_the_script_that_can(tmp_path):
+    (tmp_path / "config.yaml").write_text("actor_bc_coef: 0.1\n")
+    (tmp_path / "run.json").write_text(json.dumps({"algorithm": "rebrac"}))
+    with pytest.raises(ValueError, match=r"a rebrac run, which iql cannot continue; use algorithms/rebrac.py"):
+        parse_config(algorithm_module("iql").Config, "iql", ["--resume", str(tmp_path)])
