@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 import tyro
 import yaml
 
+from offrl.data.preprocess import REWARD_TRANSFORMS
+
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 C = TypeVar("C")
 
@@ -85,6 +87,8 @@ class TrainConfig(RunConfig):
         require_at_least(self, 1, "log_every", "online_num_envs", "online_updates_per_step", "online_update_every",
                          "online_eval_every", "online_buffer_size")
         require_at_least(self, 0, "num_updates", "online_steps")
+        if self.reward_transform not in REWARD_TRANSFORMS:
+            raise ValueError(f"--reward_transform {self.reward_transform}: choose one of {', '.join(REWARD_TRANSFORMS)}.")
         for name in ("eval_every", "checkpoint_every", "num_updates"):
             if getattr(self, name) % self.log_every:
                 raise ValueError(f"{name}={getattr(self, name)} must be a multiple of log_every={self.log_every} "

@@ -216,6 +216,7 @@ def test_config_layers_defaults_then_dataset_yaml_then_command_line():
     ("td3_bc", ["--seeds", "0,one"], "seeds are integers separated by commas"),
     ("td3_bc", ["--batch_size", "0"], "--batch_size 0: it must be at least 1"),
     ("td3_bc", ["--eval_every", "0"], "--eval_every 0: it must be at least 1"),  # was a ZeroDivisionError
+    ("td3_bc", ["--reward_transform", "clip"], "--reward_transform clip: choose one of none, locomotion"),
     ("iql", ["--online_steps", "-5"], "--online_steps -5: it must be at least 0"),
     ("sac", ["--num_envs", "0"], "--num_envs 0: it must be at least 1"),
     ("ravl", ["--rollout_length", "0"], "--rollout_length 0: it must be at least 1"),
