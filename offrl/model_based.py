@@ -90,6 +90,8 @@ class ModelBasedConfig(TrainConfig):
             raise ValueError(f"--rollout_chunks {self.rollout_chunks} must divide --rollout_batch {self.rollout_batch}.")
         if self.termination not in ("auto", "learned", "none"):
             raise ValueError("--termination must be auto, learned or none")
+        if not 0.0 <= self.real_ratio <= 1.0:
+            raise ValueError(f"--real_ratio {self.real_ratio}: the share of each batch from the dataset, in [0, 1].")
 
 
 def termination_for(config: ModelBasedConfig, dataset: OfflineDataset, eval_env: str | None):

@@ -220,6 +220,7 @@ def test_config_layers_defaults_then_dataset_yaml_then_command_line():
     ("iql", ["--online_steps", "-5"], "--online_steps -5: it must be at least 0"),
     ("sac", ["--num_envs", "0"], "--num_envs 0: it must be at least 1"),
     ("ravl", ["--rollout_length", "0"], "--rollout_length 0: it must be at least 1"),
+    ("morec", ["--real_ratio", "5"], "--real_ratio 5.0: the share of each batch from the dataset"),
 ])
 def test_counts_and_periods_out_of_range_are_refused_when_parsed(algo, arguments, message):
     with pytest.raises(ValueError, match=message):
