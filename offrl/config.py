@@ -156,8 +156,13 @@ def yaml_overrides(algo: str, dataset_id: str) -> dict[str, Any]:
     return values
 
 
+def config_keys(config) -> set[str]:
+    """The settings a config (class or instance) has: what YAML files and sweeps may set."""
+    return {field.name for field in dataclasses.fields(config)}
+
+
 def apply(config: C, values: dict[str, Any], source: str) -> C:
-    names = {field.name for field in dataclasses.fields(config)}
+    names = config_keys(config)
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"{source}: unknown config keys {unknown}; known keys: {sorted(names)}")

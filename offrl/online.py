@@ -266,6 +266,7 @@ def train_online(make_algorithm, config: OnlineConfig, algo: str, show_progress:
     obs_dim = int(np.prod(probe.observation_space.shape))
     act_dim = int(np.prod(probe.action_space.shape))
     preprocessing = action_preprocessing(probe.action_space)
+    probe.close()
     run_dir = open_run_dir(Path(config.resume or config.run_dir or default_run_dir(algo, config.env, config.seeds)))
     if not config.resume:
         save_config(config, run_dir / "config.yaml")

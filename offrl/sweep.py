@@ -198,12 +198,12 @@ def seed_per_run(runs: list[SweepRun]) -> list[SweepRun]:
 def check_settings(runs: list[SweepRun], root: Path) -> None:
     """Resolve every run's config now (known keys, values in range), so that a typo in the
     spec fails before any run trains rather than in each run once the sweep has begun."""
-    from offrl.config import parse_config
+    from offrl.config import config_keys, parse_config
     from offrl.train import algorithm_module
 
     for run in runs:
         module = algorithm_module(run.algorithm)
-        known = {field.name for field in dataclasses.fields(module.Config)}
+        known = config_keys(module.Config)
         unknown = sorted(set(run.overrides) - known)
         if unknown:
             raise ValueError(f"{run.name}: {run.algorithm} has no setting {', '.join(unknown)} (its settings: "
