@@ -104,3 +104,29 @@ def test_neorl_v1_uses_the_index_and_marks_time_limits(tmp_path):
     np.testing.assert_array_equal(np.flatnonzero(data.timeouts), [5, 14])
     assert read_metadata(result.dataset_id).ref_max_score == 100.0
     assert data.metadata.extra["reference_scores_from"] == "command line"
+
+
+@pytest.mark.parametrize("file_name, dataset_id, low, high", [
+    ("pen-human-v1.hdf5", "d4rl/pen/human-v1", 96.262799, 3076.8331017826877),
+    ("door-cloned-v1.hdf5", "d4rl/door/cloned-v1", -56.512833, 2880.5693087298737),
+    ("kitchen-mixed-v0.hdf5", "d4rl/kitchen/mixed-v0", 0.0, 4.0),
+    # Maze2D's references differ per maze and reward kind
+    ("maze2d-umaze-v1.hdf5", "d4rl/maze2d/umaze-v1", 23.85, 161.86),
+    ("maze2d-umaze-dense-v1.hdf5", "d4rl/maze2d/umaze-dense-v1", 68.537689, 193.66285642381482),
+])
+def test_d4rl_reference_scores_beyond_locomotion(tmp_path, file_name, dataset_id, low, high):
+    arrays = synthetic_flat([6, 5], ["timeout", "terminal"])
+    result = convert("d4rl", write_d4rl_hdf5(tmp_path / file_name, arrays))
+    assert result.dataset_id == dataset_id
+    metadata = read_metadata(dataset_id)
+    assert (metadata.ref_min_score, metadata.ref_max_score) == (low, high)
+    # no Gymnasium env has D4RL's layout for these: the note says to pass one
+    assert metadata.eval_env_spec is None
+    assert any("--eval-env" in note for note in result.notes)
+
+
+def test_unknown_d4rl_task_converts_without_reference_scores(tmp_path):
+    arrays = synthetic_flat([6, 5], ["timeout", "terminal"])
+    result = convert("d4rl", write_d4rl_hdf5(tmp_path / "maze2d-spiral-v1.hdf5", arrays))
+    assert read_metadata(result.dataset_id).ref_min_score is None
+    assert any("--ref-min-score" in note for note in result.notes)

@@ -19,7 +19,7 @@ from gymnasium import spaces
 
 from offrl.data.episodes import FlatTransitions, check_arrays, split_episodes
 from offrl.data.errors import DatasetFormatError
-from offrl.data.reference import D4RL_TASKS, NEORL2_TASKS, TaskReference
+from offrl.data.reference import known_reference
 from offrl.data.store import write_dataset
 
 FORMATS = ("d4rl", "neorl", "neorl2")
@@ -133,35 +133,30 @@ def _flat(arrays: dict[str, np.ndarray], source: str, flag_names: dict[str, str]
     )
 
 
-def default_dataset_id(fmt: str, path: Path) -> tuple[str, str]:
-    """(dataset id, task key) guessed from a file name; raises if the name has no known form."""
+def default_dataset_id(fmt: str, path: Path) -> str:
+    """The dataset id guessed from a file name; raises if the name has no known form."""
     stem = path.name.removesuffix(".hdf5").removesuffix(".h5").removesuffix(".npz")
     if fmt == "d4rl":
         match = re.fullmatch(r"([a-z0-9]+)[_-]([a-z0-9_-]+?)-v(\d+)", stem.lower())
         if match:
             task, name, version = match.groups()
-            return f"d4rl/{task}/{name.replace('_', '-')}-v{version}", task
+            return f"d4rl/{task}/{name.replace('_', '-')}-v{version}"
     elif fmt == "neorl2":
         match = re.fullmatch(r"([A-Za-z0-9]+)-(train|val)", stem)
         if match:
             task, split = match.groups()
-            return f"neorl2/{task.lower()}/{split}-v0", task.lower()
+            return f"neorl2/{task.lower()}/{split}-v0"
     elif fmt == "neorl":
         match = re.fullmatch(r"([A-Za-z0-9]+-v\d+)-(low|medium|high|expert|human)-(\d+)(?:-(train|val))?", stem)
         if match:
             env, quality, size, split = match.groups()
             suffix = f"-{split}" if split and split != "train" else ""
-            return f"neorl/{env.lower()}/{quality}-{size}{suffix}-v0", env.lower().split("-v")[0]
+            return f"neorl/{env.lower()}/{quality}-{size}{suffix}-v0"
     raise DatasetFormatError(
         f"Cannot derive a dataset id from the file name '{path.name}'. Pass --id, e.g. "
         + {"d4rl": "d4rl/hopper/medium-v2", "neorl2": "neorl2/dmsd/train-v0",
            "neorl": "neorl/hopper-v3/low-1000-v0"}[fmt] + "."
     )
-
-
-def _task_of(dataset_id: str) -> str:
-    parts = dataset_id.split("/")
-    return parts[1].split("-v")[0] if len(parts) >= 3 else ""
 
 
 def convert(
@@ -181,17 +176,13 @@ def convert(
     path = Path(path)
     if not path.is_file():
         raise DatasetFormatError(f"{path} does not exist or is not a file.")
-    task = None
-    if dataset_id is None:
-        dataset_id, task = default_dataset_id(fmt, path)
-    task = task or _task_of(dataset_id)
+    dataset_id = dataset_id or default_dataset_id(fmt, path)
 
     reader = {"d4rl": read_d4rl_hdf5, "neorl2": read_neorl2_npz, "neorl": read_neorl_npz}[fmt]
     flat = reader(path)
     episodes, report = split_episodes(flat, str(path))
 
-    table = {"d4rl": D4RL_TASKS, "neorl2": NEORL2_TASKS, "neorl": {}}[fmt]
-    known = table.get(task, TaskReference(None, None, None, "none"))
+    known = known_reference(fmt, dataset_id)
     notes = [known.note] if known.note else []
     ref_min = known.ref_min_score if ref_min_score is None else ref_min_score
     ref_max = known.ref_max_score if ref_max_score is None else ref_max_score

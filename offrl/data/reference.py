@@ -5,6 +5,7 @@ Normalized score = 100 * (return - ref_min) / (ref_max - ref_min), as in D4RL (F
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -32,6 +33,37 @@ D4RL_TASKS: dict[str, TaskReference] = {
         "the score is the success rate; gymnasium-robotics AntMaze uses dict observations, "
         "not D4RL's flat 29-dim layout: pass --eval-env explicitly",
     ),
+    # Adroit: the v1 datasets keep the v0 random and expert (DAPG) returns.
+    **{task: TaskReference(
+        low, high, None, "D4RL",
+        "Adroit tasks run in gymnasium-robotics (AdroitHand*-v1), which offrl does not install: "
+        "pass --eval-env once it is",
+    ) for task, low, high in [
+        ("pen", 96.262799, 3076.8331017826877),
+        ("hammer", -274.856578, 12794.134825156867),
+        ("door", -56.512833, 2880.5693087298737),
+        ("relocate", -6.425911, 4233.877797728884),
+    ]},
+    "kitchen": TaskReference(
+        0.0, 4.0, None, "D4RL",
+        "the return counts the 4 subtasks solved; gymnasium-robotics FrankaKitchen-v1 uses dict "
+        "observations, not D4RL's flat 60-dim layout: pass --eval-env explicitly",
+    ),
+    # Maze2D's references differ per maze and reward kind, so they are keyed task-dataset.
+    **{f"maze2d-{name}": TaskReference(
+        low, high, None, "D4RL",
+        "gymnasium-robotics PointMaze uses dict observations, not D4RL's flat 4-dim layout: "
+        "pass --eval-env explicitly",
+    ) for name, low, high in [
+        ("open", 0.01, 20.66),
+        ("umaze", 23.85, 161.86),
+        ("medium", 13.13, 277.39),
+        ("large", 6.7, 273.99),
+        ("open-dense", 11.17817, 27.166538620695782),
+        ("umaze-dense", 68.537689, 193.66285642381482),
+        ("medium-dense", 44.264742, 297.4552547777125),
+        ("large-dense", 30.569041, 303.4857382709002),
+    ]},
 }
 
 # NeoRL-2 (Polixir, 2025) reference returns, from ../shared/data/neorl2/README.md.
@@ -48,6 +80,20 @@ NEORL2_TASKS: dict[str, TaskReference] = {
         ("Salespromotion", 357.62, 602.21),
     ]
 }
+
+
+UNKNOWN = TaskReference(None, None, None, "none")
+
+
+def known_reference(fmt: str, dataset_id: str) -> TaskReference:
+    """The references of a dataset id such as `d4rl/maze2d/umaze-dense-v1`: by task and
+    dataset name where they differ per dataset (Maze2D), else by task; UNKNOWN if neither."""
+    table = {"d4rl": D4RL_TASKS, "neorl2": NEORL2_TASKS}.get(fmt, {})
+    parts = dataset_id.split("/")
+    if len(parts) < 3:
+        return UNKNOWN
+    task, name = parts[1], re.sub(r"-v\d+$", "", parts[-1])
+    return table.get(f"{task}-{name}", table.get(task, UNKNOWN))
 
 
 def normalized_score(returns, ref_min_score: float, ref_max_score: float):
