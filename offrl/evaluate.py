@@ -38,16 +38,46 @@ def deterministic_act(act: Callable) -> Callable:
     return jax.jit(lambda state, obs: act(state, obs, jax.random.PRNGKey(0), True))
 
 
+def flat_observations(env: gym.Env) -> gym.Env:
+    """The env with each observation as one float vector, flattened in the order the data layer
+    flattens a dataset's (`gymnasium.spaces.flatten`), so that a policy trained on a dataset
+    recorded from Dict observations (gymnasium-robotics' mazes, Kitchen) acts in its env."""
+    space = env.observation_space
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return env
+    return gym.wrappers.FlattenObservation(env)
+
+
 def make_env(env: str | EnvSpec, source: str) -> gym.Env:
-    """gym.make, failing with a user's error that names where the env came from (`source`,
-    e.g. "--eval_env") when it cannot be made: an unknown id, a missing dependency."""
+    """gym.make with flat observations, failing with a user's error that names where the env
+    came from (`source`, e.g. "--eval_env") when it cannot be made: an unknown id, a missing
+    dependency."""
     try:
-        return gym.make(env)
+        return flat_observations(gym.make(env))
     except gym.error.Error as error:
-        name = env.id if isinstance(env, EnvSpec) else env
-        raise ValueError(f"{source} {name} cannot be made ({error}). Pass a Gymnasium id that is registered here, "
-                         "e.g. Hopper-v5; `python -c 'import gymnasium; gymnasium.pprint_registry()'` lists "
+        raise ValueError(f"{source} {env_name(env)} cannot be made ({error}). Pass a Gymnasium id that is registered "
+                         "here, e.g. Hopper-v5; `python -c 'import gymnasium; gymnasium.pprint_registry()'` lists "
                          "them.") from None
+
+
+def require_fit(env: gym.Env, source: str, data_dims: tuple[int, int] | None = None, data: str = "") -> None:
+    """Refuse, before any training, an env that offrl's policies cannot act in: actions other
+    than a Box, or (given `data_dims`, the observation and action sizes the policy is trained
+    on) observations or actions of other sizes, found otherwise only at the first evaluation."""
+    name = env_name(env.spec or "")
+    if not isinstance(env.action_space, gym.spaces.Box):
+        raise ValueError(f"{source} {name} takes {env.action_space} actions; offrl's policies output continuous "
+                         "(Box) actions. Pass an env with a Box action space.")
+    env_dims = (int(np.prod(env.observation_space.shape)), int(np.prod(env.action_space.shape)))
+    if data_dims is not None and env_dims != tuple(data_dims):
+        raise ValueError(f"{source} {name} has {env_dims[0]}-dim observations and {env_dims[1]}-dim actions, "
+                         f"{data} has {data_dims[0]} and {data_dims[1]}: a policy trained on the one cannot act in "
+                         "the other. Pass an env with the data's observation and action layout (--eval_env, "
+                         "--online_env, or --env for `offrl evaluate`).")
+
+
+def env_name(env: str | EnvSpec) -> str:
+    return env.id if isinstance(env, EnvSpec) else env
 
 
 def evaluate_policy(
@@ -57,7 +87,7 @@ def evaluate_policy(
     seed: int,
 ) -> np.ndarray:
     """Undiscounted returns of `num_episodes` episodes, run side by side, one per sub-env."""
-    envs = gym.make_vec(env, num_envs=num_episodes, vectorization_mode="sync")
+    envs = gym.make_vec(env, num_envs=num_episodes, vectorization_mode="sync", wrappers=[flat_observations])
     try:
         obs, _ = envs.reset(seed=[seed + i for i in range(num_episodes)])
         returns = np.zeros(num_episodes)

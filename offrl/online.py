@@ -43,7 +43,7 @@ from offrl.buffer import ReplayBuffer, mixed_sample, sample_replay
 from offrl.config import OnlineConfig, save_config
 from offrl.data.dataset import TRANSITION_KEYS
 from offrl.data.preprocess import Preprocessing
-from offrl.evaluate import make_env
+from offrl.evaluate import flat_observations, make_env, require_fit
 from offrl.learner import Algorithm, init_states, make_train_steps
 from offrl.logging import RunLogger, resolve_wandb_mode
 from offrl.runs import RunResult, check_divergence, closing_run, default_run_dir, evaluate_seeds, open_run_dir
@@ -168,7 +168,8 @@ def run_online(algorithm: Algorithm, update: Callable, phase: OnlinePhase, seeds
     phase.check()
     per_seed, num_seeds = phase.num_envs, len(seeds)
     envs = gym.make_vec(phase.env, num_envs=num_seeds * per_seed, vectorization_mode="sync",
-                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
+                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+                        wrappers=[flat_observations])
     act_dim = int(np.prod(envs.single_action_space.shape))
     sample = (sample_replay(phase.batch_size) if offline_data is None
               else mixed_sample(phase.batch_size, 1.0 - phase.online_ratio))
@@ -262,6 +263,7 @@ def train_online(make_algorithm, config: OnlineConfig, algo: str, show_progress:
     """Train from scratch in `config.env` (SAC and other online learners)."""
     seeds = config.seed_list()
     probe = make_env(config.env, "--env")
+    require_fit(probe, "--env")
     resolve_wandb_mode(config.wandb)  # --wandb online without a key fails now, not after the run began
     obs_dim = int(np.prod(probe.observation_space.shape))
     act_dim = int(np.prod(probe.action_space.shape))

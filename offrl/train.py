@@ -35,7 +35,7 @@ from offrl.data import (
     read_metadata,
 )
 from offrl.errors import user_errors_as_messages
-from offrl.evaluate import make_env, make_policy
+from offrl.evaluate import make_env, make_policy, require_fit
 from offrl.learner import Algorithm, all_finite, init_states, make_train_steps, sample_uniform, scan_updates, seed_slice
 from offrl.logging import RunLogger, resolve_wandb_mode
 from offrl.online import OnlinePhase, new_buffers, online_carry, run_online
@@ -131,11 +131,14 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
     if config.online_steps and online_env is None:
         raise DatasetError(f"Dataset '{config.dataset}' names no Gymnasium env to fine-tune in; "
                            "pass --online_env ENV_ID.")
-    # an env that cannot be made stops the run now, not at its first evaluation or fine-tuning
-    if eval_env is not None:
-        make_env(eval_env, "--eval_env" if config.eval_env else f"The eval env of {config.dataset},").close()
-    if config.online_steps and config.online_env:
-        make_env(config.online_env, "--online_env").close()
+    # an env that cannot be made, or whose spaces do not fit the data, stops the run now, not at its
+    # first evaluation or fine-tuning
+    data_dims = dataset.observations.shape[1], dataset.actions.shape[1]
+    for env, source in ((eval_env, "--eval_env" if config.eval_env else f"The eval env of {config.dataset},"),
+                        (config.online_env if config.online_steps else None, "--online_env")):
+        if env is not None:
+            with make_env(env, source) as made:
+                require_fit(made, source, data_dims, config.dataset)
     resolve_wandb_mode(config.wandb)  # --wandb online without a key fails now, not after the run began
     run_dir = open_run_dir(Path(config.resume or config.run_dir or default_run_dir(algo, config.dataset, config.seeds)))
     if config.resume:
@@ -302,7 +305,9 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, env: str | None = Non
         raise DatasetError(f"No Gymnasium env to evaluate {run_dir} in: its dataset '{run.get('dataset')}' names "
                            "none (or the run predates run.json's eval_env and the dataset is not local). Pass one "
                            "with --env ENV_ID.")
-    make_env(env, "--env" if given else f"The eval env of {run_dir},").close()
+    source = "--env" if given else f"The eval env of {run_dir},"
+    with make_env(env, source) as made:
+        require_fit(made, source, (run["observation_dim"], run["action_dim"]), f"the run's data ({run.get('dataset')})")
     reference = (run.get("ref_min_score"), run.get("ref_max_score"))
     score_of = None if None in reference else (lambda returns: normalized_score(returns, *reference))
     points = json.loads(config.pack) if getattr(config, "pack", "") else [{}]  # a sweep's packed hyperparameters

@@ -8,6 +8,7 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
+import gymnasium as gym
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from offrl.data import DatasetError, load_dataset, remove_dataset
 from offrl.data.preprocess import Preprocessing
 from offrl.data.scripted import make_pendulum_dataset
 from offrl.errors import TrainingDiverged, user_errors_as_messages
-from offrl.evaluate import make_policy
+from offrl.evaluate import evaluate_policy, make_env, make_policy
 from offrl.logging import RunLogger, read_metrics, resolve_wandb_mode
 from offrl.rl import td_target
 from offrl.runs import closing_run, divergence, resume_flag, run_status
@@ -29,6 +30,23 @@ from offrl.train import algorithm_module, load_policy, train
 
 td3_bc = algorithm_module("td3_bc")
 DATASET = "offrl/pendulum/test-v0"
+
+
+class DictPendulum(gym.ObservationWrapper):
+    """Pendulum-v1 observing a Dict, as gymnasium-robotics' envs do; flattened in key order
+    (angle, velocity) its observations are Pendulum's own."""
+
+    def __init__(self):
+        super().__init__(gym.make("Pendulum-v1"))
+        self.observation_space = gym.spaces.Dict({"angle": gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
+                                                  "velocity": gym.spaces.Box(-8.0, 8.0, (1,), np.float32)})
+
+    def observation(self, obs):
+        return {"angle": obs[:2], "velocity": obs[2:]}
+
+
+DICT_PENDULUM = "offrl-test/DictPendulum-v0"
+gym.register(DICT_PENDULUM, entry_point=DictPendulum)
 
 
 @pytest.fixture
@@ -271,6 +289,34 @@ def test_an_env_that_cannot_be_made_stops_the_run_before_it_starts(pendulum, tmp
                                    "--online_eval_every", "100", "--online_env", "Nowhere-v0"), "td3_bc",
               show_progress=False)
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+def test_an_env_whose_spaces_do_not_fit_the_data_stops_the_run_before_it_starts(pendulum, tmp_path):
+    with pytest.raises(ValueError, match=r"--eval_env MountainCarContinuous-v0 has 2-dim observations and 1-dim "
+                                         r"actions, offrl/pendulum/test-v0 has 3 and 1"):
+        train(td3_bc.make, _config(tmp_path, "--eval_env", "MountainCarContinuous-v0"), "td3_bc", show_progress=False)
+    with pytest.raises(ValueError, match=r"--eval_env CartPole-v1 takes Discrete\(2\) actions.*Box action space"):
+        train(td3_bc.make, _config(tmp_path, "--eval_env", "CartPole-v1"), "td3_bc", show_progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_dict_observations_are_flattened_as_the_data_layer_flattens_them():
+    # what a policy trained on a dataset recorded from Dict observations sees when it acts
+    assert make_env(DICT_PENDULUM, "--eval_env").observation_space.shape == (3,)
+    policy = lambda obs: np.clip(-2.0 * obs[:, 1:2] - 0.5 * obs[:, 2:3], -2.0, 2.0)  # noqa: E731
+    np.testing.assert_array_equal(evaluate_policy(policy, DICT_PENDULUM, 3, seed=5),
+                                  evaluate_policy(policy, "Pendulum-v1", 3, seed=5))
+
+
+def test_online_training_runs_in_an_env_with_dict_observations(tmp_path):
+    sac = algorithm_module("sac")
+    config = parse_config(sac.Config, "sac", [
+        "--env", DICT_PENDULUM, "--env_steps", "400", "--start_steps", "200", "--eval_every", "400",
+        "--eval_episodes", "2", "--checkpoint_every", "400", "--buffer_size", "1000", "--wandb", "disabled",
+        "--run_dir", str(tmp_path / "sac")])
+    result = sac.train_online(sac.make, config, "sac", show_progress=False)  # crosses the episode end at 200
+    assert np.isfinite(result.final_eval["eval/return"]).all()
+    assert load_policy(result.run_dir)(np.zeros((1, 3), np.float32)).shape == (1, 1)
 
 
 def test_a_stopped_run_closes_its_logger_and_says_where_it_can_continue(tmp_path, capsys):
