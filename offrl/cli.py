@@ -196,14 +196,16 @@ def sweep(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
+    from offrl.config import read_yaml
     from offrl.report import write_report
 
-    import yaml
-
+    missing = [path for path in args.paths if not Path(path).exists()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)}: no such run directory or folder of runs.")
     if args.reference and not Path(args.reference).is_file():
         raise FileNotFoundError(f"--reference {args.reference}: no such file (offrl's published D4RL scores are "
                                 "experiments/published_d4rl.yaml).")
-    reference = yaml.safe_load(Path(args.reference).read_text()) if args.reference else None
+    reference = read_yaml(args.reference) if args.reference else None
     path = write_report([Path(p) for p in args.paths], Path(args.out) if args.out else None, args.by_run, reference)
     console.print(f"Wrote {path} and its plots")
     return 0

@@ -144,6 +144,18 @@ def dataset_config_name(dataset_id: str) -> str:
     return "-".join(parts[-2:]) if len(parts) >= 2 else parts[-1]
 
 
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content; one that is not valid YAML raises a ValueError naming the file and
+    the place (yaml's own error is a traceback from the parser's depths)."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        place = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or error
+        raise ValueError(f"{path} is not valid YAML{place}: {problem}. Fix the file.") from None
+
+
 def yaml_overrides(algo: str, dataset_id: str) -> dict[str, Any]:
     """experiments/configs/<algo>/<env>.yaml (per environment, e.g. MOREC's penalty), then
     <algo>/<env>-<name>.yaml (per dataset, e.g. ReBRAC's coefficients) over it."""
@@ -152,7 +164,7 @@ def yaml_overrides(algo: str, dataset_id: str) -> dict[str, Any]:
     for stem in dict.fromkeys([name.split("-")[0], name]):
         path = CONFIG_ROOT / algo / f"{stem}.yaml"
         if path.is_file():
-            values.update(yaml.safe_load(path.read_text()) or {})
+            values.update(read_yaml(path) or {})
     return values
 
 
@@ -191,7 +203,7 @@ def parse_config(config_cls: type[C], algo: str, argv: list[str] | None = None) 
         if trained_by not in (None, algo):
             raise ValueError(f"--resume {first.resume}: a {trained_by} run, which {algo} cannot continue; "
                              f"use algorithms/{trained_by}.py --resume {first.resume}.")
-        saved = yaml.safe_load(saved_config.read_text())
+        saved = read_yaml(saved_config)
         base = apply(config_cls(), saved, f"{first.resume}/config.yaml")
     else:
         target = getattr(first, "dataset", None) or getattr(first, "env", "")

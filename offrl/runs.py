@@ -10,10 +10,9 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from offrl import checkpoint
-from offrl.config import dataset_config_name
+from offrl.config import dataset_config_name, read_yaml
 from offrl.data import OfflineDataset, local_fingerprint
 from offrl.errors import TrainingDiverged
 from offrl.evaluate import evaluate_policy, make_policy
@@ -72,7 +71,7 @@ def trained_on_other_data(run_dir: Path) -> bool:
 
 def planned_steps(run_dir: Path) -> int:
     """The steps a run was planned for: offline updates plus online steps, or env steps."""
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    saved = read_yaml(run_dir / "config.yaml")
     return saved["num_updates"] + saved["online_steps"] if "num_updates" in saved else saved["env_steps"]
 
 
@@ -92,7 +91,7 @@ def run_status(run_dir: Path, total_steps: int, seeds: str | None = None) -> str
         raise FileExistsError(f"{run_dir} began on other data than the local dataset of its id now holds (made "
                               "again since): remove it to train again on the local data.")
     last = max(row["step"] for row in read_metrics(run_dir)) if logged else 0
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    saved = read_yaml(run_dir / "config.yaml")
     planned = planned_steps(run_dir)
     if planned == total_steps and seeds in (None, str(saved["seeds"])):
         if divergence(run_dir) is not None:

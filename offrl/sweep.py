@@ -45,9 +45,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import yaml
 
-from offrl.config import dataset_config_name
+from offrl.config import dataset_config_name, read_yaml
 from offrl.errors import TrainingDiverged
 from offrl.runs import REPO_ROOT, divergence, trained_on_other_data
 
@@ -97,7 +96,7 @@ class SweepSpec:
 def load_spec(path: str | Path) -> SweepSpec:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such sweep spec (the shipped ones are experiments/sweeps/*.yaml).")
-    raw = yaml.safe_load(Path(path).read_text())
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a sweep spec is a YAML mapping with name, algorithms, datasets and seeds "
                          "(see `offrl sweep --help`).")

@@ -75,6 +75,17 @@ def test_a_sweeps_typos_and_missing_datasets_fail_before_any_run_trains(pendulum
     assert "to run (dataset missing)" in capsys.readouterr().out
 
 
+def test_yaml_that_does_not_parse_and_missing_report_folders_are_named(tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nalgorithms: [bc\n")
+    assert cli_main(["sweep", str(broken), "--dry-run"]) == 2
+    assert f"{broken} is not valid YAML at line 3, column 1" in " ".join(capsys.readouterr().err.split())
+    assert cli_main(["report", str(tmp_path), "--reference", str(broken)]) == 2
+    assert f"{broken} is not valid YAML" in capsys.readouterr().err
+    assert cli_main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such run directory" in capsys.readouterr().err
+
+
 def test_part_of_a_sweep_runs_by_algorithm_and_dataset(tmp_path, capsys):
     spec = sweep.load_spec(spec_file(tmp_path, algorithms=["cql", "iql", "bc"],
                                      datasets=["offrl/hopper/medium-v0", "offrl/walker2d/medium-v0"]))
