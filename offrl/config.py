@@ -55,6 +55,7 @@ class RunConfig:
             raise ValueError("--wandb must be one of online, offline, disabled, auto")
         require_at_least(self, 1, "batch_size", "eval_every", "eval_episodes", "checkpoint_every")
         require_at_least(self, 0, "keep_checkpoints")
+        require_in_range(self)
 
 
 @dataclass
@@ -101,6 +102,11 @@ class TrainConfig(RunConfig):
                                  "it, or --online_update_every.")
         if not 0.0 < self.online_ratio <= 1.0:
             raise ValueError("--online_ratio must be in (0, 1]: the share of each batch from online data.")
+        for point in json.loads(self.pack) if self.pack else []:  # a sweep's points, each checked as if set alone
+            unknown = sorted(set(point) - config_keys(self))
+            if unknown:
+                raise ValueError(f"--pack sets {', '.join(unknown)}, which this algorithm has no setting of.")
+            require_in_range(dataclasses.replace(self, pack="", **point))
 
 
 @dataclass
@@ -128,6 +134,33 @@ class OnlineConfig(RunConfig):
             if getattr(self, name) % chunk:
                 raise ValueError(f"{name}={getattr(self, name)} must be a multiple of update_every x num_envs "
                                  f"= {chunk} (env steps between compiled update chunks): change it, or --update_every.")
+
+
+# The ranges the math needs, for settings that algorithms share by name; a config checks
+# those it has (and every learning rate, *_lr, must be positive).
+SETTING_RANGES = {
+    "gamma": ("in [0, 1]", lambda value: 0.0 <= value <= 1.0),
+    "tau": ("in (0, 1]", lambda value: 0.0 < value <= 1.0),
+    "expectile": ("in (0, 1)", lambda value: 0.0 < value < 1.0),
+    "online_bc_floor": ("in [0, 1]", lambda value: 0.0 <= value <= 1.0),
+    "temperature": ("positive", lambda value: value > 0.0),
+    "divergence_threshold": ("positive", lambda value: value > 0.0),
+    **{name: ("at least 0", lambda value: value >= 0.0) for name in (
+        "alpha", "beta", "max_weight", "cql_alpha", "actor_bc_coef", "critic_bc_coef", "eta", "penalty_coef",
+        "policy_noise", "noise_clip", "exploration_noise", "softmax_temperature", "online_alpha_end")},
+}
+
+
+def require_in_range(config) -> None:
+    """Refuse a setting outside the range its math needs (an expectile of 1.5, a negative
+    BC weight), which would otherwise train quietly on a different objective."""
+    for name in sorted(config_keys(config)):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        rule = SETTING_RANGES.get(name) or (("positive", lambda lr: lr > 0.0) if name.endswith("_lr") else None)
+        if rule is not None and not rule[1](value):
+            raise ValueError(f"--{name} {value}: it must be {rule[0]}.")
 
 
 def require_at_least(config, minimum: int, *names: str) -> None:

@@ -239,8 +239,16 @@ def test_config_layers_defaults_then_dataset_yaml_then_command_line():
     ("sac", ["--num_envs", "0"], "--num_envs 0: it must be at least 1"),
     ("ravl", ["--rollout_length", "0"], "--rollout_length 0: it must be at least 1"),
     ("morec", ["--real_ratio", "5"], "--real_ratio 5.0: the share of each batch from the dataset"),
+    # settings whose math has a range: they trained quietly on another objective before
+    ("iql", ["--expectile", "1.5"], r"--expectile 1.5: it must be in \(0, 1\)"),
+    ("rebrac", ["--actor_bc_coef", "-0.1"], "--actor_bc_coef -0.1: it must be at least 0"),
+    ("cql", ["--temperature", "0"], "--temperature 0.0: it must be positive"),
+    ("sac", ["--gamma", "1.2"], r"--gamma 1.2: it must be in \[0, 1\]"),
+    ("td3_bc", ["--critic_lr", "0"], "--critic_lr 0.0: it must be positive"),
+    ("rebrac", ["--pack", '[{"actor_bc_coef": 0.1}, {"actor_bc_coef": -1}]'], "--actor_bc_coef -1: it must be at"),
+    ("rebrac", ["--pack", '[{"actor_bc_kof": 0.1}]'], "--pack sets actor_bc_kof, which this algorithm has no"),
 ])
-def test_counts_and_periods_out_of_range_are_refused_when_parsed(algo, arguments, message):
+def test_settings_out_of_range_are_refused_when_parsed(algo, arguments, message):
     with pytest.raises(ValueError, match=message):
         parse_config(algorithm_module(algo).Config, algo, arguments)
 
