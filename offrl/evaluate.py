@@ -48,12 +48,23 @@ def flat_observations(env: gym.Env) -> gym.Env:
     return gym.wrappers.FlattenObservation(env)
 
 
+def registered(env: str | EnvSpec) -> str | EnvSpec:
+    """The env, its id registered if gymnasium-robotics holds it (AntMaze, Adroit, PointMaze:
+    the envs of Minari's D4RL datasets), since Gymnasium registers only its own envs; a spec
+    (as datasets record it) names its entry point and needs no registration."""
+    if isinstance(env, str) and env not in gym.registry:
+        import gymnasium_robotics
+
+        gym.register_envs(gymnasium_robotics)
+    return env
+
+
 def make_env(env: str | EnvSpec, source: str) -> gym.Env:
     """gym.make with flat observations, failing with a user's error that names where the env
     came from (`source`, e.g. "--eval_env") when it cannot be made: an unknown id, a missing
     dependency."""
     try:
-        return flat_observations(gym.make(env))
+        return flat_observations(gym.make(registered(env)))
     except gym.error.Error as error:
         raise ValueError(f"{source} {env_name(env)} cannot be made ({error}). Pass a Gymnasium id that is registered "
                          "here, e.g. Hopper-v5; `python -c 'import gymnasium; gymnasium.pprint_registry()'` lists "
@@ -87,7 +98,8 @@ def evaluate_policy(
     seed: int,
 ) -> np.ndarray:
     """Undiscounted returns of `num_episodes` episodes, run side by side, one per sub-env."""
-    envs = gym.make_vec(env, num_envs=num_episodes, vectorization_mode="sync", wrappers=[flat_observations])
+    envs = gym.make_vec(registered(env), num_envs=num_episodes, vectorization_mode="sync",
+                        wrappers=[flat_observations])
     try:
         obs, _ = envs.reset(seed=[seed + i for i in range(num_episodes)])
         returns = np.zeros(num_episodes)

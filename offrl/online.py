@@ -43,7 +43,7 @@ from offrl.buffer import ReplayBuffer, mixed_sample, sample_replay
 from offrl.config import OnlineConfig, save_config
 from offrl.data.dataset import TRANSITION_KEYS
 from offrl.data.preprocess import Preprocessing
-from offrl.evaluate import flat_observations, make_env, require_fit
+from offrl.evaluate import flat_observations, make_env, registered, require_fit
 from offrl.learner import Algorithm, init_states, make_train_steps
 from offrl.logging import RunLogger, resolve_wandb_mode
 from offrl.runs import RunResult, check_divergence, closing_run, default_run_dir, evaluate_seeds, open_run_dir
@@ -167,7 +167,7 @@ def run_online(algorithm: Algorithm, update: Callable, phase: OnlinePhase, seeds
     rngs, buffers and act_keys with a leading seed axis, and env_step."""
     phase.check()
     per_seed, num_seeds = phase.num_envs, len(seeds)
-    envs = gym.make_vec(phase.env, num_envs=num_seeds * per_seed, vectorization_mode="sync",
+    envs = gym.make_vec(registered(phase.env), num_envs=num_seeds * per_seed, vectorization_mode="sync",
                         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
                         wrappers=[flat_observations])
     act_dim = int(np.prod(envs.single_action_space.shape))

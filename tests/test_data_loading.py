@@ -136,3 +136,33 @@ def test_hopper_collection_keeps_terminations_and_timeouts():
     np.testing.assert_array_equal(data.next_observations[inside], data.observations[inside + 1])
     # Flags appear only at episode ends.
     assert data.terminals.sum() + data.timeouts.sum() == (data.terminals[ends] + data.timeouts[ends]).sum()
+
+
+def test_a_minari_d4rl_style_antmaze_dataset_trains_and_evaluates_in_its_env(tmp_path):
+    # Minari's D4RL AntMaze datasets record Dict observations from gymnasium-robotics' AntMaze
+    # and name that env for evaluation; a small one made the same way goes end to end.
+    from offrl.train import algorithm_module, evaluate_run, train
+    from offrl.config import parse_config
+    from offrl.evaluate import registered
+
+    env = minari.DataCollector(gym.make(registered("AntMaze_UMaze-v4"), max_episode_steps=100))
+    env.reset(seed=0)
+    for _ in range(600):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+    env.create_dataset("test/antmaze/umaze-v0", eval_env=gym.spec("AntMaze_UMaze-v4"),
+                       ref_min_score=0.0, ref_max_score=1.0)
+    data = load_dataset("test/antmaze/umaze-v0")
+    assert data.observations.shape[1] == 2 + 2 + 27  # achieved goal, desired goal, the ant's state
+
+    iql = algorithm_module("iql")
+    config = parse_config(iql.Config, "iql", [
+        "--dataset", "test/antmaze/umaze-v0", "--reward_transform", "antmaze", "--num_updates", "100",
+        "--log_every", "100", "--eval_every", "100", "--eval_episodes", "1", "--wandb", "disabled",
+        "--run_dir", str(tmp_path / "iql")])
+    result = train(iql.make, config, "iql", show_progress=False)
+    assert 0.0 <= float(result.final_eval["eval/normalized_score"][0]) <= 100.0
+    # by id, as a user passes it: gymnasium-robotics registers it on first use
+    scores = evaluate_run(result.run_dir, episodes=1, env="AntMaze_UMaze-v4")
+    assert scores["env"] == "AntMaze_UMaze-v4"

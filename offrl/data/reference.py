@@ -36,8 +36,9 @@ D4RL_TASKS: dict[str, TaskReference] = {
     # Adroit: the v1 datasets keep the v0 random and expert (DAPG) returns.
     **{task: TaskReference(
         low, high, None, "D4RL",
-        "Adroit tasks run in gymnasium-robotics (AdroitHand*-v1), which offrl does not install: "
-        "pass --eval-env once it is",
+        "gymnasium-robotics' AdroitHand*-v1 envs keep D4RL's observation layout, but not D4RL's "
+        "episode length for pen (200 steps, D4RL's 100) nor its door, hammer and relocate rewards "
+        "(changed in gymnasium-robotics 1.2.1), so no eval env is set: pass --eval-env knowingly",
     ) for task, low, high in [
         ("pen", 96.262799, 3076.8331017826877),
         ("hammer", -274.856578, 12794.134825156867),
