@@ -135,8 +135,8 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
     # first evaluation or fine-tuning
     data_dims = dataset.observations.shape[1], dataset.actions.shape[1]
     for env, source in ((eval_env, "--eval_env" if config.eval_env else f"The eval env of {config.dataset},"),
-                        (config.online_env if config.online_steps else None, "--online_env")):
-        if env is not None:
+                        (config.online_env if config.online_steps else "", "--online_env")):
+        if env:  # an id or a dataset's spec; "" or None: none given
             with make_env(env, source) as made:
                 require_fit(made, source, data_dims, config.dataset)
     resolve_wandb_mode(config.wandb)  # --wandb online without a key fails now, not after the run began
