@@ -39,8 +39,8 @@ PACKABLE = ("expectile", "beta", "gamma")
 
 @dataclass
 class Config(TrainConfig):
-    """Defaults are the paper's D4RL locomotion settings (AntMaze: expectile 0.9, beta 10,
-    reward_transform antmaze)."""
+    """Defaults are the paper's D4RL locomotion settings; its AntMaze ones (expectile 0.9,
+    beta 10, reward_transform antmaze) are experiments/configs/iql/antmaze.yaml."""
 
     expectile: float = 0.7
     beta: float = 3.0  # inverse temperature of the advantage weights

@@ -226,6 +226,11 @@ def test_config_layers_defaults_then_dataset_yaml_then_command_line():
                                                     "--critic_bc_coef", "0.2"])
     assert (config.actor_bc_coef, config.critic_bc_coef) == (0.05, 0.2)
     assert parse_config(rebrac.Config, "rebrac", ["--dataset", "neorl2/dmsd/train-v0"]).actor_bc_coef == 0.01
+    # per environment: IQL's AntMaze settings for every maze, from D4RL's files or Minari's
+    iql = algorithm_module("iql")
+    for dataset in ("d4rl/antmaze/umaze-diverse-v2", "D4RL/antmaze/large-play-v1"):
+        config = parse_config(iql.Config, "iql", ["--dataset", dataset])
+        assert (config.expectile, config.beta, config.reward_transform) == (0.9, 10.0, "antmaze")
     with pytest.raises(ValueError, match="multiple of"):
         parse_config(rebrac.Config, "rebrac", ["--eval_every", "1500"])
 
