@@ -18,6 +18,17 @@ class TaskReference:
     note: str = ""
 
 
+def _without_eval_env(note: str, rows: list[tuple[str, float, float]]) -> dict[str, TaskReference]:
+    """D4RL tasks sharing a reason why no Gymnasium env evaluates them by default."""
+    return {key: TaskReference(low, high, None, "D4RL", note) for key, low, high in rows}
+
+
+ADROIT_NOTE = ("gymnasium-robotics' AdroitHand*-v1 envs keep D4RL's observation layout, but not D4RL's episode "
+               "length for pen (200 steps, D4RL's 100) nor its door, hammer and relocate rewards (changed in "
+               "gymnasium-robotics 1.2.1), so no eval env is set: pass --eval-env knowingly")
+MAZE2D_NOTE = ("gymnasium-robotics PointMaze uses dict observations, not D4RL's flat 4-dim layout: "
+               "pass --eval-env explicitly")
+
 # D4RL's REF_MIN_SCORE / REF_MAX_SCORE (random and expert returns of the original -v2 tasks).
 # D4RL collected with mujoco-py v3 envs; the Gymnasium v5 envs keep their observation layout.
 D4RL_TASKS: dict[str, TaskReference] = {
@@ -33,38 +44,29 @@ D4RL_TASKS: dict[str, TaskReference] = {
         "the score is the success rate; gymnasium-robotics AntMaze uses dict observations, "
         "not D4RL's flat 29-dim layout: pass --eval-env explicitly",
     ),
-    # Adroit: the v1 datasets keep the v0 random and expert (DAPG) returns.
-    **{task: TaskReference(
-        low, high, None, "D4RL",
-        "gymnasium-robotics' AdroitHand*-v1 envs keep D4RL's observation layout, but not D4RL's "
-        "episode length for pen (200 steps, D4RL's 100) nor its door, hammer and relocate rewards "
-        "(changed in gymnasium-robotics 1.2.1), so no eval env is set: pass --eval-env knowingly",
-    ) for task, low, high in [
-        ("pen", 96.262799, 3076.8331017826877),
-        ("hammer", -274.856578, 12794.134825156867),
-        ("door", -56.512833, 2880.5693087298737),
-        ("relocate", -6.425911, 4233.877797728884),
-    ]},
     "kitchen": TaskReference(
         0.0, 4.0, None, "D4RL",
         "the return counts the 4 subtasks solved; gymnasium-robotics FrankaKitchen-v1 uses dict "
         "observations, not D4RL's flat 60-dim layout: pass --eval-env explicitly",
     ),
+    # Adroit: the v1 datasets keep the v0 random and expert (DAPG) returns.
+    **_without_eval_env(ADROIT_NOTE, [
+        ("pen", 96.262799, 3076.8331017826877),
+        ("hammer", -274.856578, 12794.134825156867),
+        ("door", -56.512833, 2880.5693087298737),
+        ("relocate", -6.425911, 4233.877797728884),
+    ]),
     # Maze2D's references differ per maze and reward kind, so they are keyed task-dataset.
-    **{f"maze2d-{name}": TaskReference(
-        low, high, None, "D4RL",
-        "gymnasium-robotics PointMaze uses dict observations, not D4RL's flat 4-dim layout: "
-        "pass --eval-env explicitly",
-    ) for name, low, high in [
-        ("open", 0.01, 20.66),
-        ("umaze", 23.85, 161.86),
-        ("medium", 13.13, 277.39),
-        ("large", 6.7, 273.99),
-        ("open-dense", 11.17817, 27.166538620695782),
-        ("umaze-dense", 68.537689, 193.66285642381482),
-        ("medium-dense", 44.264742, 297.4552547777125),
-        ("large-dense", 30.569041, 303.4857382709002),
-    ]},
+    **_without_eval_env(MAZE2D_NOTE, [
+        ("maze2d-open", 0.01, 20.66),
+        ("maze2d-umaze", 23.85, 161.86),
+        ("maze2d-medium", 13.13, 277.39),
+        ("maze2d-large", 6.7, 273.99),
+        ("maze2d-open-dense", 11.17817, 27.166538620695782),
+        ("maze2d-umaze-dense", 68.537689, 193.66285642381482),
+        ("maze2d-medium-dense", 44.264742, 297.4552547777125),
+        ("maze2d-large-dense", 30.569041, 303.4857382709002),
+    ]),
 }
 
 # NeoRL-2 (Polixir, 2025) reference returns, from ../shared/data/neorl2/README.md.
