@@ -162,7 +162,7 @@ def test_a_minari_d4rl_style_antmaze_dataset_trains_and_evaluates_in_its_env(tmp
         "--log_every", "100", "--eval_every", "100", "--eval_episodes", "1", "--wandb", "disabled",
         "--run_dir", str(tmp_path / "iql")])
     result = train(iql.make, config, "iql", show_progress=False)
-    assert 0.0 <= float(result.final_eval["eval/normalized_score"][0]) <= 100.0
+    assert np.isfinite(result.final_eval["eval/normalized_score"]).all()
     # by id, as a user passes it: gymnasium-robotics registers it on first use
     scores = evaluate_run(result.run_dir, episodes=1, env="AntMaze_UMaze-v4")
     assert scores["env"] == "AntMaze_UMaze-v4"
