@@ -231,6 +231,8 @@ def test_config_layers_defaults_then_dataset_yaml_then_command_line():
     for dataset in ("d4rl/antmaze/umaze-diverse-v2", "D4RL/antmaze/large-play-v1"):
         config = parse_config(iql.Config, "iql", ["--dataset", dataset])
         assert (config.expectile, config.beta, config.reward_transform) == (0.9, 10.0, "antmaze")
+    config = parse_config(rebrac.Config, "rebrac", ["--dataset", "D4RL/antmaze/medium-diverse-v1"])
+    assert (config.gamma, config.batch_size, config.actor_bc_coef, config.critic_bc_coef) == (0.999, 256, 0.001, 0.0005)
     with pytest.raises(ValueError, match="multiple of"):
         parse_config(rebrac.Config, "rebrac", ["--eval_every", "1500"])
 
