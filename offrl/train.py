@@ -278,7 +278,8 @@ def restore_run(run_dir: str | Path, checkpoint_path: str | Path | None = None):
 def load_policy(run_dir: str | Path, seed_index: int = 0) -> Callable[[np.ndarray], np.ndarray]:
     """A trained policy as a plain function: raw env observations -> env actions.
 
-    Restores the run's latest checkpoint and applies its recorded preprocessing."""
+    Restores the run's latest checkpoint and applies its recorded preprocessing. An env with
+    Dict or Tuple observations gives them flat: wrap it in `offrl.evaluate.flat_observations`."""
     algorithm, states, preprocessing, _ = restore_run(run_dir)
     return make_policy(algorithm.act, seed_slice(states, seed_index), preprocessing)
 
