@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 
+from offrl.config import parse_config
 from offrl.data.labels import default_split_ids, split_labels
 from offrl.errors import user_errors_as_messages
 from offrl.idm import IDMConfig, proxy_label
@@ -40,15 +41,18 @@ def main(argv: list[str] | None = None):
     args, algorithm_args = parser.parse_known_args(argv)
 
     with user_errors_as_messages(enabled=argv is None):
+        # an unknown algorithm or a bad option of it fails now, not once the IDM has trained
+        module = algorithm_module(args.algo)
+        training_args = ["--dataset", proxy_dataset_id(args.dataset, args.labelled), *algorithm_args]
+        parse_config(module.Config, args.algo, training_args)
         split = split_labels(args.dataset, args.labelled, args.selection, args.split_seed, overwrite=True)
-        labelled = proxy_label(split.labelled_id, split.unlabelled_id, proxy_dataset_id(args.dataset, args.labelled),
+        labelled = proxy_label(split.labelled_id, split.unlabelled_id, training_args[1],
                                IDMConfig(max_steps=args.idm_steps, ensemble=args.idm_ensemble,
                                          batch_size=args.idm_batch_size, seed=args.split_seed),
                                overwrite=True)
         print(f"{labelled.dataset_id}: {labelled.labelled_steps:,} logged + {labelled.proxy_steps:,} proxy actions; "
               f"IDM validation action MSE {labelled.report.validation_action_mse:.4f}")
-        module = algorithm_module(args.algo)
-        return train_main(module.make, module.Config, args.algo, ["--dataset", labelled.dataset_id, *algorithm_args])
+        return train_main(module.make, module.Config, args.algo, training_args)
 
 
 if __name__ == "__main__":

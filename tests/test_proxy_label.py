@@ -7,7 +7,7 @@ import pytest
 from gymnasium import spaces
 
 from offrl.config import parse_config
-from offrl.data import DatasetError, load_dataset, write_dataset
+from offrl.data import DatasetError, load_dataset, local_dataset_ids, write_dataset
 from offrl.data.episodes import Episode
 from offrl.data.labels import labelled_episodes, split_labels
 from offrl.idm import IDMConfig, proxy_label, train_idm, validation_rows
@@ -128,3 +128,16 @@ def test_the_pipeline_script_splits_labels_and_trains(linear_dataset, tmp_path):
                             "--log_every", "100", "--wandb", "disabled", "--run_dir", str(tmp_path / "bc")])
     assert load_dataset("synthetic/linear/full-proxy50-v0").proxy_actions.sum() == 500
     assert (result.run_dir / "checkpoints").is_dir()
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--algo", "td3bc"], "Unknown algorithm 'td3bc'"),
+    (["--algo", "bc", "--seeds", "0,x"], "seeds are integers separated by commas"),
+])
+def test_the_pipeline_script_checks_the_algorithm_before_labelling(linear_dataset, arguments, message):
+    # these failed only after the split and the inverse dynamics model had been made
+    before = set(local_dataset_ids())
+    with pytest.raises(ValueError, match=message):
+        algorithm_module("proxy_label").main(["--dataset", linear_dataset, "--labelled", "0.5", "--idm-steps", "100",
+                                              "--idm-batch-size", "64", *arguments])
+    assert set(local_dataset_ids()) == before
