@@ -43,10 +43,11 @@ def main(argv: list[str] | None = None):
     with user_errors_as_messages(enabled=argv is None):
         # an unknown algorithm or a bad option of it fails now, not once the IDM has trained
         module = algorithm_module(args.algo)
-        training_args = ["--dataset", proxy_dataset_id(args.dataset, args.labelled), *algorithm_args]
+        proxy_id = proxy_dataset_id(args.dataset, args.labelled)
+        training_args = ["--dataset", proxy_id, *algorithm_args]
         parse_config(module.Config, args.algo, training_args)
         split = split_labels(args.dataset, args.labelled, args.selection, args.split_seed, overwrite=True)
-        labelled = proxy_label(split.labelled_id, split.unlabelled_id, training_args[1],
+        labelled = proxy_label(split.labelled_id, split.unlabelled_id, proxy_id,
                                IDMConfig(max_steps=args.idm_steps, ensemble=args.idm_ensemble,
                                          batch_size=args.idm_batch_size, seed=args.split_seed),
                                overwrite=True)

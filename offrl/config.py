@@ -136,6 +136,8 @@ class OnlineConfig(RunConfig):
                                  f"= {chunk} (env steps between compiled update chunks): change it, or --update_every.")
 
 
+POSITIVE = ("positive", lambda value: value > 0.0)
+
 # The ranges the math needs, for settings that algorithms share by name; a config checks
 # those it has (and every learning rate, *_lr, must be positive).
 SETTING_RANGES = {
@@ -143,8 +145,8 @@ SETTING_RANGES = {
     "tau": ("in (0, 1]", lambda value: 0.0 < value <= 1.0),
     "expectile": ("in (0, 1)", lambda value: 0.0 < value < 1.0),
     "online_bc_floor": ("in [0, 1]", lambda value: 0.0 <= value <= 1.0),
-    "temperature": ("positive", lambda value: value > 0.0),
-    "divergence_threshold": ("positive", lambda value: value > 0.0),
+    "temperature": POSITIVE,
+    "divergence_threshold": POSITIVE,
     **{name: ("at least 0", lambda value: value >= 0.0) for name in (
         "alpha", "beta", "max_weight", "cql_alpha", "actor_bc_coef", "critic_bc_coef", "eta", "penalty_coef",
         "policy_noise", "noise_clip", "exploration_noise", "softmax_temperature", "online_alpha_end")},
@@ -158,7 +160,7 @@ def require_in_range(config) -> None:
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
-        rule = SETTING_RANGES.get(name) or (("positive", lambda lr: lr > 0.0) if name.endswith("_lr") else None)
+        rule = SETTING_RANGES.get(name) or (POSITIVE if name.endswith("_lr") else None)
         if rule is not None and not rule[1](value):
             raise ValueError(f"--{name} {value}: it must be {rule[0]}.")
 
