@@ -43,10 +43,15 @@ class RunConfig:
 
     def seed_list(self) -> list[int]:
         try:
-            return [int(seed) for seed in str(self.seeds).split(",") if seed.strip()]
+            seeds = [int(seed) for seed in str(self.seeds).split(",") if seed.strip()]
         except ValueError:
             raise ValueError(f"--seeds {self.seeds}: seeds are integers separated by commas, e.g. --seeds 0,1,2") \
                 from None
+        if any(not 0 <= seed < 2**32 for seed in seeds):  # numpy's and JAX's seed range
+            raise ValueError(f"--seeds {self.seeds}: each seed must be in [0, 2^32).")
+        if len(set(seeds)) < len(seeds):  # two copies of one seed train the same numbers twice
+            raise ValueError(f"--seeds {self.seeds}: a seed is repeated; list each seed once.")
+        return seeds
 
     def validate(self) -> None:
         if not self.seed_list():
@@ -88,6 +93,8 @@ class TrainConfig(RunConfig):
         require_at_least(self, 1, "log_every", "online_num_envs", "online_updates_per_step", "online_update_every",
                          "online_eval_every", "online_buffer_size")
         require_at_least(self, 0, "num_updates", "online_steps")
+        if not self.num_updates and not self.online_steps:
+            raise ValueError("--num_updates 0 with no --online_steps leaves nothing to train: set either.")
         if self.reward_transform not in REWARD_TRANSFORMS:
             raise ValueError(f"--reward_transform {self.reward_transform}: choose one of {', '.join(REWARD_TRANSFORMS)}.")
         for name in ("eval_every", "checkpoint_every", "num_updates"):

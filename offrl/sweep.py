@@ -46,7 +46,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from offrl.config import dataset_config_name, read_yaml
+from offrl.config import RunConfig, dataset_config_name, read_yaml
 from offrl.errors import TrainingDiverged
 from offrl.runs import REPO_ROOT, divergence, trained_on_other_data
 
@@ -106,7 +106,12 @@ def load_spec(path: str | Path) -> SweepSpec:
     unknown = sorted(set(raw) - {"name", "algorithms", "datasets", "seeds", "base", "grid", "random"})
     if unknown:
         raise ValueError(f"{path}: unknown keys {unknown}.")
-    return SweepSpec(**raw)
+    seeds = raw["seeds"] if isinstance(raw["seeds"], list) else [raw["seeds"]]
+    try:  # the runs would refuse them one by one; say it once, before any starts
+        RunConfig(seeds=",".join(map(str, seeds))).seed_list()
+    except ValueError as error:
+        raise ValueError(f"{path}: seeds {seeds}: {str(error).split(': ', 1)[-1]}") from None
+    return SweepSpec(**{**raw, "seeds": seeds})
 
 
 def restrict(spec: SweepSpec, algorithms: list[str] | None = None, datasets: list[str] | None = None) -> SweepSpec:

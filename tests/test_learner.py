@@ -239,6 +239,9 @@ def test_config_layers_defaults_then_dataset_yaml_then_command_line():
 
 @pytest.mark.parametrize("algo, arguments, message", [
     ("td3_bc", ["--seeds", "0,one"], "seeds are integers separated by commas"),
+    ("td3_bc", ["--seeds", "0,-1"], r"--seeds 0,-1: each seed must be in \[0, 2\^32\)"),  # was an OverflowError
+    ("iql", ["--seeds", "0,1,0"], "--seeds 0,1,0: a seed is repeated"),  # trained seed 0 twice
+    ("td3_bc", ["--num_updates", "0"], "--num_updates 0 with no --online_steps leaves nothing to train"),
     ("td3_bc", ["--batch_size", "0"], "--batch_size 0: it must be at least 1"),
     ("td3_bc", ["--eval_every", "0"], "--eval_every 0: it must be at least 1"),  # was a ZeroDivisionError
     ("td3_bc", ["--reward_transform", "clip"], "--reward_transform clip: choose one of none, locomotion"),

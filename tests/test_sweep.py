@@ -58,6 +58,9 @@ def test_grid_and_random_axes_expand_into_the_right_runs(tmp_path):
         path = tmp_path / "bad.yaml"
         path.write_text(yaml.safe_dump({"name": "x", "algorithms": ["bc"], "datasets": ["d"]}))
         sweep.load_spec(path)
+    with pytest.raises(ValueError, match=r"seeds \[0, 1, 0\]: a seed is repeated"):
+        sweep.load_spec(spec_file(tmp_path, seeds=[0, 1, 0]))
+    assert sweep.load_spec(spec_file(tmp_path, seeds=3)).seeds == [3]
 
 
 def test_a_sweeps_typos_and_missing_datasets_fail_before_any_run_trains(pendulum, tmp_path, capsys):
