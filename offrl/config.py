@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import tyro
 import yaml
@@ -40,6 +40,8 @@ class RunConfig:
     wandb_project: str = "offrl"
     wandb_group: str = ""  # empty: <algorithm>/<dataset>; sweeps use the sweep's name
     divergence_threshold: float = 1e8  # |metric| above this stops the run
+    # what a resumed run cannot change: its checkpoint holds these seeds' states
+    FIXED_ON_RESUME: ClassVar[tuple[str, ...]] = ("seeds",)
 
     def seed_list(self) -> list[int]:
         try:
@@ -87,6 +89,9 @@ class TrainConfig(RunConfig):
     online_update_every: int = 50  # vector steps between compiled update chunks
     online_eval_every: int = 10_000  # env steps; the online phase checkpoints at each evaluation
     online_buffer_size: int = 1_000_000
+    # the data and its preprocessing, saved with the run and reapplied on resume
+    FIXED_ON_RESUME: ClassVar[tuple[str, ...]] = RunConfig.FIXED_ON_RESUME + (
+        "dataset", "pack", "normalize_observations", "reward_transform", "reward_scale", "reward_bias")
 
     def validate(self) -> None:
         super().validate()
@@ -131,6 +136,7 @@ class OnlineConfig(RunConfig):
     # Env steps between snapshots: the states alone, without the replay buffer a checkpoint
     # carries, to keep a policy's history cheaply (the suite's behavior policies). 0: none.
     snapshot_every: int = 0
+    FIXED_ON_RESUME: ClassVar[tuple[str, ...]] = RunConfig.FIXED_ON_RESUME + ("env", "num_envs")
 
     def validate(self) -> None:
         super().validate()
@@ -251,8 +257,23 @@ def parse_config(config_cls: type[C], algo: str, argv: list[str] | None = None) 
         target = getattr(first, "dataset", None) or getattr(first, "env", "")
         base = apply(config_cls(), yaml_overrides(algo, target), f"configs/{algo}")
     config = _cli(config_cls, base, argv)
+    if first.resume:
+        for key in config.FIXED_ON_RESUME:
+            if _meaning(config, key) != _meaning(base, key):
+                raise ValueError(f"--resume {first.resume}: --{key} {getattr(config, key)} differs from the run's "
+                                 f"{getattr(base, key)!r}, which its checkpoint was trained with. Drop --{key}, or "
+                                 "start a new run.")
     config.validate()
-    return config
+    # one spelling of the seeds for run directories, saved configs and the checks that compare them
+    return dataclasses.replace(config, seeds=",".join(map(str, config.seed_list())))
+
+
+def _meaning(config, key: str):
+    """A setting as the run reads it: `--seeds 0,1` and `--seeds "0, 1"` are the same seeds."""
+    value = getattr(config, key)
+    if key == "seeds":
+        return config.seed_list()
+    return json.loads(value) if key == "pack" and value else value
 
 
 def save_config(config, path: Path) -> None:

@@ -95,8 +95,13 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_run(pendulum, tmp_
     # experiments must neither reuse a run of another budget nor extend it (its schedules differ)
     with pytest.raises(FileExistsError, match="planned for 200 steps that ended at step 200"):
         run_status(tmp_path / "cut", 400)
+    # what the checkpoint was trained with cannot change (other seeds crashed mid-restore, a reward
+    # transform was ignored), how it is spelled can
+    for changed in (["--seeds", "0,1"], ["--reward_transform", "locomotion"], ["--dataset", "offrl/pendulum/x-v0"]):
+        with pytest.raises(ValueError, match=f"{changed[0]} {changed[1]} differs from the run's"):
+            parse_config(td3_bc.Config, "td3_bc", ["--resume", str(tmp_path / "cut"), *changed])
     resumed_config = parse_config(td3_bc.Config, "td3_bc",
-                                  ["--resume", str(tmp_path / "cut"), "--num_updates", "400"])
+                                  ["--resume", str(tmp_path / "cut"), "--num_updates", "400", "--seeds", " 0"])
     train(td3_bc.make, resumed_config, "td3_bc", show_progress=False)
     assert_same_checkpoint(checkpoint.latest(full.run_dir), checkpoint.latest(tmp_path / "cut"))
     assert run_status(tmp_path / "cut", 400, "0") == "finished" and run_status(tmp_path / "never-ran", 400) == "new"
@@ -355,6 +360,12 @@ def test_a_stopped_run_closes_its_logger_and_says_where_it_can_continue(tmp_path
         with user_errors_as_messages():
             raise KeyboardInterrupt
     assert stopped.value.code == 130
+
+
+def test_a_resumed_online_run_keeps_its_env(tmp_path):
+    (tmp_path / "config.yaml").write_text("env: Pendulum-v1\nnum_envs: 2\n")
+    with pytest.raises(ValueError, match="--num_envs 4 differs from the run's 2"):
+        parse_config(algorithm_module("sac").Config, "sac", ["--resume", str(tmp_path), "--num_envs", "4"])
 
 
 def test_resuming_another_algorithms_run_names_the_script_that_can(tmp_path):
