@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 
+from offrl.cli import positive_int, seed_int
 from offrl.config import parse_config
 from offrl.data.labels import default_split_ids, split_labels
 from offrl.errors import user_errors_as_messages
@@ -34,10 +35,10 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--labelled", type=float, default=0.1)
     parser.add_argument("--from", dest="selection", default="lowest-return-50%")
-    parser.add_argument("--split-seed", type=int, default=0)
-    parser.add_argument("--idm-steps", type=int, default=IDMConfig.max_steps)
-    parser.add_argument("--idm-ensemble", type=int, default=1)
-    parser.add_argument("--idm-batch-size", type=int, default=IDMConfig.batch_size)
+    parser.add_argument("--split-seed", type=seed_int, default=0)
+    parser.add_argument("--idm-steps", type=positive_int, default=IDMConfig.max_steps)
+    parser.add_argument("--idm-ensemble", type=positive_int, default=1)
+    parser.add_argument("--idm-batch-size", type=positive_int, default=IDMConfig.batch_size)
     args, algorithm_args = parser.parse_known_args(argv)
 
     with user_errors_as_messages(enabled=argv is None):
@@ -46,11 +47,10 @@ def main(argv: list[str] | None = None):
         proxy_id = proxy_dataset_id(args.dataset, args.labelled)
         training_args = ["--dataset", proxy_id, *algorithm_args]
         parse_config(module.Config, args.algo, training_args)
+        idm_config = IDMConfig(max_steps=args.idm_steps, ensemble=args.idm_ensemble, batch_size=args.idm_batch_size,
+                               seed=args.split_seed)
         split = split_labels(args.dataset, args.labelled, args.selection, args.split_seed, overwrite=True)
-        labelled = proxy_label(split.labelled_id, split.unlabelled_id, proxy_id,
-                               IDMConfig(max_steps=args.idm_steps, ensemble=args.idm_ensemble,
-                                         batch_size=args.idm_batch_size, seed=args.split_seed),
-                               overwrite=True)
+        labelled = proxy_label(split.labelled_id, split.unlabelled_id, proxy_id, idm_config, overwrite=True)
         print(f"{labelled.dataset_id}: {labelled.labelled_steps:,} logged + {labelled.proxy_steps:,} proxy actions; "
               f"IDM validation action MSE {labelled.report.validation_action_mse:.4f}")
         return train_main(module.make, module.Config, args.algo, training_args)

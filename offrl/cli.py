@@ -213,13 +213,25 @@ def report(args: argparse.Namespace) -> int:
 
 def positive_int(text: str) -> int:
     """argparse type of counts: 0 or less is a usage error (0 steps once meant the default)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value}: it must be at least 1")
     return value
+
+
+def seed_int(text: str) -> int:
+    """argparse type of seeds: numpy's generators take [0, 2^32) and fail on others deep in a command."""
+    value = _whole_number(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value}: a seed must be in [0, 2^32)")
+    return value
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("names", nargs="+", metavar="name", help="<env>-<kind>, e.g. hopper-medium-replay")
     generate.add_argument("--steps", type=positive_int, help="transitions (default: 1M as in D4RL; medium-replay: "
                                                     "the medium agent's training steps; medium-expert: N of each)")
-    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--seed", type=seed_int, default=0)
     replace_or_keep = generate.add_mutually_exclusive_group()
     replace_or_keep.add_argument("--overwrite", action="store_true", help="replace existing datasets")
     replace_or_keep.add_argument("--missing", action="store_true", help="generate only those not in the local "
@@ -267,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--labelled", type=float, default=0.1, help="fraction of trajectories that keep actions")
     split.add_argument("--from", dest="selection", default="lowest-return-50%",
                        help="uniform | lowest-return-P%% | highest-return-P%%: the pool labelled ones come from")
-    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--seed", type=seed_int, default=0)
     split.add_argument("--labelled-id", help="default: <id>-labelled<P>-v0")
     split.add_argument("--unlabelled-id", help="default: <id>-unlabelled<100-P>-v0")
     split.add_argument("--overwrite", action="store_true")
@@ -279,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--ensemble", type=positive_int, default=1, help="IDMs whose spread gives per-step uncertainty")
     proxy.add_argument("--steps", type=positive_int, help="most IDM gradient steps (default 20,000; training stops "
                        "early when the validation action error stops improving)")
-    proxy.add_argument("--seed", type=int, default=0)
+    proxy.add_argument("--seed", type=seed_int, default=0)
     proxy.add_argument("--overwrite", action="store_true")
     proxy.set_defaults(run=datasets_proxy_label)
     remove = actions.add_parser("remove", help="delete a local dataset")

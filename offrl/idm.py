@@ -50,6 +50,14 @@ class IDMConfig:
     ensemble: int = 1
     seed: int = 0
 
+    def __post_init__(self):  # an empty ensemble once labelled every action NaN, and no steps left the IDM untrained
+        for name in ("batch_size", "max_steps", "validate_every", "patience", "ensemble"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"IDM {name} {getattr(self, name)}: it must be at least 1.")
+        if not 0.0 < self.validation_fraction < 1.0 or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"IDM validation_fraction {self.validation_fraction} must be in (0, 1) and dropout "
+                             f"{self.dropout} in [0, 1).")
+
 
 class InverseDynamics(nn.Module):
     action_dim: int

@@ -100,6 +100,9 @@ def test_offrl_commands_name_a_missing_or_malformed_input(tmp_path, capsys):
     with pytest.raises(SystemExit):  # a usage error of argparse's; 0 steps once generated the full 1M
         main(["datasets", "generate", "hopper-medium", "--steps", "0"])
     assert "--steps: 0: it must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # was numpy's "expected non-negative integer" traceback mid-command
+        main(["datasets", "split-labels", "offrl/hopper/medium-v0", "--seed", "-1"])
+    assert "--seed: -1: a seed must be in [0, 2^32)" in capsys.readouterr().err
 
 
 def test_errors_outside_offrls_code_keep_their_traceback():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from gymnasium import spaces
@@ -141,3 +143,17 @@ def test_the_pipeline_script_checks_the_algorithm_before_labelling(linear_datase
         algorithm_module("proxy_label").main(["--dataset", linear_dataset, "--labelled", "0.5", "--idm-steps", "100",
                                               "--idm-batch-size", "64", *arguments])
     assert set(local_dataset_ids()) == before
+
+
+def test_idm_settings_that_cannot_train_are_refused_before_anything_is_written(linear_dataset, capsys):
+    # an empty ensemble wrote NaN proxy actions, 0 steps an untrained IDM's
+    with pytest.raises(ValueError, match="IDM ensemble 0: it must be at least 1"):
+        IDMConfig(ensemble=0)
+    before = set(local_dataset_ids())
+    for flag, value, message in [("--idm-ensemble", "0", "0: it must be at least 1"),
+                                 ("--split-seed", "-1", r"-1: a seed must be in \[0, 2\^32\)")]:
+        with pytest.raises(SystemExit):
+            algorithm_module("proxy_label").main(["--algo", "bc", "--dataset", linear_dataset, flag, value])
+        assert re.search(f"{flag}: {message}", capsys.readouterr().err)
+    assert set(local_dataset_ids()) == before
+
