@@ -160,9 +160,15 @@ SETTING_RANGES = {
     "online_bc_floor": ("in [0, 1]", lambda value: 0.0 <= value <= 1.0),
     "temperature": POSITIVE,
     "divergence_threshold": POSITIVE,
+    "reward_threshold": ("in [0, 1], a discriminator's probability", lambda value: 0.0 <= value <= 1.0),
+    "dynamics_seed": ("in [0, 2^32)", lambda value: 0 <= value < 2**32),
     **{name: ("at least 0", lambda value: value >= 0.0) for name in (
         "alpha", "beta", "max_weight", "cql_alpha", "actor_bc_coef", "critic_bc_coef", "eta", "penalty_coef",
-        "policy_noise", "noise_clip", "exploration_noise", "softmax_temperature", "online_alpha_end")},
+        "policy_noise", "noise_clip", "exploration_noise", "softmax_temperature", "online_alpha_end", "bc_steps")},
+    # counts: zero critics or sampled actions make an empty min or logsumexp, a NaN loss
+    **{name: ("at least 1", lambda value: value >= 1) for name in (
+        "policy_freq", "num_critics", "num_sampled_actions", "samples_per_elite", "reward_iterations",
+        "reward_keep_every", "reward_max_kept")},
 }
 
 
@@ -171,6 +177,9 @@ def require_in_range(config) -> None:
     BC weight), which would otherwise train quietly on a different objective."""
     for name in sorted(config_keys(config)):
         value = getattr(config, name)
+        if name == "hidden_dims" and (not value or min(value) < 1):
+            raise ValueError(f"--hidden_dims {' '.join(map(str, value)) or '(none)'}: a network needs at least one "
+                             "hidden layer, each at least 1 wide, e.g. --hidden_dims 256 256.")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         rule = SETTING_RANGES.get(name) or (POSITIVE if name.endswith("_lr") else None)

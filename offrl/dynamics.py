@@ -291,8 +291,9 @@ def load_dynamics(directory: str | Path) -> DynamicsModel:
     directory = Path(directory)
     meta_path = directory / "dynamics.json"
     if not meta_path.is_file():
-        raise FileNotFoundError(f"No dynamics model in {directory} (dynamics.json is missing); train one "
-                                "with train_dynamics and save it with save_dynamics.")
+        raise FileNotFoundError(f"No dynamics model in {directory} (dynamics.json is missing). Pass a saved "
+                                "ensemble (a model-based run's dynamics/ or one under runs/dynamics/<dataset>/), or "
+                                "leave --dynamics empty to train one.")
     meta = json.loads(meta_path.read_text())
     members, hidden = meta["num_members"], tuple(meta["hidden_dims"])
     network = GaussianEnsemble(members, meta["output_dim"], hidden)

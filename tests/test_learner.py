@@ -262,6 +262,12 @@ def test_config_layers_defaults_then_dataset_yaml_then_command_line():
     ("td3_bc", ["--critic_lr", "0"], "--critic_lr 0.0: it must be positive"),
     ("rebrac", ["--pack", '[{"actor_bc_coef": 0.1}, {"actor_bc_coef": -1}]'], "--actor_bc_coef -1: it must be at"),
     ("rebrac", ["--pack", '[{"actor_bc_kof": 0.1}]'], "--pack sets actor_bc_kof, which this algorithm has no"),
+    # counts and widths: these began minutes of ensemble training, then failed or trained on NaN
+    ("ravl", ["--num_critics", "0"], "--num_critics 0: it must be at least 1"),
+    ("cql", ["--num_sampled_actions", "0"], "--num_sampled_actions 0: it must be at least 1"),
+    ("td3_bc", ["--hidden_dims", "256", "0"], "--hidden_dims 256 0: a network needs at least one hidden layer"),
+    ("morec", ["--reward_threshold", "1.5"], r"--reward_threshold 1.5: it must be in \[0, 1\]"),
+    ("morec", ["--dynamics_seed", "-1"], r"--dynamics_seed -1: it must be in \[0, 2\^32\)"),
 ])
 def test_settings_out_of_range_are_refused_when_parsed(algo, arguments, message):
     with pytest.raises(ValueError, match=message):

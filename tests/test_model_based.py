@@ -226,6 +226,16 @@ def test_a_trained_ensemble_is_shared_by_runs_on_the_same_data_and_settings(pend
     assert own_progress == tmp_path / "third" / "dynamics.progress.msgpack"
 
 
+def test_a_given_ensemble_of_other_data_is_refused(pendulum_data, tmp_path):
+    save_dynamics(*train_dynamics(linear_system(300), DynamicsConfig(max_epochs=1), log=None), tmp_path / "linear")
+    _, config = _ravl_config(tmp_path, "run", "--dynamics", str(tmp_path / "linear"))
+    dataset = load_dataset(DATASET)
+    data = {key: getattr(dataset, key) for key in ("observations", "actions", "next_observations", "rewards")}
+    # was a broadcasting error inside the first compiled rollout
+    with pytest.raises(ValueError, match="models 3-dim observations and 2-dim actions, .* has 3 and 1"):
+        dynamics_for(config, dataset, data, tmp_path / "run")
+
+
 def test_a_run_waits_for_the_ensemble_another_process_is_training(minari_store, monkeypatch, capsys):
     arrays = linear_system(1000)
     config = DynamicsConfig(num_members=3, num_elites=2, hidden_dims=(16,), batch_size=64, max_epochs=2)
