@@ -54,23 +54,44 @@ def save_snapshot(run_dir: Path, step: int, states: Any) -> Path:
 
 
 def latest(run_dir: Path) -> Path | None:
-    pointer = Path(run_dir) / CHECKPOINT_DIR / LATEST
-    if not pointer.is_file():
-        return None
-    return pointer.parent / json.loads(pointer.read_text())["file"]
+    """The checkpoint latest.json names or, where that file is gone (deleted as damaged), the
+    newest one left."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    pointer = directory / LATEST
+    if pointer.is_file() and (named := directory / json.loads(pointer.read_text())["file"]).is_file():
+        return named
+    saved = sorted(directory.glob("step_*.msgpack"))
+    return saved[-1] if saved else None
 
 
 def latest_step(run_dir: Path) -> int | None:
-    """The step of the latest checkpoint (from latest.json, without reading the checkpoint)."""
-    pointer = Path(run_dir) / CHECKPOINT_DIR / LATEST
-    return int(json.loads(pointer.read_text())["step"]) if pointer.is_file() else None
+    """The step of the latest checkpoint (from its name, without reading it)."""
+    path = latest(run_dir)
+    return int(path.stem.removeprefix("step_")) if path is not None else None
 
 
-def restore(path: Path, template: dict[str, Any]) -> dict[str, Any]:
-    """Fill `template` (same structure as saved, e.g. freshly initialized states)."""
+def read(path: Path) -> dict[str, Any]:
+    """A checkpoint's saved tree (nested dicts of arrays), or an error naming the damage and the fix."""
+    path = Path(path)
     try:
-        return serialization.from_bytes({"step": 0, **template}, Path(path).read_bytes())
+        return serialization.msgpack_restore(path.read_bytes())
+    except ValueError as error:  # cut short or overwritten: not a file this code wrote whole
+        earlier = [other.name for other in sorted(path.parent.glob("step_*.msgpack")) if other < path]
+        fix = (f"delete it, and --resume continues from {earlier[-1]}" if earlier else
+               "no earlier checkpoint remains; start a new run")
+        raise ValueError(f"{path} is damaged ({error}): {fix}.") from error
+
+
+def fill(template: Any, saved: dict[str, Any], path: Path) -> Any:
+    """`template`'s structure with the values of `saved` (a part of what `read` gave)."""
+    try:
+        return serialization.from_state_dict(template, saved)
     except ValueError as error:  # flax names the keys or shapes that differ
         raise ValueError(f"{path} does not fit this run's state: it was written with other settings or by an "
                          f"earlier version of the algorithm's networks ({error}). Resume it with the code and "
                          "settings that wrote it, or start a new run.") from error
+
+
+def restore(path: Path, template: dict[str, Any]) -> dict[str, Any]:
+    """Fill `template` (same structure as saved, e.g. freshly initialized states)."""
+    return fill({"step": 0, **template}, read(path), path)

@@ -19,7 +19,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 from gymnasium.envs.registration import EnvSpec
 
 from offrl import checkpoint
@@ -269,9 +268,9 @@ def restore_run(run_dir: str | Path, checkpoint_path: str | Path | None = None):
         raise FileNotFoundError(f"{run_dir} has no checkpoint yet.")
     # Only the algorithm states are restored. Offline runs checkpoint their TrainProgram
     # carry (states, rngs and e.g. model buffers); online runs checkpoint states and rngs.
-    saved_tree = serialization.msgpack_restore(Path(saved).read_bytes())
+    saved_tree = checkpoint.read(saved)
     saved_states = saved_tree["carry"]["states"] if "carry" in saved_tree else saved_tree["states"]
-    states = serialization.from_state_dict(states, saved_states)
+    states = checkpoint.fill(states, saved_states, saved)
     return algorithm, states, Preprocessing.load(run_dir / "preprocessing.json"), config
 
 

@@ -310,6 +310,22 @@ def test_a_checkpoint_of_other_networks_is_refused_with_the_fix(tmp_path):
         checkpoint.restore(saved, {"carry": {"actor": {"kernel": jnp.zeros(3), "log_std_offset": jnp.zeros(())}}})
 
 
+def test_a_damaged_checkpoint_names_the_one_to_resume_from(tmp_path):
+    template = {"carry": {"actor": {"kernel": jnp.zeros(3)}}}
+    first = checkpoint.save(tmp_path, 10, template)
+    damaged = checkpoint.save(tmp_path, 20, template)
+    damaged.write_bytes(damaged.read_bytes()[:20])  # e.g. a copy cut short
+    # was "does not fit this run's state ... written with other settings"
+    with pytest.raises(ValueError, match=f"{damaged} is damaged .*: delete it, and --resume continues from "
+                                         f"{first.name}"):
+        checkpoint.restore(checkpoint.latest(tmp_path), template)
+    damaged.unlink()
+    assert checkpoint.latest(tmp_path) == first and checkpoint.latest_step(tmp_path) == 10
+    first.write_bytes(b"")
+    with pytest.raises(ValueError, match="no earlier checkpoint remains; start a new run"):
+        checkpoint.restore(first, template)
+
+
 def test_an_env_that_cannot_be_made_stops_the_run_before_it_starts(pendulum, tmp_path):
     with pytest.raises(ValueError, match=r"--eval_env Pendulum-v99 cannot be made .*registered here"):
         train(td3_bc.make, _config(tmp_path, "--eval_env", "Pendulum-v99"), "td3_bc", show_progress=False)
