@@ -82,27 +82,35 @@ class RunScores:
         return [max(score for _, score in curve) for curve in self.curves.values() if curve]
 
 
+def run_dirs(paths: list[Path]) -> list[Path]:
+    """Every run directory under `paths` that has logged metrics."""
+    return [run_json.parent for root in paths for run_json in sorted(Path(root).rglob("run.json"))
+            if (run_json.parent / "metrics.jsonl").is_file()]
+
+
 def find_runs(paths: list[Path]) -> list[RunScores]:
-    runs = []
-    for root in paths:
-        for run_json in sorted(Path(root).rglob("run.json")):
-            run_dir = run_json.parent
-            if not (run_dir / "metrics.jsonl").is_file():
-                continue
-            meta = json.loads(run_json.read_text())
-            planned = planned_steps(run_dir) if (run_dir / "config.yaml").is_file() else None
-            rows = [row for row in read_metrics(run_dir) if SCORE in row]
-            # a packed run holds several hyperparameter points (hp/<key> columns): one entry each
-            points: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
-            for row in rows:
-                label = ",".join(f"{key[3:]}={value:g}" for key, value in sorted(row.items()) if key.startswith("hp/"))
-                points[label][row["seed"]].append((row["step"], row[SCORE]))
-            for label, curves in points.items():
-                runs.append(RunScores(run_dir, meta["algorithm"], meta.get("dataset") or meta.get("env", ""),
-                                      dict(curves), label, meta.get("data_normalized_return"), planned,
-                                      divergence(run_dir) is not None, meta.get("dataset_fingerprint")))
+    runs, unscored = [], []
+    for run_dir in run_dirs(paths):
+        meta = json.loads((run_dir / "run.json").read_text())
+        planned = planned_steps(run_dir) if (run_dir / "config.yaml").is_file() else None
+        rows = [row for row in read_metrics(run_dir) if SCORE in row]
+        if not rows:
+            unscored.append(run_dir)
+        # a packed run holds several hyperparameter points (hp/<key> columns): one entry each
+        points: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+        for row in rows:
+            label = ",".join(f"{key[3:]}={value:g}" for key, value in sorted(row.items()) if key.startswith("hp/"))
+            points[label][row["seed"]].append((row["step"], row[SCORE]))
+        for label, curves in points.items():
+            runs.append(RunScores(run_dir, meta["algorithm"], meta.get("dataset") or meta.get("env", ""),
+                                  dict(curves), label, meta.get("data_normalized_return"), planned,
+                                  divergence(run_dir) is not None, meta.get("dataset_fingerprint")))
     if not runs:
-        raise FileNotFoundError(f"No runs with normalized evaluation scores under {', '.join(map(str, paths))}.")
+        found = (f" {len(unscored)} runs there have no evaluation (e.g. {unscored[0]}): their datasets name no "
+                 "eval env or no reference scores (NeoRL-2; train with --eval_env ENV_ID), or they stopped before "
+                 "their first evaluation." if unscored else "")
+        raise FileNotFoundError(f"No runs with normalized evaluation scores under {', '.join(map(str, paths))}."
+                                + found)
     return runs
 
 
@@ -241,6 +249,11 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
 
     lines = ["# Report", "", f"{len(runs)} runs under {', '.join(map(str, paths))}. Normalized scores "
              "(0 = random, 100 = expert), mean ± std over seeds.", ""]
+    scored = {run.run_dir for run in runs}
+    unscored = [run_dir for run_dir in run_dirs(paths) if run_dir not in scored]
+    if unscored:  # said, so that a table without them is not read as all there is
+        lines += [f"Left out, without evaluation scores (no eval env or reference scores, or stopped before the "
+                  f"first evaluation): {', '.join(str(run_dir) for run_dir in unscored)}.", ""]
     reference = reference or {}
     data_scores = {dataset: dataset_score(dataset, runs) for dataset in datasets}
     for kind in ("final", "best"):

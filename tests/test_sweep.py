@@ -243,6 +243,17 @@ def test_report_tables_aggregates_and_plots(pendulum, tmp_path):
         assert (report.parent / name).stat().st_size > 0
     numbers = json.loads((report.parent / "report.json").read_text())
     final_bc = numbers["scores"][f"bc|{DATASET}"]["final"]
+    assert "Left out" not in text
+
+    # a run without evaluation scores (a NeoRL-2 dataset, say) is named, not silently dropped
+    unscored = tmp_path / "runs" / "no-eval"
+    shutil.copytree(next((tmp_path / "runs").rglob("bc*/run.json")).parent, unscored)
+    (unscored / "metrics.jsonl").write_text(json.dumps({"step": 100, "seed": 0, "critic_loss": 1.0}) + "\n")
+    assert f"without evaluation scores (no eval env or reference scores, or stopped before the first evaluation): " \
+           f"{unscored}." in write_report([tmp_path / "runs"], out=tmp_path / "unscored").read_text()
+    with pytest.raises(FileNotFoundError, match=r"1 runs there have no evaluation .*train with --eval_env"):
+        find_runs([unscored])
+    shutil.rmtree(unscored)
     assert len(final_bc) == 2 and numbers["aggregates"]["bc"]["point"][1] == pytest.approx(np.mean(final_bc) / 100)
 
     # a run stopped halfway is reported at the step it reached and left out of the aggregates
