@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
 from functools import lru_cache
 from typing import Callable
 
@@ -53,8 +56,11 @@ def registered(env: str | EnvSpec) -> str | EnvSpec:
     the envs of Minari's D4RL datasets), since Gymnasium registers only its own envs; a spec
     (as datasets record it) names its entry point and needs no registration."""
     if isinstance(env, str) and env not in gym.registry:
-        import gymnasium_robotics
-
+        notice = io.StringIO()
+        with contextlib.redirect_stderr(notice):  # its import prints a notice on Adroit's rewards
+            import gymnasium_robotics
+        if "Adroit" in env:  # shown where it applies, not for every other id looked up here
+            sys.stderr.write(notice.getvalue())
         gym.register_envs(gymnasium_robotics)
     return env
 

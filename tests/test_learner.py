@@ -326,6 +326,18 @@ def test_a_damaged_checkpoint_names_the_one_to_resume_from(tmp_path):
         checkpoint.restore(first, template)
 
 
+def _stderr_of_looking_up(env_id: str) -> str:
+    script = ("import sys; sys.stderr = sys.stdout\nfrom offrl.evaluate import registered\n"
+              f"registered({env_id!r})")
+    return run_in_fresh_python(script, dict(os.environ))
+
+
+def test_gymnasium_robotics_notice_shows_for_adroit_ids_only():
+    # its import printed the Adroit reward notice under every error about an unknown id
+    assert "reward functions were updated" not in _stderr_of_looking_up("Hopper-v9")
+    assert "reward functions were updated" in _stderr_of_looking_up("AdroitHandDoor-v1")
+
+
 def test_an_env_that_cannot_be_made_stops_the_run_before_it_starts(pendulum, tmp_path):
     with pytest.raises(ValueError, match=r"--eval_env Pendulum-v99 cannot be made .*registered here"):
         train(td3_bc.make, _config(tmp_path, "--eval_env", "Pendulum-v99"), "td3_bc", show_progress=False)
