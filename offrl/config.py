@@ -267,6 +267,9 @@ def parse_config(config_cls: type[C], algo: str, argv: list[str] | None = None) 
         base = apply(config_cls(), yaml_overrides(algo, target), f"configs/{algo}")
     config = _cli(config_cls, base, argv)
     if first.resume:
+        if first.run_dir and Path(first.run_dir).resolve() != Path(first.resume).resolve():
+            raise ValueError(f"--run_dir {first.run_dir} with --resume {first.resume}: a resumed run goes on in its "
+                             "own directory. Drop --run_dir, or copy the run there and resume the copy to branch it.")
         for key in config.FIXED_ON_RESUME:
             if _meaning(config, key) != _meaning(base, key):
                 raise ValueError(f"--resume {first.resume}: --{key} {getattr(config, key)} differs from the run's "

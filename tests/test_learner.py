@@ -100,6 +100,8 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_run(pendulum, tmp_
     for changed in (["--seeds", "0,1"], ["--reward_transform", "locomotion"], ["--dataset", "offrl/pendulum/x-v0"]):
         with pytest.raises(ValueError, match=f"{changed[0]} {changed[1]} differs from the run's"):
             parse_config(td3_bc.Config, "td3_bc", ["--resume", str(tmp_path / "cut"), *changed])
+    with pytest.raises(ValueError, match="a resumed run goes on in its own directory"):  # was silently ignored
+        parse_config(td3_bc.Config, "td3_bc", ["--resume", str(tmp_path / "cut"), "--run_dir", str(tmp_path / "b")])
     resumed_config = parse_config(td3_bc.Config, "td3_bc",
                                   ["--resume", str(tmp_path / "cut"), "--num_updates", "400", "--seeds", " 0"])
     train(td3_bc.make, resumed_config, "td3_bc", show_progress=False)
