@@ -18,7 +18,7 @@ class TrainingDiverged(RuntimeError):
     """NaN/inf in the state, or a metric beyond the divergence threshold."""
 
 
-USER_ERRORS = (DatasetError, ValueError, FileNotFoundError, FileExistsError, TrainingDiverged)
+USER_ERRORS = (DatasetError, ValueError, FileNotFoundError, FileExistsError, ConnectionError, TrainingDiverged)
 OFFRL_CODE = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "algorithms")
 
 

@@ -304,7 +304,12 @@ def run_ray(runs: list[SweepRun], root: Path, address: str, cpus_per_run: float 
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except ConnectionError as error:
+            raise ConnectionError(f"--ray {address}: no Ray cluster answers there ({error}). Start one (`ray start "
+                                  "--head` on its head node) and pass its address, or use `--ray local` for a "
+                                  "cluster of this machine, or leave --ray out for local workers.") from None
     task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=max_retries)(run_fn)
     return ray.get([task.remote(run, root) for run in runs])
 

@@ -195,6 +195,17 @@ def test_local_workers_are_pinned_to_disjoint_shares_of_the_cpus(tmp_path):
     assert sweep.cpu_shares(len(os.sched_getaffinity(0)) + 1) is None  # more workers than CPUs: left unpinned
 
 
+def test_a_ray_address_nobody_answers_is_named_with_the_fix(tmp_path, monkeypatch):
+    import ray
+
+    def unreachable(address, **kwargs):
+        raise ConnectionError(f"Failed to connect to Ray cluster at {address}")
+
+    monkeypatch.setattr(ray, "init", unreachable)  # what a wrong address gives, without 20 s of retries
+    with pytest.raises(ConnectionError, match=r"--ray 10.0.0.9:6379: no Ray cluster answers there .*ray start --head"):
+        sweep.run_ray([], tmp_path, address="10.0.0.9:6379")
+
+
 def test_ray_runner_matches_the_local_runner_and_survives_a_dying_worker(pendulum, tmp_path):
     import ray
 
