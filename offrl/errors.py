@@ -18,6 +18,11 @@ class TrainingDiverged(RuntimeError):
     """NaN/inf in the state, or a metric beyond the divergence threshold."""
 
 
+class StopRequested(KeyboardInterrupt):
+    """SIGTERM stopped a run after checkpointing its current chunk: handled like a Ctrl-C
+    (where to resume is printed), with the exit status of a terminated process."""
+
+
 USER_ERRORS = (DatasetError, ValueError, FileNotFoundError, FileExistsError, ConnectionError, TrainingDiverged)
 OFFRL_CODE = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "algorithms")
 
@@ -40,10 +45,10 @@ def user_errors_as_messages(enabled: bool = True):
     passed argv from Python), everything raises as usual."""
     try:
         yield
-    except KeyboardInterrupt:  # a user's Ctrl-C: training printed where the run can continue from
+    except KeyboardInterrupt as interrupt:  # a user's Ctrl-C: training printed where the run can continue from
         if not enabled:
             raise
-        raise SystemExit(130) from None
+        raise SystemExit(143 if isinstance(interrupt, StopRequested) else 130) from None
     except USER_ERRORS as error:
         if not enabled or not raised_by_offrl(error):
             raise

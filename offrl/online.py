@@ -46,7 +46,8 @@ from offrl.data.preprocess import Preprocessing
 from offrl.evaluate import flat_observations, make_env, registered, require_fit
 from offrl.learner import Algorithm, init_states, make_train_steps
 from offrl.logging import RunLogger, resolve_wandb_mode
-from offrl.runs import RunResult, check_divergence, closing_run, default_run_dir, evaluate_seeds, open_run_dir
+from offrl.runs import (RunResult, check_divergence, closing_run, default_run_dir, evaluate_seeds, open_run_dir,
+                        stop_if_requested, stop_requested)
 
 
 @dataclass(frozen=True)
@@ -245,10 +246,11 @@ def run_online(algorithm: Algorithm, update: Callable, phase: OnlinePhase, seeds
             logger.log(phase.step_offset + end, metrics, speed)
             carry = {"states": states, "rngs": rngs, "buffers": buffers, "act_keys": act_keys,
                      "env_step": np.int64(end)}
-            if end % phase.checkpoint_every == 0 or end == phase.env_steps:
+            if end % phase.checkpoint_every == 0 or end == phase.env_steps or stop_requested():
                 checkpoint.save(run_dir, phase.step_offset + end, {"carry": carry}, phase.keep_checkpoints)
             if phase.snapshot_every and end % phase.snapshot_every == 0:
                 checkpoint.save_snapshot(run_dir, phase.step_offset + end, states)
+            stop_if_requested(phase.step_offset + end)
     finally:
         envs.close()
     return carry, final_eval

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +16,7 @@ import numpy as np
 from offrl import checkpoint
 from offrl.config import dataset_config_name, read_yaml
 from offrl.data import OfflineDataset, local_fingerprint
-from offrl.errors import TrainingDiverged
+from offrl.errors import StopRequested, TrainingDiverged
 from offrl.evaluate import evaluate_policy, make_policy
 from offrl.learner import seed_slice
 from offrl.logging import read_metrics
@@ -105,13 +107,44 @@ def run_status(run_dir: Path, total_steps: int, seeds: str | None = None) -> str
                           "to train again with these settings.")
 
 
+_stop_signals: list[int] = []  # SIGTERMs received while a run trains
+
+
+@contextlib.contextmanager
+def stopping_on_sigterm():
+    """While training, SIGTERM (a scheduler's preemption, `timeout`, a sweep's deadline) is
+    noted instead of killing the process mid-chunk; the loop checkpoints the chunk it is in,
+    then stops (`stop_if_requested`). A second kind of stop, SIGKILL, still ends it at once.
+    Signal handlers belong to the main thread, so elsewhere SIGTERM keeps its default."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: _stop_signals.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _stop_signals.clear()
+
+
+def stop_requested() -> bool:
+    return bool(_stop_signals)
+
+
+def stop_if_requested(step: int) -> None:
+    """Called after a chunk's checkpoint (which a requested stop makes due)."""
+    if _stop_signals:
+        raise StopRequested(f"SIGTERM: stopped at step {step:,}, checkpointed")
+
+
 @contextlib.contextmanager
 def closing_run(logger, run_dir: Path):
     """Close the run's logger however training ends (a divergence marks its wandb runs failed);
-    after a user's Ctrl-C, say where the run can continue from."""
+    after a user's Ctrl-C or a SIGTERM, say where the run can continue from."""
     interrupted = False
     try:
-        yield
+        with stopping_on_sigterm():
+            yield
     except KeyboardInterrupt:
         interrupted = True
         raise

@@ -47,6 +47,8 @@ from offrl.runs import (
     evaluate_seeds,
     open_run_dir,
     recorded_fingerprint,
+    stop_if_requested,
+    stop_requested,
 )
 from offrl.suite import outdated
 
@@ -203,8 +205,9 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
                                             config.eval_episodes, score_of)
                 metrics.update(final_eval)
             logger.log(end, metrics, speed)
-            if end % config.checkpoint_every == 0 or end == config.num_updates:
+            if end % config.checkpoint_every == 0 or end == config.num_updates or stop_requested():
                 checkpoint.save(run_dir, end, {"carry": carry}, config.keep_checkpoints)
+            stop_if_requested(end)
         if config.online_steps:
             if online is None:
                 states = program.states(carry)

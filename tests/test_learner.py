@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from importlib import metadata
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from offrl.config import parse_config
 from offrl.data import DatasetError, load_dataset, remove_dataset
 from offrl.data.preprocess import Preprocessing
 from offrl.data.scripted import make_pendulum_dataset
-from offrl.errors import TrainingDiverged, user_errors_as_messages
+from offrl.errors import StopRequested, TrainingDiverged, user_errors_as_messages
 from offrl.evaluate import evaluate_policy, make_env, make_policy
 from offrl.logging import RunLogger, read_metrics, resolve_wandb_mode
 from offrl.rl import td_target
@@ -109,6 +110,44 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_run(pendulum, tmp_
     assert run_status(tmp_path / "cut", 400, "0") == "finished" and run_status(tmp_path / "never-ran", 400) == "new"
     with pytest.raises(FileExistsError, match="seeds 0 planned"):
         run_status(tmp_path / "cut", 400, "0,1")
+
+
+_LOG = RunLogger.log
+
+
+def _sigterm_once_logged(monkeypatch, at_step: int | None) -> None:
+    """SIGTERM this process right after the logger writes `at_step`, mid-run, as a scheduler
+    would (None: log as usual)."""
+    def log_then_terminate(self, step, *args, **kwargs):
+        _LOG(self, step, *args, **kwargs)
+        if step == at_step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(RunLogger, "log", log_then_terminate)
+
+
+def test_sigterm_checkpoints_the_chunk_it_ends_and_the_run_resumes_to_the_same_end(pendulum, tmp_path, monkeypatch):
+    full = train(td3_bc.make, _config(tmp_path, name="full"), "td3_bc", show_progress=False)
+    _sigterm_once_logged(monkeypatch, 100)
+    # killed at step 100 with the next checkpoint due at 400, it would have lost those updates
+    with pytest.raises(StopRequested):
+        train(td3_bc.make, _config(tmp_path, "--checkpoint_every", "400", name="cut"), "td3_bc", show_progress=False)
+    assert checkpoint.latest_step(tmp_path / "cut") == 100
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler lives only while training
+    _sigterm_once_logged(monkeypatch, None)
+    train(td3_bc.make, parse_config(td3_bc.Config, "td3_bc", ["--resume", str(tmp_path / "cut")]), "td3_bc",
+          show_progress=False)
+    assert_same_checkpoint(checkpoint.latest(full.run_dir), checkpoint.latest(tmp_path / "cut"))
+    # in the online phase too: the checkpoint holds the replay buffers and the env step reached
+    _sigterm_once_logged(monkeypatch, 400 + 100)
+    online = ["--online_steps", "200", "--online_update_every", "50", "--online_eval_every", "200"]
+    with pytest.raises(StopRequested):
+        train(td3_bc.make, _config(tmp_path, *online, name="online"), "td3_bc", show_progress=False)
+    assert checkpoint.latest_step(tmp_path / "online") == 500
+    _sigterm_once_logged(monkeypatch, None)
+    resumed = train(td3_bc.make, parse_config(td3_bc.Config, "td3_bc", ["--resume", str(tmp_path / "online")]),
+                    "td3_bc", show_progress=False)
+    assert resumed.final_step == 600 and checkpoint.latest_step(tmp_path / "online") == 600
 
 
 def test_a_killed_run_planned_for_the_budget_is_resumable(pendulum, tmp_path):

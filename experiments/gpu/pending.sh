@@ -12,7 +12,8 @@
 #   bench-model-based  GPU speed of the model-based pieces into speed_model_based_gpu.* (issue 5)
 # (the log keeps what a cut-off bench printed)
 # Every step can be cut off and started again: datasets made already are kept, finished runs
-# are skipped and cut-off ones resume from their last checkpoint (at most 10k updates back).
+# are skipped and cut-off ones resume from their last checkpoint: the deadline's SIGTERM lets
+# a run checkpoint the chunk it is in (its 20 s grace, then SIGKILL: at most 10k updates back).
 # So calling the script again on the same machine continues where the last call stopped
 # (a bench starts over).
 # SECONDS is the whole call's budget: the running step is stopped when it is spent, and what
