@@ -34,12 +34,16 @@ than the local datasets now hold (made again since) stops before training and na
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
 import multiprocessing
 import os
+import signal
+import threading
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -47,7 +51,7 @@ from typing import Any, Callable
 import numpy as np
 
 from offrl.config import RunConfig, dataset_config_name, read_yaml
-from offrl.errors import TrainingDiverged
+from offrl.errors import StopRequested, TrainingDiverged
 from offrl.runs import REPO_ROOT, divergence, trained_on_other_data
 
 SWEEP_ROOT = REPO_ROOT / "runs" / "sweeps"
@@ -293,8 +297,37 @@ def run_local(runs: list[SweepRun], root: Path, workers: int,
         for share in shares:
             queue.put(share)
         pinning = {"initializer": _pin_worker, "initargs": (queue,)}
-    with ProcessPoolExecutor(workers, mp_context=context, **pinning) as pool:
-        return list(pool.map(_run_in_worker, runs, [str(root)] * len(runs), [run_fn] * len(runs)))
+    with ProcessPoolExecutor(workers, mp_context=context, **pinning) as pool, forwarding_sigterm(pool) as forwarded:
+        try:
+            return list(pool.map(_run_in_worker, runs, [str(root)] * len(runs), [run_fn] * len(runs)))
+        except BrokenProcessPool:  # a worker between runs has no handler and ends at once: stopped as asked
+            if forwarded:
+                raise StopRequested("SIGTERM: the sweep's workers stopped") from None
+            raise
+
+
+@contextlib.contextmanager
+def forwarding_sigterm(pool: ProcessPoolExecutor):
+    """A SIGTERM to the sweep's driver (`kill PID`, a scheduler) reaches its workers, whose
+    runs then checkpoint their current chunk and stop (offrl.runs.stopping_on_sigterm);
+    before, the driver died and its workers trained on, orphaned, to their runs' ends.
+    Yields a list that holds the signal once one was forwarded."""
+    forwarded: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield forwarded
+        return
+
+    def forward(signum, frame):
+        forwarded.append(signum)
+        for process in list(pool._processes.values()):  # the executor's worker processes
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        yield forwarded
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_ray(runs: list[SweepRun], root: Path, address: str, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,

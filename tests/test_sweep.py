@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -17,8 +19,10 @@ from offrl import sweep
 from offrl.cli import main as cli_main
 from offrl.data import load_dataset
 from offrl.data.scripted import make_pendulum_dataset
+from offrl.errors import StopRequested
 from offrl.logging import read_metrics
 from offrl.report import RunScores, aggregates, find_runs, group, write_report
+from offrl.runs import stop_if_requested, stop_requested, stopping_on_sigterm
 
 DATASET = "offrl/pendulum/sweep-v0"
 TINY = {"num_updates": 200, "log_every": 100, "eval_every": 100, "eval_episodes": 2, "checkpoint_every": 100,
@@ -193,6 +197,35 @@ def test_local_workers_are_pinned_to_disjoint_shares_of_the_cpus(tmp_path):
     assert all(cpus in shares for cpus in cpus_by_worker.values())
     assert len(set(map(tuple, cpus_by_worker.values()))) == len(cpus_by_worker)  # no two workers share a CPU
     assert sweep.cpu_shares(len(os.sched_getaffinity(0)) + 1) is None  # more workers than CPUs: left unpinned
+
+
+def waits_for_sigterm(run, root):
+    """Stands in for training: marks that it started, then stops as a run does on SIGTERM."""
+    with stopping_on_sigterm():
+        (Path(root) / f"{run.name}.started").write_text("")
+        deadline = time.monotonic() + 120
+        while not stop_requested() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (Path(root) / f"{run.name}.stopped").write_text("")
+        stop_if_requested(0)
+    return {"run": run.name}
+
+
+def test_a_sigterm_to_the_sweep_reaches_its_workers(tmp_path):
+    runs = [sweep.SweepRun("stop", "bc", DATASET, (seed,), label=f"s{seed}") for seed in range(2)]
+
+    def terminate_the_driver_once_both_run():
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("*.started"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_the_driver_once_both_run, daemon=True).start()
+    # the driver used to die alone, and its workers trained on to their runs' ends
+    with pytest.raises(StopRequested):
+        sweep.run_local(runs, tmp_path, workers=2, run_fn=waits_for_sigterm)
+    assert sorted(path.name for path in tmp_path.glob("*.stopped")) == [f"{run.name}.stopped" for run in runs]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
 def test_a_ray_address_nobody_answers_is_named_with_the_fix(tmp_path, monkeypatch):
