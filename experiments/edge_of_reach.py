@@ -34,6 +34,7 @@ import yaml  # noqa: E402
 
 from offrl.config import dataset_config_name, parse_config  # noqa: E402
 from offrl.data import read_metadata  # noqa: E402
+from offrl.errors import user_errors_as_messages  # noqa: E402
 from offrl.logging import read_metrics, seed_curves  # noqa: E402
 from offrl.model_based import model_based_program  # noqa: E402
 from offrl.runs import planned_steps, resume_flag, run_status  # noqa: E402
@@ -164,4 +165,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with user_errors_as_messages():  # one line for a user's mistake; a SIGTERM or Ctrl-C stop exits quietly
+        main()

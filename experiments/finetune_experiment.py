@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from offrl.data import load_dataset
+from offrl.errors import user_errors_as_messages
 from offrl.logging import read_metrics, seed_curves
 from offrl.runs import resume_flag, run_status
 from offrl.suite import ensure_dataset
@@ -116,4 +117,5 @@ def main_cli() -> None:
 
 
 if __name__ == "__main__":
-    main_cli()
+    with user_errors_as_messages():  # one line for a user's mistake; a SIGTERM or Ctrl-C stop exits quietly
+        main_cli()

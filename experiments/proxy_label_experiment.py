@@ -34,7 +34,7 @@ from offrl.data import load_dataset, local_dataset_ids, local_fingerprint
 from offrl.data.labels import split_labels
 from offrl.idm import IDMConfig, proxy_label
 from offrl.logging import read_metrics, seed_curves
-from offrl.errors import TrainingDiverged
+from offrl.errors import TrainingDiverged, user_errors_as_messages
 from offrl.runs import divergence, resume_flag, run_status
 from offrl.suite import ensure_dataset
 from offrl.train import REPO_ROOT, algorithm_module, main
@@ -154,4 +154,5 @@ def write_results(args, results: dict) -> str:
     return markdown
 
 if __name__ == "__main__":
-    main_cli()
+    with user_errors_as_messages():  # one line for a user's mistake; a SIGTERM or Ctrl-C stop exits quietly
+        main_cli()
