@@ -32,9 +32,9 @@ import numpy as np
 
 from offrl.data import load_dataset, local_dataset_ids, local_fingerprint
 from offrl.data.labels import split_labels
+from offrl.errors import TrainingDiverged, user_errors_as_messages
 from offrl.idm import IDMConfig, proxy_label
 from offrl.logging import read_metrics, seed_curves
-from offrl.errors import TrainingDiverged, user_errors_as_messages
 from offrl.runs import divergence, resume_flag, run_status
 from offrl.suite import ensure_dataset
 from offrl.train import REPO_ROOT, algorithm_module, main
