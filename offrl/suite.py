@@ -88,7 +88,13 @@ class BehaviorPolicy:
 
     def layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """The actor MLP's (kernel, bias) pairs in float64, read without building the network."""
-        params = serialization.msgpack_restore(self.path.read_bytes())["params"]["MLP_0"]
+        try:
+            params = serialization.msgpack_restore(self.path.read_bytes())["params"]["MLP_0"]
+        except (OSError, ValueError, KeyError, TypeError) as error:  # missing, cut short, or not an actor's weights
+            raise DatasetError(f"{self.path} (the {self.name} policy of the manifest) cannot be read as actor weights "
+                               f"({type(error).__name__}: {error}). Restore it (git checkout datasets/policies for "
+                               "the shipped ones) or rebuild the policies with datasets/make_behavior_policies.py.") \
+                from None
         if set(params) != {f"Dense_{index}" for index in range(len(params))}:
             raise DatasetError(f"{self.path} is not a tanh-Gaussian actor of Dense layers only (its layers: "
                                f"{', '.join(sorted(params))}); rebuild it with datasets/make_behavior_policies.py.")
@@ -158,17 +164,22 @@ def read_manifest(policy_dir: Path = SHIPPED_POLICIES) -> dict[str, SuiteEnv]:
         raise DatasetError(f"No behavior-policy manifest at {path}. Use the shipped policies "
                            "(datasets/policies) or build your own with datasets/make_behavior_policies.py.")
     suite = {}
-    for name, entry in json.loads(path.read_text()).items():
-        policies = {
-            policy["name"]: BehaviorPolicy(
-                env_id=entry["env_id"], name=policy["name"], path=Path(policy_dir) / policy["file"],
-                training_steps=int(policy["training_steps"]), mean_return=float(policy["mean_return"]),
-                hidden_dims=tuple(entry["hidden_dims"]), observation_dim=int(entry["observation_dim"]),
-                action_dim=int(entry["action_dim"]))
-            for policy in entry["policies"]
-        }
-        suite[name] = SuiteEnv(name, entry["env_id"], float(entry["random"]["mean_return"]),
-                               int(entry["warmup_steps"]), policies)
+    try:
+        for name, entry in json.loads(path.read_text()).items():
+            policies = {
+                policy["name"]: BehaviorPolicy(
+                    env_id=entry["env_id"], name=policy["name"], path=Path(policy_dir) / policy["file"],
+                    training_steps=int(policy["training_steps"]), mean_return=float(policy["mean_return"]),
+                    hidden_dims=tuple(entry["hidden_dims"]), observation_dim=int(entry["observation_dim"]),
+                    action_dim=int(entry["action_dim"]))
+                for policy in entry["policies"]
+            }
+            suite[name] = SuiteEnv(name, entry["env_id"], float(entry["random"]["mean_return"]),
+                                   int(entry["warmup_steps"]), policies)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # JSON that does not parse, or lacks a field
+        raise DatasetError(f"{path} is not a behavior-policy manifest offrl can read ({type(error).__name__}: "
+                           f"{error}). Restore it (git checkout datasets/policies for the shipped one) or write it "
+                           "again with datasets/make_behavior_policies.py.") from None
     return suite
 
 
