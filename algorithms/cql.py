@@ -50,6 +50,13 @@ class Config(TrainConfig):
     cal_ql: bool = False  # Cal-QL: policy-action Q-values pushed down no lower than the data's MC returns
     normalize_observations: bool = True
 
+    def validate(self) -> None:
+        super().validate()
+        if self.lagrange and self.target_action_gap <= 0:  # the gap sits above it, so the multiplier only grows
+            raise ValueError(f"--lagrange True with --target_action_gap {self.target_action_gap}: the Lagrange form "
+                             "holds the CQL gap near a positive target; set one, e.g. --target_action_gap 0.8 "
+                             "(Cal-QL's AntMaze setting), or train without --lagrange.")
+
 
 class State(flax.struct.PyTreeNode):
     actor: TrainState

@@ -7,6 +7,7 @@ smaller networks or batches where the published settings would take minutes on 2
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 
@@ -81,6 +82,26 @@ def test_cql_policy_and_temperature_follow_corl():
              "terminals": jnp.zeros(64)}
     trained, _ = cql.make(config, 11, 3).update(state, batch, jax.random.PRNGKey(3), 0)
     assert all(after != before for after, before in zip(scale_and_offset(trained), scale_and_offset(state)))
+
+
+def test_cql_lagrange_multiplier_follows_the_gap_to_its_target():
+    """Lagrange form: alpha' grows while the CQL gap exceeds target_action_gap and shrinks
+    below it; a target at or below 0 (the default, meant for the fixed-alpha form) is refused."""
+    cql = algorithm_module("cql")
+    obs = jax.random.normal(jax.random.PRNGKey(1), (64, 11))
+    batch = {"observations": obs, "actions": jnp.tanh(jax.random.normal(jax.random.PRNGKey(2), (64, 3))),
+             "rewards": jnp.ones(64), "next_observations": obs[::-1], "terminals": jnp.zeros(64)}
+    moves = {}
+    for target in (1e-3, 1e3):
+        config = dataclasses.replace(cql.Config(), lagrange=True, target_action_gap=target)
+        algorithm = cql.make(config, 11, 3)
+        state = algorithm.init(jax.random.PRNGKey(0))
+        trained, metrics = algorithm.update(state, batch, jax.random.PRNGKey(3), 0)
+        assert 1e-3 < float(metrics["cql_gap"]) < 1e3
+        moves[target] = float(trained.log_alpha_prime.params["value"] - state.log_alpha_prime.params["value"])
+    assert moves[1e-3] > 0 > moves[1e3]
+    with pytest.raises(ValueError, match="--lagrange True with --target_action_gap -1.0"):
+        parse_config(cql.Config, "cql", ["--lagrange", "True"])
 
 
 def test_rebrac_bc_term_in_the_critic_target():
