@@ -220,12 +220,13 @@ def test_a_sigterm_to_the_sweep_reaches_its_workers(tmp_path):
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGTERM)
 
+    before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or what an earlier test's ray.init set
     threading.Thread(target=terminate_the_driver_once_both_run, daemon=True).start()
     # the driver used to die alone, and its workers trained on to their runs' ends
     with pytest.raises(StopRequested):
         sweep.run_local(runs, tmp_path, workers=2, run_fn=waits_for_sigterm)
     assert sorted(path.name for path in tmp_path.glob("*.stopped")) == [f"{run.name}.stopped" for run in runs]
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_a_ray_address_nobody_answers_is_named_with_the_fix(tmp_path, monkeypatch):
