@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from offrl import data
-from offrl.errors import USER_ERRORS, StopRequested, print_error, raised_by_offrl
+from offrl.errors import USER_ERRORS, interrupt_exit_status, print_error, raised_by_offrl
 
 console = Console()
 
@@ -366,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: a stopped run has said where to resume
-        return 143 if isinstance(interrupt, StopRequested) else 130
+        return interrupt_exit_status(interrupt)
     except USER_ERRORS as error:
         if not raised_by_offrl(error):
             raise

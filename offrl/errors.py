@@ -19,8 +19,17 @@ class TrainingDiverged(RuntimeError):
 
 
 class StopRequested(KeyboardInterrupt):
-    """SIGTERM stopped a run after checkpointing its current chunk: handled like a Ctrl-C
-    (where to resume is printed), with the exit status of a terminated process."""
+    """SIGTERM or a first Ctrl-C stopped a run after checkpointing its current chunk; args are
+    (message, signal number). Handled like an interrupt (where to resume is printed), with the
+    exit status of a process that signal ended."""
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + int(self.args[1])
+
+
+def interrupt_exit_status(interrupt: KeyboardInterrupt) -> int:
+    return interrupt.exit_status if isinstance(interrupt, StopRequested) else 130  # 130: SIGINT's
 
 
 USER_ERRORS = (DatasetError, ValueError, FileNotFoundError, FileExistsError, ConnectionError, TrainingDiverged)
@@ -48,7 +57,7 @@ def user_errors_as_messages(enabled: bool = True):
     except KeyboardInterrupt as interrupt:  # a user's Ctrl-C: training printed where the run can continue from
         if not enabled:
             raise
-        raise SystemExit(143 if isinstance(interrupt, StopRequested) else 130) from None
+        raise SystemExit(interrupt_exit_status(interrupt)) from None
     except USER_ERRORS as error:
         if not enabled or not raised_by_offrl(error):
             raise

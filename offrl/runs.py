@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -107,23 +108,35 @@ def run_status(run_dir: Path, total_steps: int, seeds: str | None = None) -> str
                           "to train again with these settings.")
 
 
-_stop_signals: list[int] = []  # SIGTERMs received while a run trains
+_stop_signals: list[int] = []  # SIGTERM or SIGINT received while a run trains
+
+
+def _note_stop(signum: int, frame) -> None:
+    if signum == signal.SIGINT and _stop_signals:  # Ctrl-C again: stop now, from the last checkpoint
+        raise KeyboardInterrupt
+    if signum == signal.SIGINT:
+        print("\nCtrl-C: stopping once the current chunk of updates is checkpointed; Ctrl-C again stops now, "
+              "losing the updates since the last checkpoint.", file=sys.stderr, flush=True)
+    _stop_signals.append(signum)
 
 
 @contextlib.contextmanager
-def stopping_on_sigterm():
-    """While training, SIGTERM (a scheduler's preemption, `timeout`, a sweep's deadline) is
-    noted instead of killing the process mid-chunk; the loop checkpoints the chunk it is in,
-    then stops (`stop_if_requested`). A second kind of stop, SIGKILL, still ends it at once.
-    Signal handlers belong to the main thread, so elsewhere SIGTERM keeps its default."""
+def stopping_on_signals():
+    """While training, SIGTERM (a scheduler's preemption, `timeout`, a sweep's deadline) and a
+    first Ctrl-C are noted instead of ending the process mid-chunk: the loop checkpoints the
+    chunk it is in, then stops (`stop_if_requested`), so nothing trained is lost. A second
+    Ctrl-C, or SIGKILL, stops at once. Signal handlers belong to the main thread, so elsewhere
+    (a thread of a caller's) the signals keep their handlers."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: _stop_signals.append(signum))
+    previous = {signum: signal.signal(signum, _note_stop) for signum in (signal.SIGTERM, signal.SIGINT)
+                if signal.getsignal(signum) is not signal.SIG_IGN}  # e.g. SIGINT in a shell's background job
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         _stop_signals.clear()
 
 
@@ -134,16 +147,17 @@ def stop_requested() -> bool:
 def stop_if_requested(step: int) -> None:
     """Called after a chunk's checkpoint (which a requested stop makes due)."""
     if _stop_signals:
-        raise StopRequested(f"SIGTERM: stopped at step {step:,}, checkpointed")
+        signum = _stop_signals[0]
+        raise StopRequested(f"{signal.Signals(signum).name}: stopped at step {step:,}, checkpointed", signum)
 
 
 @contextlib.contextmanager
 def closing_run(logger, run_dir: Path):
     """Close the run's logger however training ends (a divergence marks its wandb runs failed);
-    after a user's Ctrl-C or a SIGTERM, say where the run can continue from."""
+    after a Ctrl-C or a SIGTERM, say where the run can continue from."""
     interrupted = False
     try:
-        with stopping_on_sigterm():
+        with stopping_on_signals():
             yield
     except KeyboardInterrupt:
         interrupted = True

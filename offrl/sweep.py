@@ -302,14 +302,14 @@ def run_local(runs: list[SweepRun], root: Path, workers: int,
             return list(pool.map(_run_in_worker, runs, [str(root)] * len(runs), [run_fn] * len(runs)))
         except BrokenProcessPool:  # a worker between runs has no handler and ends at once: stopped as asked
             if forwarded:
-                raise StopRequested("SIGTERM: the sweep's workers stopped") from None
+                raise StopRequested("SIGTERM: the sweep's workers stopped", signal.SIGTERM) from None
             raise
 
 
 @contextlib.contextmanager
 def forwarding_sigterm(pool: ProcessPoolExecutor):
     """A SIGTERM to the sweep's driver (`kill PID`, a scheduler) reaches its workers, whose
-    runs then checkpoint their current chunk and stop (offrl.runs.stopping_on_sigterm);
+    runs then checkpoint their current chunk and stop (offrl.runs.stopping_on_signals);
     before, the driver died and its workers trained on, orphaned, to their runs' ends.
     Yields a list that holds the signal once one was forwarded."""
     forwarded: list[int] = []

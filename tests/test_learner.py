@@ -115,13 +115,14 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_run(pendulum, tmp_
 _LOG = RunLogger.log
 
 
-def _sigterm_once_logged(monkeypatch, at_step: int | None) -> None:
-    """SIGTERM this process right after the logger writes `at_step`, mid-run, as a scheduler
-    would (None: log as usual)."""
+def _sigterm_once_logged(monkeypatch, at_step: int | None, *signals: int) -> None:
+    """Signal this process (SIGTERM, as a scheduler would, unless `signals` are given) right
+    after the logger writes `at_step`, mid-run (None: log as usual)."""
     def log_then_terminate(self, step, *args, **kwargs):
         _LOG(self, step, *args, **kwargs)
         if step == at_step:
-            os.kill(os.getpid(), signal.SIGTERM)
+            for signum in signals or (signal.SIGTERM,):
+                os.kill(os.getpid(), signum)
 
     monkeypatch.setattr(RunLogger, "log", log_then_terminate)
 
@@ -149,6 +150,19 @@ def test_sigterm_checkpoints_the_chunk_it_ends_and_the_run_resumes_to_the_same_e
     resumed = train(td3_bc.make, parse_config(td3_bc.Config, "td3_bc", ["--resume", str(tmp_path / "online")]),
                     "td3_bc", show_progress=False)
     assert resumed.final_step == 600 and checkpoint.latest_step(tmp_path / "online") == 600
+    # a first Ctrl-C does the same (it used to stop at once, losing the updates since the last
+    # checkpoint); a second one stops at once
+    _sigterm_once_logged(monkeypatch, 300, signal.SIGINT)
+    with pytest.raises(StopRequested) as stopped:
+        train(td3_bc.make, _config(tmp_path, "--checkpoint_every", "400", name="ctrl-c"), "td3_bc",
+              show_progress=False)
+    assert stopped.value.exit_status == 130 and checkpoint.latest_step(tmp_path / "ctrl-c") == 300
+    _sigterm_once_logged(monkeypatch, 300, signal.SIGINT, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train(td3_bc.make, _config(tmp_path, "--checkpoint_every", "400", name="twice"), "td3_bc",
+              show_progress=False)
+    assert not isinstance(stopped.value, StopRequested) and checkpoint.latest_step(tmp_path / "twice") is None
+    _sigterm_once_logged(monkeypatch, None)
 
 
 def test_a_killed_run_planned_for_the_budget_is_resumable(pendulum, tmp_path):

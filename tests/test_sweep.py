@@ -22,7 +22,7 @@ from offrl.data.scripted import make_pendulum_dataset
 from offrl.errors import StopRequested
 from offrl.logging import read_metrics
 from offrl.report import RunScores, aggregates, find_runs, group, write_report
-from offrl.runs import stop_if_requested, stop_requested, stopping_on_sigterm
+from offrl.runs import stop_if_requested, stop_requested, stopping_on_signals
 
 DATASET = "offrl/pendulum/sweep-v0"
 TINY = {"num_updates": 200, "log_every": 100, "eval_every": 100, "eval_episodes": 2, "checkpoint_every": 100,
@@ -201,7 +201,7 @@ def test_local_workers_are_pinned_to_disjoint_shares_of_the_cpus(tmp_path):
 
 def waits_for_sigterm(run, root):
     """Stands in for training: marks that it started, then stops as a run does on SIGTERM."""
-    with stopping_on_sigterm():
+    with stopping_on_signals():
         (Path(root) / f"{run.name}.started").write_text("")
         deadline = time.monotonic() + 120
         while not stop_requested() and time.monotonic() < deadline:
