@@ -73,6 +73,8 @@ def latest_step(run_dir: Path) -> int | None:
 def read(path: Path) -> dict[str, Any]:
     """A checkpoint's saved tree (nested dicts of arrays), or an error naming the damage and the fix."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {path}: pass a file from the run's checkpoints/ folder.")
     try:
         return serialization.msgpack_restore(path.read_bytes())
     except ValueError as error:  # cut short or overwritten: not a file this code wrote whole

@@ -380,6 +380,8 @@ def test_a_damaged_checkpoint_names_the_one_to_resume_from(tmp_path):
     first.write_bytes(b"")
     with pytest.raises(ValueError, match="no earlier checkpoint remains; start a new run"):
         checkpoint.restore(first, template)
+    with pytest.raises(FileNotFoundError, match="No checkpoint at .*: pass a file from the run's checkpoints/"):
+        checkpoint.restore(tmp_path / "step_000000030.msgpack", template)  # e.g. `offrl evaluate --checkpoint`
 
 
 def _stderr_of_looking_up(env_id: str) -> str:
