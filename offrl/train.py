@@ -282,7 +282,12 @@ def load_policy(run_dir: str | Path, seed_index: int = 0) -> Callable[[np.ndarra
 
     Restores the run's latest checkpoint and applies its recorded preprocessing. An env with
     Dict or Tuple observations gives them flat: wrap it in `offrl.evaluate.flat_observations`."""
-    algorithm, states, preprocessing, _ = restore_run(run_dir)
+    algorithm, states, preprocessing, config = restore_run(run_dir)
+    count = len(jax.tree.leaves(states)[0])  # seeds, times the hyperparameter points of a packed run
+    if not 0 <= seed_index < count:
+        raise ValueError(f"seed_index {seed_index}: {run_dir} holds {count} policies (seeds {config.seeds}"
+                         f"{', for each packed point' if count > len(config.seed_list()) else ''}); pass an index "
+                         f"from 0 to {count - 1}.")
     return make_policy(algorithm.act, seed_slice(states, seed_index), preprocessing)
 
 

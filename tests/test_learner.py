@@ -79,6 +79,8 @@ def test_td3_bc_beats_the_random_policy_and_the_data(pendulum, tmp_path):
     policy = load_policy(result.run_dir)
     action = policy(np.array([[1.0, 0.0, 0.0]], np.float32))
     assert action.shape == (1, 1) and np.all(np.abs(action) <= 2.0)
+    with pytest.raises(ValueError, match="seed_index 1: .* holds 1 policies \\(seeds 0\\); pass an index from 0 to 0"):
+        load_policy(result.run_dir, seed_index=1)  # was numpy's IndexError
 
 
 def test_same_seed_same_metrics_and_seeds_run_side_by_side(pendulum, tmp_path):
