@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from offrl import data
+from offrl.config import is_seed
 from offrl.errors import USER_ERRORS, interrupt_exit_status, print_error, raised_by_offrl
 
 console = Console()
@@ -220,9 +221,9 @@ def positive_int(text: str) -> int:
 
 
 def seed_int(text: str) -> int:
-    """argparse type of seeds: numpy's generators take [0, 2^32) and fail on others deep in a command."""
+    """argparse type of seeds."""
     value = _whole_number(text)
-    if not 0 <= value < 2**32:
+    if not is_seed(value):
         raise argparse.ArgumentTypeError(f"{value}: a seed must be in [0, 2^32)")
     return value
 

@@ -24,6 +24,11 @@ CONFIG_ROOT = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 C = TypeVar("C")
 
 
+def is_seed(value: int) -> bool:
+    """numpy's and JAX's seed range, [0, 2^32): other seeds fail deep in a run or command."""
+    return 0 <= value < 2**32
+
+
 @dataclass
 class RunConfig:
     """What every run shares: seeds, batches, evaluation, logging, checkpoints."""
@@ -49,7 +54,7 @@ class RunConfig:
         except ValueError:
             raise ValueError(f"--seeds {self.seeds}: seeds are integers separated by commas, e.g. --seeds 0,1,2") \
                 from None
-        if any(not 0 <= seed < 2**32 for seed in seeds):  # numpy's and JAX's seed range
+        if not all(map(is_seed, seeds)):
             raise ValueError(f"--seeds {self.seeds}: each seed must be in [0, 2^32).")
         if len(set(seeds)) < len(seeds):  # two copies of one seed train the same numbers twice
             raise ValueError(f"--seeds {self.seeds}: a seed is repeated; list each seed once.")
@@ -161,7 +166,7 @@ SETTING_RANGES = {
     "temperature": POSITIVE,
     "divergence_threshold": POSITIVE,
     "reward_threshold": ("in [0, 1], a discriminator's probability", lambda value: 0.0 <= value <= 1.0),
-    "dynamics_seed": ("in [0, 2^32)", lambda value: 0 <= value < 2**32),
+    "dynamics_seed": ("in [0, 2^32)", is_seed),
     **{name: ("at least 0", lambda value: value >= 0.0) for name in (
         "alpha", "beta", "max_weight", "cql_alpha", "actor_bc_coef", "critic_bc_coef", "eta", "penalty_coef",
         "policy_noise", "noise_clip", "exploration_noise", "softmax_temperature", "online_alpha_end", "bc_steps")},

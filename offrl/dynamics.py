@@ -104,6 +104,14 @@ class DynamicsModel(flax.struct.PyTreeNode):
     hidden_dims: tuple[int, ...] = flax.struct.field(pytree_node=False)
 
     @property
+    def observation_dim(self) -> int:
+        return self.target_mean.shape[-1] - 1  # it predicts (next_obs - obs, reward)
+
+    @property
+    def action_dim(self) -> int:
+        return self.input_mean.shape[-1] - self.observation_dim  # from (obs, action)
+
+    @property
     def network(self) -> GaussianEnsemble:
         return GaussianEnsemble(self.num_members, self.target_mean.shape[-1], self.hidden_dims)
 

@@ -244,12 +244,11 @@ def dynamics_for(config: ModelBasedConfig, dataset: OfflineDataset, data, run_di
     if config.dynamics:
         given = load_dynamics(config.dynamics)
         obs_dim, action_dim = data["observations"].shape[1], data["actions"].shape[1]
-        model_obs_dim = given.target_mean.shape[-1] - 1  # it predicts (next_obs - obs, reward)
-        if (model_obs_dim, given.input_mean.shape[-1] - model_obs_dim) != (obs_dim, action_dim):
-            raise ValueError(f"--dynamics {config.dynamics} models {model_obs_dim}-dim observations and "
-                             f"{given.input_mean.shape[-1] - model_obs_dim}-dim actions, {dataset.metadata.dataset_id} "
-                             f"has {obs_dim} and {action_dim}: pass an ensemble trained on this data, or leave "
-                             "--dynamics empty to train one.")
+        if (given.observation_dim, given.action_dim) != (obs_dim, action_dim):
+            raise ValueError(f"--dynamics {config.dynamics} models {given.observation_dim}-dim observations and "
+                             f"{given.action_dim}-dim actions, {dataset.metadata.dataset_id} has {obs_dim} and "
+                             f"{action_dim}: pass an ensemble trained on this data, or leave --dynamics empty to "
+                             "train one.")
         return given
     arrays = {key: np.asarray(data[key]) for key in ("observations", "actions", "next_observations", "rewards")}
     dynamics_config = DynamicsConfig(max_epochs=config.dynamics_max_epochs, seed=config.dynamics_seed)

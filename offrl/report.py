@@ -82,15 +82,13 @@ class RunScores:
         return [max(score for _, score in curve) for curve in self.curves.values() if curve]
 
 
-def run_dirs(paths: list[Path]) -> list[Path]:
-    """Every run directory under `paths` that has logged metrics."""
-    return [run_json.parent for root in paths for run_json in sorted(Path(root).rglob("run.json"))
-            if (run_json.parent / "metrics.jsonl").is_file()]
-
-
-def find_runs(paths: list[Path]) -> list[RunScores]:
+def find_runs(paths: list[Path]) -> tuple[list[RunScores], list[Path]]:
+    """The evaluated runs under `paths` (one entry per packed point), and the run directories
+    that logged metrics but no evaluation scores."""
     runs, unscored = [], []
-    for run_dir in run_dirs(paths):
+    run_dirs = [run_json.parent for root in paths for run_json in sorted(Path(root).rglob("run.json"))
+                if (run_json.parent / "metrics.jsonl").is_file()]
+    for run_dir in run_dirs:
         meta = json.loads((run_dir / "run.json").read_text())
         planned = planned_steps(run_dir) if (run_dir / "config.yaml").is_file() else None
         rows = [row for row in read_metrics(run_dir) if SCORE in row]
@@ -111,7 +109,7 @@ def find_runs(paths: list[Path]) -> list[RunScores]:
                  "their first evaluation." if unscored else "")
         raise FileNotFoundError(f"No runs with normalized evaluation scores under {', '.join(map(str, paths))}."
                                 + found)
-    return runs
+    return runs, unscored
 
 
 # `offrl sweep --seed-per-run` names a point's runs <name>_s<seed> (or <name>,s<seed> after a label)
@@ -234,7 +232,7 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
     from rliable import library as rly
     from rliable import plot_utils
 
-    runs = find_runs(paths)
+    runs, unscored = find_runs(paths)
     copies = mark_other_data(runs)
     groups = group(runs, by_run)
     out = Path(out or paths[0])
@@ -249,8 +247,6 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
 
     lines = ["# Report", "", f"{len(runs)} runs under {', '.join(map(str, paths))}. Normalized scores "
              "(0 = random, 100 = expert), mean ± std over seeds.", ""]
-    scored = {run.run_dir for run in runs}
-    unscored = [run_dir for run_dir in run_dirs(paths) if run_dir not in scored]
     if unscored:  # said, so that a table without them is not read as all there is
         lines += [f"Left out, without evaluation scores (no eval env or reference scores, or stopped before the "
                   f"first evaluation): {', '.join(str(run_dir) for run_dir in unscored)}.", ""]

@@ -129,7 +129,7 @@ def test_seed_per_run_splits_runs_that_reports_pool_again(pendulum, tmp_path):
     assert cli_main(["sweep", str(spec_file(tmp_path, seeds=[0, 1])), "--root", str(root), "--seed-per-run",
                      "--workers", "2"]) == 0
     assert sorted(path.name for path in (root / "tiny").iterdir()) == ["bc_pendulum-sweep_s0", "bc_pendulum-sweep_s1"]
-    groups = group(find_runs([root]), by_run=True)
+    groups = group(find_runs([root])[0], by_run=True)
     assert list(groups) == [("bc [bc_pendulum-sweep]", DATASET)]
     assert sorted(seed for run in groups[("bc [bc_pendulum-sweep]", DATASET)] for seed in run.curves) == [0, 1]
 
