@@ -61,8 +61,13 @@ def test_download_without_network_says_so(monkeypatch):
 
 
 def test_malformed_id_is_explained():
-    with pytest.raises(DatasetError, match="with a version at the end"):
-        load_dataset("hopper-medium")
+    with pytest.raises(DatasetError, match="with a version at the end") as error:
+        load_dataset("hopper/medium")
+    assert "Did you mean" not in str(error.value)
+    # the experiment scripts' short names get the full ids they stand for
+    with pytest.raises(DatasetError, match="Did you mean the suite's 'offrl/hopper/medium-replay-v0' or D4RL's "
+                       "'d4rl/hopper/medium-replay-v2'"):
+        load_dataset("hopper-medium-replay")
 
 
 def test_truncated_hdf5_is_reported_as_corrupt(tmp_path, minari_store):

@@ -59,11 +59,18 @@ SUITE_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 SUITE_ID = re.compile(rf"offrl/(?P<env>[A-Za-z0-9_]+)/(?P<kind>{'|'.join(map(re.escape, SUITE_KINDS))})-v0")
 
 
+SUITE_SHORT_NAME = re.compile(rf"(?P<env>[A-Za-z0-9_]+)-(?P<kind>{'|'.join(map(re.escape, SUITE_KINDS))})")
+
+
 def _check_id(dataset_id: str) -> None:
     if not DATASET_ID.fullmatch(dataset_id):
+        # the experiment scripts' short names (hopper-medium) are what a user is likely to try
+        short = SUITE_SHORT_NAME.fullmatch(dataset_id)
+        hint = (f" Did you mean the suite's 'offrl/{short['env']}/{short['kind']}-v0' or D4RL's "
+                f"'d4rl/{short['env']}/{short['kind']}-v2'?" if short else "")
         raise DatasetError(
             f"'{dataset_id}' is not a valid dataset id: ids are 'namespace/env/name-vN' with a "
-            "version at the end, e.g. 'd4rl/hopper/medium-v2'."
+            f"version at the end, e.g. 'd4rl/hopper/medium-v2'.{hint}"
         )
 
 
