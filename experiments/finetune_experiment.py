@@ -10,6 +10,9 @@ of the offline phase, at the end of fine-tuning, and the dip: the lowest score o
 first `--dip-window` online env steps, minus the offline score. Results go to
 experiments/results/<out>.json and <out>.md (`--out`, default finetune); runs to runs/finetune/<dataset>/<agent>/,
 where a finished run is reused on the next call and a killed one resumes (`--runs` moves them).
+`--include FILE.json` adds the agents of an earlier results file of the same dataset and budget
+to the table and to the plot (<out>.png: mean score over seeds against online env steps, the
+seeds' range shaded), so agents trained in separate calls are reported together.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure  # no pyplot: nothing here needs a display backend
 
 from offrl.data import load_dataset
 from offrl.errors import user_errors_as_messages
@@ -68,6 +72,9 @@ def main_cli() -> None:
                         "<runs>/<dataset>/<agent>), relative to the repository")
     parser.add_argument("--out", default="finetune", help="results file name under experiments/results/, "
                         "without extension")
+    parser.add_argument("--include", nargs="*", default=[], metavar="FILE",
+                        help="earlier results files (.json) of the same dataset and budget whose agents join the "
+                        "table and the plot")
     args = parser.parse_args()
     chosen = args.agents.split(",")
     overrides = {"cql": args.cql_overrides.split(), "rebrac": args.rebrac_overrides.split()}
@@ -95,8 +102,33 @@ def main_cli() -> None:
         results[name] = {"offline": offline, "final": final, "dip": dips, "curves": curves}
     if "sac" in chosen:
         results["sac from scratch"] = sac_from_scratch(dataset_id, args, runs)
+    for path in args.include:
+        results = {**included_results(Path(path), args), **results}
+    order = [*AGENTS, "sac from scratch"]
+    results = dict(sorted(results.items(), key=lambda item: order.index(item[0])))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.out}.json").write_text(json.dumps({"dataset": dataset_id, **vars(args), "results": results}))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({**vars(args), "dataset_id": dataset_id, "results": results}))
+    lines = report_lines(args, chosen, overrides, results)
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    plot_curves(results, args, dataset_id).savefig(RESULTS / f"{args.out}.png", dpi=100, bbox_inches="tight")
+    print("\n".join(lines))
+
+
+def included_results(path: Path, args) -> dict:
+    """The agents of an earlier results file, which must share this call's dataset, budget and dip window."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--include {path}: cannot be read as a results file ({error}).") from None
+    for key in ("dataset", "offline_updates", "online_steps", "dip_window"):
+        value = getattr(args, key)
+        if earlier.get(key) != value:
+            raise ValueError(f"--include {path}: its {key} is {earlier.get(key)!r}, this call's {value!r}; "
+                             "only results of the same dataset, budget and dip window are reported together.")
+    return earlier["results"]
+
+
+def report_lines(args, chosen: list[str], overrides: dict, results: dict) -> list[str]:
     cell = lambda values: f"{np.mean(values):.1f} ± {np.std(values):.1f}"  # noqa: E731
     lines = ["# Offline-to-online fine-tuning (issue 7)", "",
              f"Command: `python experiments/finetune_experiment.py --dataset {args.dataset} --offline-updates "
@@ -106,14 +138,33 @@ def main_cli() -> None:
              + (f" --agents {args.agents}" if set(chosen) != {*AGENTS, "sac"} else "")
              + (f" --runs {args.runs}" if args.runs != "runs/finetune" else "")
              + (f" --out {args.out}" if args.out != "finetune" else "")
+             + "".join(f" --include {path}" for path in args.include)
              + "`. Normalized scores, "
              f"mean ± std over seeds; dip = lowest score in the first {args.dip_window:,} online steps minus the "
              "offline score.", "", "| agent | offline | after fine-tuning | dip |", "|---|---|---|---|"]
     for name, entry in results.items():
         lines.append(f"| {name} | {cell(entry['offline']) if 'offline' in entry else '–'} | {cell(entry['final'])} | "
                      f"{cell(entry['dip']) if 'dip' in entry else '–'} |")
-    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return lines
+
+
+def plot_curves(results: dict, args, dataset_id: str) -> Figure:
+    """Mean normalized score over seeds against online env steps (0: the switch; the
+    pre-trained agents' offline score sits there), the seeds' range shaded."""
+    figure = Figure(figsize=(7, 4))
+    axis = figure.subplots()
+    for name, entry in results.items():
+        # the agents' steps count offline updates first; SAC's are env steps from the start
+        offset = 0 if "offline" not in entry else args.offline_updates
+        steps = np.array([step for step, _ in next(iter(entry["curves"].values()))]) - offset
+        scores = np.array([[score for _, score in curve] for curve in entry["curves"].values()])
+        axis.plot(steps, scores.mean(axis=0), marker="o", markersize=3, label=name)
+        axis.fill_between(steps, scores.min(axis=0), scores.max(axis=0), alpha=0.2)
+    axis.axvline(0, color="grey", linestyle="--", linewidth=1)
+    axis.set(xlabel="online env steps", ylabel="normalized score",
+             title=f"{dataset_id}: {args.offline_updates:,} offline updates, then online")
+    axis.legend(fontsize=8)
+    return figure
 
 
 if __name__ == "__main__":

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -158,3 +163,38 @@ def test_fine_tuning_without_an_env_is_refused_before_the_offline_phase(tmp_path
     with pytest.raises(DatasetError, match="names no Gymnasium env to fine-tune in; pass --online_env"):
         train(algorithm_module("iql").make, config, "iql", show_progress=False)
     assert not (tmp_path / "iql").exists()  # refused before any offline update, not after them
+
+
+def _finetune_experiment():
+    path = Path(__file__).resolve().parents[1] / "experiments" / "finetune_experiment.py"
+    spec = importlib.util.spec_from_file_location("finetune_experiment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_finetune_results_of_separate_calls_join_one_table_and_plot(tmp_path):
+    experiment = _finetune_experiment()
+    args = argparse.Namespace(dataset="hopper-medium-replay", offline_updates=100, online_steps=20, dip_window=10)
+    curves = {"0": [[100, 10.0], [110, 4.0], [120, 30.0]], "1": [[100, 12.0], [110, 8.0], [120, 40.0]]}
+    earlier = {**vars(args), "results": {"iql": {"offline": [10.0, 12.0], "final": [30.0, 40.0], "dip": [-6.0, -4.0],
+                                                 "curves": curves},
+                                         "sac from scratch": {"final": [5.0], "curves": {"0": [[10, 2.0], [20, 5.0]]}}}}
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    included = experiment.included_results(tmp_path / "earlier.json", args)
+    assert set(included) == {"iql", "sac from scratch"}
+    lines = experiment.report_lines(argparse.Namespace(**vars(args), eval_every=10, seeds="0,1", agents="iql",
+                                                       runs="runs/finetune", out="x", include=["earlier.json"]),
+                                    ["iql"], {}, included)
+    assert "| iql | 11.0 ± 1.0 | 35.0 ± 5.0 | -5.0 ± 1.0 |" in lines and "--include earlier.json" in lines[2]
+    axis = experiment.plot_curves(included, args, "offrl/hopper/medium-replay-v0").axes[0]
+    iql_line, sac_line = axis.get_lines()[:2]
+    # the agent's curve starts at the switch (its offline score), SAC's at its first env steps
+    assert list(iql_line.get_xdata()) == [0, 10, 20] and list(iql_line.get_ydata()) == [11.0, 6.0, 35.0]
+    assert list(sac_line.get_xdata()) == [10, 20]
+    for key, value in (("offline_updates", 200), ("dip_window", 5), ("dataset", "walker2d-medium-replay")):
+        with pytest.raises(ValueError, match=f"its {key} is"):
+            experiment.included_results(tmp_path / "earlier.json", argparse.Namespace(**{**vars(args), key: value}))
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ValueError, match="cannot be read as a results file"):
+        experiment.included_results(tmp_path / "broken.json", args)
