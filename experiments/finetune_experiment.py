@@ -161,7 +161,7 @@ def plot_curves(results: dict, args, dataset_id: str) -> Figure:
         axis.plot(steps, scores.mean(axis=0), marker="o", markersize=3, label=name)
         axis.fill_between(steps, scores.min(axis=0), scores.max(axis=0), alpha=0.2)
     axis.axvline(0, color="grey", linestyle="--", linewidth=1)
-    axis.set(xlabel="online env steps", ylabel="normalized score",
+    axis.set(xlabel="online env steps", ylabel="normalized score (mean, seeds' range shaded)",
              title=f"{dataset_id}: {args.offline_updates:,} offline updates, then online")
     axis.legend(fontsize=8)
     return figure
