@@ -252,6 +252,7 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
                   f"first evaluation): {', '.join(str(run_dir) for run_dir in unscored)}.", ""]
     reference = reference or {}
     data_scores = {dataset: dataset_score(dataset, runs) for dataset in datasets}
+    bracketed = False
     for kind in ("final", "best"):
         lines += [f"## {kind} score", "", "| dataset | data | " + " | ".join(algorithms) + " |",
                   "|---|---|" + "---|" * len(algorithms)]
@@ -271,11 +272,14 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
                     cell += " on other data"
                 if name in published:
                     cell += f" [{published[name]}]"
+                    bracketed = True
                 cells.append(cell)
             lines.append(f"| {dataset} | {data_scores[dataset]} | " + " | ".join(cells) + " |")
         lines.append("")
-    if reference:
+    if bracketed:
         lines += ["Published scores in brackets (--reference): a check of ordering and magnitude only.", ""]
+    elif reference:
+        lines += ["--reference holds no published score for these algorithms and datasets.", ""]
     if any(not run.finished for run in runs):
         lines += ["Entries marked 'at N of M' stopped before their budget: their scores are at the "
                   "last evaluation, and the aggregates leave them out.", ""]

@@ -281,7 +281,10 @@ def test_report_tables_aggregates_and_plots(pendulum, tmp_path):
     report = write_report([tmp_path / "runs"], reference={"pendulum-sweep": {"td3_bc": 50.0}})
     text = report.read_text()
     assert "| bc |" in text and "| td3_bc |" in text and "IQM" in text
-    assert "(n=2)" in text and "[50.0]" in text
+    assert "(n=2)" in text and "[50.0]" in text and "Published scores in brackets" in text
+    unmatched = write_report([tmp_path / "runs"], out=tmp_path / "unmatched", reference={"other": {"td3_bc": 1.0}})
+    assert "--reference holds no published score" in unmatched.read_text()
+    assert "brackets" not in unmatched.read_text()
     data_score = load_dataset(DATASET).summary()["normalized_return_mean"]
     assert f"| {DATASET} | {data_score:.1f} |" in text
     for name in ("learning_curves.png", "aggregates.png", "performance_profile.png", "report.json"):
