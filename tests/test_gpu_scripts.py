@@ -22,8 +22,8 @@ def test_pending_runs_its_steps_in_order_and_stops_at_the_budget(tmp_path):
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - began < 40  # the first step was stopped at the budget, not left to run
     assert calls.read_text().splitlines() == [
-        "experiments/finetune_experiment.py --agents rebrac,cql,cql+cal-ql --runs runs/finetune_100k "
-        "--out finetune_rebrac_cql_100k"]
+        "experiments/finetune_experiment.py --agents cql,cql+cal-ql --runs runs/finetune_100k "
+        "--out finetune_100k --include experiments/results/finetune_100k.json"]
     log = (out / "pending.log").read_text()
     assert "== finetune: exit cut off at the deadline" in log
     assert "== bench: not started, the budget is spent" in log

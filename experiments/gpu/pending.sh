@@ -7,7 +7,8 @@
 #                 (issue 3, which waits for nothing else; a few minutes)
 #   datasets      the five quality-table datasets, 1M steps each (issue 4)
 #   cql-quality   CQL on them, 100k updates, 3 seeds per run (issue 4)
-#   finetune      ReBRAC, CQL and Cal-QL, 100k offline updates + 100k env steps (issue 7)
+#   finetune      CQL and Cal-QL, 100k offline updates + 100k env steps, joining IQL's, ReBRAC's
+#                 and SAC's CPU rows in finetune_100k.* (issue 7)
 #   model-based   RAVL and MOREC on three of them (issue 5; needs walker2d-medium-replay)
 #   bench-model-based  GPU speed of the model-based pieces into speed_model_based_gpu.* (issue 5)
 # (the log keeps what a cut-off bench printed)
@@ -52,8 +53,8 @@ for name in $steps; do
         datasets) step datasets $offrl datasets generate hopper-medium hopper-medium-replay halfcheetah-medium \
             walker2d-medium walker2d-medium-replay --missing --workers "$workers" ;;
         cql-quality) step cql-quality $offrl sweep experiments/sweeps/quality.yaml --algorithms cql --workers 2 ;;
-        finetune) step finetune "$python" experiments/finetune_experiment.py --agents rebrac,cql,cql+cal-ql \
-            --runs runs/finetune_100k --out finetune_rebrac_cql_100k ;;
+        finetune) step finetune "$python" experiments/finetune_experiment.py --agents cql,cql+cal-ql \
+            --runs runs/finetune_100k --out finetune_100k --include experiments/results/finetune_100k.json ;;
         model-based) step model-based $offrl sweep experiments/sweeps/model_based.yaml --workers 2 ;;
         bench) step bench "$python" experiments/bench_speed.py --algos td3_bc,iql,rebrac,cql,sac,bc \
                    --seeds 1,3 --rounds 1 --chunk-scale 10 --out speed_gpu ;;
@@ -65,7 +66,7 @@ for name in $steps; do
 done
 
 results=$(ls -d runs/sweeps/quality runs/sweeps/model-based runs/finetune_100k \
-    experiments/results/finetune_rebrac_cql_100k.* experiments/results/speed*_gpu.* 2>/dev/null)
+    experiments/results/finetune_100k.* experiments/results/speed*_gpu.* 2>/dev/null)
 if [[ -n $results ]]; then
     tar czf "$out/pending.tar.gz" --exclude=checkpoints --exclude=snapshots --exclude=wandb \
         --exclude='*.msgpack' $results
