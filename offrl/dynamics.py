@@ -21,6 +21,7 @@ bitwise equal to an uninterrupted one.
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,6 +37,7 @@ import optax
 from flax import serialization
 
 from offrl.checkpoint import write_atomically
+from offrl import nets
 from offrl.nets import MLP, Dense
 
 
@@ -264,6 +266,16 @@ def train_dynamics(data: dict[str, np.ndarray], config: DynamicsConfig = Dynamic
     if progress is not None:
         progress.unlink(missing_ok=True)
     return model, report
+
+
+def training_code() -> str:
+    """The source of everything a trained ensemble's parameters, statistics and elites depend
+    on, for the fingerprints of shared ensembles (offrl.model_based): an edit here trains new
+    ensembles; edits elsewhere (rollouts, messages, properties) keep the trained ones, which
+    take hours to train again on a CPU."""
+    return "\n".join(inspect.getsource(piece) for piece in (
+        model_inputs_targets, GaussianMLP, GaussianEnsemble, gaussian_nll, train_dynamics,
+        nets.Dense, nets.dense.fun, nets.dense_forward, nets.dense_backward))
 
 
 def _save_progress(path: Path, carry, history: list[list[float]], seconds: float) -> None:

@@ -44,6 +44,7 @@ from offrl.dynamics import (
     save_dynamics,
     train_dynamics,
     train_termination_classifier,
+    training_code,
 )
 from offrl.learner import Algorithm, all_finite, init_states, scan_updates
 from offrl.runs import REPO_ROOT
@@ -199,10 +200,10 @@ def dynamics_cache() -> Path:
 
 def dynamics_fingerprint(arrays: dict[str, np.ndarray], config: DynamicsConfig) -> str:
     """What a trained ensemble depends on: the training data, the settings, and the code and
-    jax version that trained it (so an edited dynamics.py or nets.py trains a new one)."""
+    jax version that trained it (an edit to the training code, dynamics.training_code, trains
+    a new one)."""
     digest = hashlib.sha256(json.dumps([asdict(config), jax.__version__]).encode())
-    for source in ("dynamics.py", "nets.py"):
-        digest.update((Path(__file__).parent / source).read_bytes())
+    digest.update(training_code().encode())
     for key in sorted(arrays):
         digest.update(key.encode() + np.ascontiguousarray(arrays[key]).tobytes())
     return digest.hexdigest()[:16]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import assert_same_checkpoint, linear_system
 
-from offrl import checkpoint, model_based
+from offrl import checkpoint, dynamics, model_based
 from offrl.buffer import ReplayBuffer, mixed_sample
 from offrl.config import parse_config
 from offrl.data import fit_preprocessing, load_dataset
@@ -381,3 +381,19 @@ def test_the_true_simulator_stands_in_for_the_model_inside_the_compiled_loop(tmp
     assert {row["seed"] for row in rows} == {0, 1}
     # random-action starts: Hopper falls within few steps, so some rollouts end early
     assert all(0.0 < row["model/valid_fraction"] < 1.0 and row["model/uncertainty"] == 0.0 for row in rows)
+
+
+def test_shared_ensembles_are_trained_again_only_when_their_training_code_changes(monkeypatch):
+    arrays, config = linear_system(300), DynamicsConfig(max_epochs=1)
+    fingerprint = model_based.dynamics_fingerprint(arrays, config)
+    code = dynamics.training_code()
+    # what training runs is in it; helpers used only after training (rollouts, loading) are not
+    for name in ("def train_dynamics", "class GaussianMLP", "def gaussian_nll", "class Dense", "def dense_backward"):
+        assert name in code
+    for name in ("def load_dynamics", "def observation_dim", "def mopo_uncertainty"):
+        assert name not in code
+    monkeypatch.setattr(model_based, "training_code", lambda: code.replace("0.99 * best_mse", "0.98 * best_mse"))
+    assert model_based.dynamics_fingerprint(arrays, config) != fingerprint
+    monkeypatch.undo()
+    assert model_based.dynamics_fingerprint(arrays, config) == fingerprint
+    assert model_based.dynamics_fingerprint(arrays, DynamicsConfig(max_epochs=2)) != fingerprint
