@@ -125,7 +125,8 @@ def included_results(path: Path, args) -> dict:
         if earlier.get(key) != value:
             raise ValueError(f"--include {path}: its {key} is {earlier.get(key)!r}, this call's {value!r}; "
                              "only results of the same dataset, budget and dip window are reported together.")
-    return earlier["results"]
+    # each row remembers the call that trained it, through any number of includes
+    return {name: {"from": str(path), **entry} for name, entry in earlier["results"].items()}
 
 
 def report_lines(args, chosen: list[str], overrides: dict, results: dict) -> list[str]:
@@ -145,6 +146,13 @@ def report_lines(args, chosen: list[str], overrides: dict, results: dict) -> lis
     for name, entry in results.items():
         lines.append(f"| {name} | {cell(entry['offline']) if 'offline' in entry else '–'} | {cell(entry['final'])} | "
                      f"{cell(entry['dip']) if 'dip' in entry else '–'} |")
+    sources = {entry["from"]: [] for entry in results.values() if "from" in entry}
+    for name, entry in results.items():
+        if "from" in entry:
+            sources[entry["from"]].append(name)
+    if sources:
+        lines += ["", "Rows of earlier calls: " + "; ".join(f"{', '.join(names)} from {source}"
+                                                          for source, names in sources.items()) + "."]
     return lines
 
 

@@ -187,6 +187,10 @@ def test_finetune_results_of_separate_calls_join_one_table_and_plot(tmp_path):
                                                        runs="runs/finetune", out="x", include=["earlier.json"]),
                                     ["iql"], {}, included)
     assert "| iql | 11.0 ± 1.0 | 35.0 ± 5.0 | -5.0 ± 1.0 |" in lines and "--include earlier.json" in lines[2]
+    assert lines[-1] == f"Rows of earlier calls: iql, sac from scratch from {tmp_path / 'earlier.json'}."
+    # included again from a combined file, a row still names the call that trained it
+    (tmp_path / "combined.json").write_text(json.dumps({**earlier, "results": included}))
+    assert experiment.included_results(tmp_path / "combined.json", args)["iql"]["from"] == str(tmp_path / "earlier.json")
     axis = experiment.plot_curves(included, args, "offrl/hopper/medium-replay-v0").axes[0]
     iql_line, sac_line = axis.get_lines()[:2]
     # the agent's curve starts at the switch (its offline score), SAC's at its first env steps
