@@ -202,3 +202,26 @@ def test_finetune_results_of_separate_calls_join_one_table_and_plot(tmp_path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="cannot be read as a results file"):
         experiment.included_results(tmp_path / "broken.json", args)
+
+
+def test_a_buffer_the_size_of_the_step_budget_trains_as_the_default_one(pendulum, tmp_path):
+    """docs/online.md advises it to shrink checkpoints: nothing is overwritten, and the
+    batches are drawn from the filled rows alone, so the runs must agree."""
+    td3_bc = algorithm_module("td3_bc")
+    for name, size in (("large", "1000000"), ("budget", "200")):
+        train(td3_bc.make, _tiny_finetune_config("td3_bc", tmp_path / name, "--online_buffer_size", size),
+              "td3_bc", show_progress=False)
+    large, budget = (serialization.msgpack_restore(checkpoint.latest(tmp_path / name / "td3_bc").read_bytes())
+                     for name in ("large", "budget"))
+    assert large["carry"]["buffers"]["data"]["rewards"].shape[-1] == 1_000_000
+    assert budget["carry"]["buffers"]["data"]["rewards"].shape[-1] == 200
+    np.testing.assert_array_equal(budget["carry"]["buffers"]["data"]["rewards"],
+                                  large["carry"]["buffers"]["data"]["rewards"][:, :200])
+    for path, leaf in jax.tree_util.tree_leaves_with_path(large["carry"]["states"]):
+        np.testing.assert_array_equal(leaf, _leaf_at(budget["carry"]["states"], path), err_msg=str(path))
+
+
+def _leaf_at(tree, path):
+    for key in path:
+        tree = tree[key.key]
+    return tree
