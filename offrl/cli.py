@@ -26,7 +26,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from offrl import data
+from offrl import checkpoint, data
 from offrl.config import is_seed
 from offrl.errors import USER_ERRORS, interrupt_exit_status, print_error, raised_by_offrl
 
@@ -143,6 +143,12 @@ def datasets_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def _todo_state(run_dir: Path) -> str:
+    """An unfinished run's row: a cut-off one continues from its checkpoint, not from scratch."""
+    step = checkpoint.latest_step(run_dir)
+    return "to run" if step is None else f"to resume from step {step:,}"
+
+
 def sweep(args: argparse.Namespace) -> int:
     import yaml
 
@@ -174,7 +180,7 @@ def sweep(args: argparse.Namespace) -> int:
     for run in runs:
         table.add_row(run.name, ",".join(map(str, run.seeds)),
                       "on other data" if run in stale else "finished" if run not in todo else
-                      "to run (dataset missing)" if run.dataset in missing else "to run")
+                      "to run (dataset missing)" if run.dataset in missing else _todo_state(run.run_dir(root)))
     console.print(table)
     if stale:
         console.print(f"[red]{len(stale)} runs began on other data than the local datasets now hold[/] (made again "

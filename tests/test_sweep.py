@@ -146,6 +146,13 @@ def test_a_rerun_sweep_skips_finished_runs(pendulum, tmp_path, capsys):
     assert cli_main(["sweep", str(path), "--root", str(root)]) == 0
     assert "0 to run" in capsys.readouterr().out
     assert [p.stat().st_mtime_ns for p in results] == stamps
+    # a run cut off after its checkpoint is shown as resuming, not as starting over
+    cut = results[0].read_bytes()
+    results[0].unlink()
+    assert cli_main(["sweep", str(path), "--root", str(root), "--dry-run"]) == 0
+    assert "to resume from step 200" in capsys.readouterr().out
+    results[0].write_bytes(cut)
+    os.utime(results[0], ns=(stamps[0], stamps[0]))  # as it was, for the check below
     # the dataset made again: the sweep names its runs on the old data and trains nothing
     make_pendulum_dataset(DATASET, num_steps=3000, seed=1, overwrite=True)
     assert cli_main(["sweep", str(path), "--root", str(root)]) == 1
