@@ -146,10 +146,10 @@ def report_lines(args, chosen: list[str], overrides: dict, results: dict) -> lis
     for name, entry in results.items():
         lines.append(f"| {name} | {cell(entry['offline']) if 'offline' in entry else '–'} | {cell(entry['final'])} | "
                      f"{cell(entry['dip']) if 'dip' in entry else '–'} |")
-    sources = {entry["from"]: [] for entry in results.values() if "from" in entry}
+    sources: dict[str, list[str]] = {}
     for name, entry in results.items():
         if "from" in entry:
-            sources[entry["from"]].append(name)
+            sources.setdefault(entry["from"], []).append(name)
     if sources:
         lines += ["", "Rows of earlier calls: " + "; ".join(f"{', '.join(names)} from {source}"
                                                           for source, names in sources.items()) + "."]

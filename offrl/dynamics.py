@@ -37,8 +37,7 @@ import optax
 from flax import serialization
 
 from offrl.checkpoint import write_atomically
-from offrl import nets
-from offrl.nets import MLP, Dense
+from offrl.nets import MLP, Dense, dense, dense_backward, dense_forward
 
 
 @dataclass(frozen=True)
@@ -275,7 +274,7 @@ def training_code() -> str:
     take hours to train again on a CPU."""
     return "\n".join(inspect.getsource(piece) for piece in (
         model_inputs_targets, GaussianMLP, GaussianEnsemble, gaussian_nll, train_dynamics,
-        nets.Dense, nets.dense.fun, nets.dense_forward, nets.dense_backward))
+        Dense, dense.fun, dense_forward, dense_backward))
 
 
 def _save_progress(path: Path, carry, history: list[list[float]], seconds: float) -> None:

@@ -37,7 +37,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from offrl.data.collect import BatchPolicy, collect_episodes
 from offrl.data.errors import DatasetError, DatasetExistsError
-from offrl.data.store import SUITE_KINDS as KINDS, dataset_path, read_metadata, write_dataset
+from offrl.data.store import SUITE_KINDS as KINDS, SUITE_NAME, dataset_path, read_metadata, write_dataset
 from offrl.evaluate import evaluate_policy
 from offrl.nets import TanhGaussianActor
 
@@ -58,9 +58,8 @@ def parse_name(name: str) -> tuple[str, str]:
     if name.startswith("offrl/"):
         _, env_name, kind = name.split("/")
         return env_name, kind.rsplit("-v", 1)[0]
-    for kind in sorted(KINDS, key=len, reverse=True):
-        if name.endswith("-" + kind):
-            return name[: -len(kind) - 1], kind
+    if short := SUITE_NAME.fullmatch(name):
+        return short["env"], short["kind"]
     raise DatasetError(f"'{name}' is not <env>-<kind>; kinds are {', '.join(KINDS)} "
                        "(e.g. hopper-medium-replay).")
 

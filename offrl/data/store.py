@@ -56,16 +56,15 @@ DATASET_ID = re.compile(r"(?:[A-Za-z0-9_.-]+/)*[A-Za-z0-9_.-]+-v\d+")
 # The D4RL-style suite that offrl generates itself (offrl.suite): its kinds, and its ids,
 # e.g. offrl/hopper/medium-v0.
 SUITE_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
-SUITE_ID = re.compile(rf"offrl/(?P<env>[A-Za-z0-9_]+)/(?P<kind>{'|'.join(map(re.escape, SUITE_KINDS))})-v0")
-
-
-SUITE_SHORT_NAME = re.compile(rf"(?P<env>[A-Za-z0-9_]+)-(?P<kind>{'|'.join(map(re.escape, SUITE_KINDS))})")
+_SUITE_KIND = "|".join(map(re.escape, SUITE_KINDS))
+SUITE_ID = re.compile(rf"offrl/(?P<env>[A-Za-z0-9_]+)/(?P<kind>{_SUITE_KIND})-v0")
+# the short names the suite's commands and experiment scripts take, e.g. hopper-medium-replay
+SUITE_NAME = re.compile(rf"(?P<env>[A-Za-z0-9_-]+?)-(?P<kind>{_SUITE_KIND})")
 
 
 def _check_id(dataset_id: str) -> None:
     if not DATASET_ID.fullmatch(dataset_id):
-        # the experiment scripts' short names (hopper-medium) are what a user is likely to try
-        short = SUITE_SHORT_NAME.fullmatch(dataset_id)
+        short = SUITE_NAME.fullmatch(dataset_id)  # what a user of the experiment scripts may try
         hint = (f" Did you mean the suite's 'offrl/{short['env']}/{short['kind']}-v0' or D4RL's "
                 f"'d4rl/{short['env']}/{short['kind']}-v2'?" if short else "")
         raise DatasetError(
