@@ -143,8 +143,14 @@ def datasets_remove(args: argparse.Namespace) -> int:
     return 0
 
 
-def _todo_state(run_dir: Path) -> str:
-    """An unfinished run's row: a cut-off one continues from its checkpoint, not from scratch."""
+def _run_state(run_dir: Path, finished: bool, stale: bool, dataset_missing: bool) -> str:
+    """A sweep run's row in the table: a cut-off run continues from its checkpoint, not from scratch."""
+    if stale:
+        return "on other data"
+    if finished:
+        return "finished"
+    if dataset_missing:
+        return "to run (dataset missing)"
     step = checkpoint.latest_step(run_dir)
     return "to run" if step is None else f"to resume from step {step:,}"
 
@@ -179,8 +185,7 @@ def sweep(args: argparse.Namespace) -> int:
     table.add_column("state")
     for run in runs:
         table.add_row(run.name, ",".join(map(str, run.seeds)),
-                      "on other data" if run in stale else "finished" if run not in todo else
-                      "to run (dataset missing)" if run.dataset in missing else _todo_state(run.run_dir(root)))
+                      _run_state(run.run_dir(root), run not in todo, run in stale, run.dataset in missing))
     console.print(table)
     if stale:
         console.print(f"[red]{len(stale)} runs began on other data than the local datasets now hold[/] (made again "
