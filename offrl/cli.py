@@ -164,6 +164,7 @@ def sweep(args: argparse.Namespace) -> int:
     runs = sweeps.expand(spec) if args.no_pack else sweeps.pack(sweeps.expand(spec))
     if args.seed_per_run:
         runs = sweeps.seed_per_run(runs)
+    sweeps.require_unique_names(runs)
     root = Path(args.root)
     if args.export_wandb:
         for algorithm in spec.algorithms:

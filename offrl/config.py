@@ -9,8 +9,10 @@ suite's offrl/hopper/medium-v0 alike), the second over the first. Overrides use 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -245,7 +247,28 @@ def apply(config: C, values: dict[str, Any], source: str) -> C:
     return dataclasses.replace(config, **values)
 
 
+def require_known_options(config_cls: type, argv: list[str]) -> None:
+    """An unknown option is refused in one line naming the closest known one (tyro's own
+    message is a boxed panel)."""
+    known = {f"--{name}" for name in config_keys(config_cls)} | {"--help", "-h"}
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("-") and flag not in known and not _is_number(flag):
+            close = difflib.get_close_matches(flag, sorted(known), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ValueError(f"unknown option {flag}: {hint}`--help` lists the options.")
+
+
+def _is_number(text: str) -> bool:  # a negative value, e.g. --reward_bias -1
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def _cli(config_cls: type[C], default: C, argv: list[str] | None) -> C:
+    require_known_options(config_cls, sys.argv[1:] if argv is None else argv)
     return tyro.cli(config_cls, default=default, args=argv, use_underscores=True,
                     config=(tyro.conf.FlagConversionOff,))
 

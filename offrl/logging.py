@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import netrc
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,22 +49,26 @@ class RunLogger:
     def __init__(self, run_dir: Path, config: dict[str, Any], algo: str, seeds: list[int],
                  total_updates: int, start_update: int = 0, wandb_mode: str = "auto",
                  wandb_project: str = "offrl", show_progress: bool = True,
-                 members: list[dict[str, Any]] | None = None):
+                 members: list[dict[str, Any]] | None = None, run_id: str = ""):
         """One metrics row per seed and step; with packed hyperparameters, `members` holds
-        each trained member's values (logged as hp/<key>), `seeds` its seed."""
+        each trained member's values (logged as hp/<key>), `seeds` its seed. `run_id` (run.json's)
+        names the run's wandb runs."""
         self.run_dir = Path(run_dir)
         self.seeds = seeds
         self.members = members or [{} for _ in seeds]
         self.metrics_path = self.run_dir / METRICS_FILE
         if start_update and self.metrics_path.is_file():
             # a killed run logged past its last checkpoint; the resumed run logs those steps again
-            kept = [row for row in read_metrics(self.run_dir) if row["step"] <= start_update]
+            kept = [row for row in read_jsonl(self.metrics_path, torn_tail_ok=True) if row["step"] <= start_update]
             self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        self.last_time = time.perf_counter()  # updates_per_s counts wall time from here
         self.wandb_mode = resolve_wandb_mode(wandb_mode)
         self.wandb_runs = []
         if self.wandb_mode != "disabled":
             import wandb
 
+            if self.wandb_mode == "offline":  # else wandb's process-wide telemetry probes its server (a DNS query)
+                wandb.setup(settings=wandb.Settings(mode="offline"))
             dataset = config.get("dataset") or config.get("env", "")
             group = config.get("wandb_group") or f"{algo}/{dataset}"
             for index, (seed, member) in enumerate(zip(seeds, self.members)):
@@ -72,7 +78,7 @@ class RunLogger:
                     group=group, name=f"{algo}-{dataset.replace('/', '_')}{label}-s{seed}",
                     tags=[algo, dataset, f"seed{seed}"] + ([group] if config.get("wandb_group") else []),
                     config={**config, **member, "seed": seed},
-                    id=f"{self.run_dir.name}-m{index}-s{seed}".replace("/", "_")[-64:], resume="allow",
+                    id=f"{run_id or self.run_dir.name}-m{index}-s{seed}", resume="allow",
                     reinit="create_new",
                 ))
         self.progress = Progress(
@@ -84,8 +90,12 @@ class RunLogger:
                                            speed="", last_eval="")
         self.progress.start()
 
-    def log(self, step: int, metrics: dict[str, np.ndarray], updates_per_s: float) -> None:
-        """metrics: name -> per-seed values. Appends one JSON line per seed."""
+    def log(self, step: int, metrics: dict[str, np.ndarray], updates: int) -> None:
+        """metrics: name -> per-seed values. Appends one JSON line per seed. `updates`: what
+        each seed trained since the previous row; its rate over the wall time since then
+        (evaluations, checkpoints and compilation included) is logged as updates_per_s."""
+        now = time.perf_counter()
+        updates_per_s, self.last_time = updates / max(now - self.last_time, 1e-9), now
         with open(self.metrics_path, "a") as handle:
             for index, seed in enumerate(self.seeds):
                 row = {"step": step, "seed": seed, "updates_per_s": updates_per_s,
@@ -112,8 +122,28 @@ class RunLogger:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(Path(run_dir) / METRICS_FILE, torn_tail_ok=True)
+
+
+def read_jsonl(path: Path, torn_tail_ok: bool = False) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file offrl appends to. With `torn_tail_ok`, a last line cut
+    off mid-write (a kill during an append, a full disk) is dropped with a one-line note:
+    the row it held is written again when the run resumes. Damage anywhere else raises."""
+    lines = Path(path).read_text().splitlines(keepends=True)
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if torn_tail_ok and number == len(lines):
+                print(f"note: {path}: dropped its last line, cut off mid-write ({line[:40].strip()!r}...).",
+                      file=sys.stderr)
+                continue
+            raise ValueError(f"{path} line {number} is not JSON ({line[:60].strip()!r}): the file is damaged; "
+                             "restore it or remove the run.") from None
+    return rows
 
 
 def seed_curves(rows: list[dict[str, Any]], key: str) -> dict[int, list[tuple[int, float]]]:

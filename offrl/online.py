@@ -46,8 +46,8 @@ from offrl.data.preprocess import Preprocessing
 from offrl.evaluate import flat_observations, make_env, registered, require_fit
 from offrl.learner import Algorithm, init_states, make_train_steps
 from offrl.logging import RunLogger, resolve_wandb_mode
-from offrl.runs import (RunResult, check_divergence, closing_run, default_run_dir, evaluate_seeds, open_run_dir,
-                        stop_if_requested, stop_requested)
+from offrl.runs import (RunResult, check_divergence, closing_run, default_run_dir, evaluate_seeds, new_run_id,
+                        read_run, run_directory, stop_if_requested, stop_requested)
 
 
 @dataclass(frozen=True)
@@ -224,14 +224,13 @@ def run_online(algorithm: Algorithm, update: Callable, phase: OnlinePhase, seeds
             buffers = _add_all(buffers, transitions, valid)
             end = env_step + phase.steps_per_chunk
             metrics: dict[str, np.ndarray] = {}
-            speed = 0.0
+            updates = 0
             if end > phase.start_steps:
-                update_began = time.perf_counter()
+                updates = updates_per_chunk
                 data = buffers if offline_data is None else (offline_data, buffers)
                 first_update = phase.step_offset + env_step * phase.updates_per_step
                 states, rngs, train_metrics, finite = jax.block_until_ready(
                     train_steps(states, rngs, data, first_update))
-                speed = updates_per_chunk * num_seeds / (time.perf_counter() - update_began)
                 metrics = {key: np.asarray(value) for key, value in train_metrics.items()}
                 check_divergence(phase.step_offset + end, np.asarray(finite), metrics, seeds,
                                  phase.divergence_threshold, run_dir)
@@ -243,7 +242,7 @@ def run_online(algorithm: Algorithm, update: Callable, phase: OnlinePhase, seeds
                 metrics.update(final_eval)
             metrics["env_steps"] = np.full(num_seeds, float(end))
             metrics["env_steps_per_s"] = np.full(num_seeds, phase.steps_per_chunk / (time.perf_counter() - began))
-            logger.log(phase.step_offset + end, metrics, speed)
+            logger.log(phase.step_offset + end, metrics, updates)
             carry = {"states": states, "rngs": rngs, "buffers": buffers, "act_keys": act_keys,
                      "env_step": np.int64(end)}
             if end % phase.checkpoint_every == 0 or end == phase.env_steps or stop_requested():
@@ -271,26 +270,32 @@ def train_online(make_algorithm, config: OnlineConfig, algo: str, show_progress:
     act_dim = int(np.prod(probe.action_space.shape))
     preprocessing = action_preprocessing(probe.action_space)
     probe.close()
-    run_dir = open_run_dir(Path(config.resume or config.run_dir or default_run_dir(algo, config.env, config.seeds)))
-    if not config.resume:
-        save_config(config, run_dir / "config.yaml")
-        preprocessing.save(run_dir / "preprocessing.json")
-        (run_dir / "run.json").write_text(json.dumps({"algorithm": algo, "env": config.env,
-                                                      "observation_dim": obs_dim, "action_dim": act_dim}))
-    algorithm: Algorithm = make_algorithm(config, obs_dim, act_dim)
-    states, rngs = init_states(algorithm, seeds)
-    carry = online_carry(states, rngs, seeds, new_buffers(len(seeds), config.buffer_size, obs_dim, act_dim))
-    if config.resume:
-        saved = checkpoint.latest(run_dir)
-        if saved is None:
-            raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from; start a new run.")
-        carry = checkpoint.restore(saved, {"carry": carry})["carry"]
-    phase = OnlinePhase(config.env, config.env_steps, config.num_envs, config.update_every, config.updates_per_step,
-                        config.start_steps, config.batch_size, 1.0, config.buffer_size, config.eval_every,
-                        config.eval_episodes, config.checkpoint_every, config.keep_checkpoints,
-                        config.divergence_threshold, snapshot_every=config.snapshot_every)
-    logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.env_steps, int(carry["env_step"]),
-                       config.wandb, config.wandb_project, show_progress)
-    with closing_run(logger, run_dir):
-        carry, final_eval = run_online(algorithm, algorithm.update, phase, seeds, carry, preprocessing, run_dir, logger)
+    run_path = Path(config.resume or config.run_dir or default_run_dir(algo, config.env, config.seeds))
+    with run_directory(run_path, resume=bool(config.resume)) as run_dir:
+        if config.resume:
+            run_id = read_run(run_dir).get("run_id") or new_run_id()
+        else:
+            run_id = new_run_id()
+            save_config(config, run_dir / "config.yaml")
+            preprocessing.save(run_dir / "preprocessing.json")
+            (run_dir / "run.json").write_text(json.dumps({"algorithm": algo, "env": config.env, "run_id": run_id,
+                                                          "observation_dim": obs_dim, "action_dim": act_dim}))
+        algorithm: Algorithm = make_algorithm(config, obs_dim, act_dim)
+        states, rngs = init_states(algorithm, seeds)
+        carry = online_carry(states, rngs, seeds, new_buffers(len(seeds), config.buffer_size, obs_dim, act_dim))
+        if config.resume:
+            saved = checkpoint.latest(run_dir)
+            if saved is None:
+                raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from: start a new run in another "
+                                        "--run_dir.")
+            carry = checkpoint.restore(saved, {"carry": carry})["carry"]
+        phase = OnlinePhase(config.env, config.env_steps, config.num_envs, config.update_every,
+                            config.updates_per_step, config.start_steps, config.batch_size, 1.0, config.buffer_size,
+                            config.eval_every, config.eval_episodes, config.checkpoint_every, config.keep_checkpoints,
+                            config.divergence_threshold, snapshot_every=config.snapshot_every)
+        logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.env_steps,
+                           int(carry["env_step"]), config.wandb, config.wandb_project, show_progress, run_id=run_id)
+        with closing_run(logger, run_dir):
+            carry, final_eval = run_online(algorithm, algorithm.update, phase, seeds, carry, preprocessing, run_dir,
+                                           logger)
     return RunResult(run_dir, config.env_steps, final_eval, None)

@@ -4,13 +4,16 @@ and the divergence check."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import signal
 import sys
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -20,10 +23,12 @@ from offrl.data import OfflineDataset, local_fingerprint
 from offrl.errors import StopRequested, TrainingDiverged
 from offrl.evaluate import evaluate_policy, make_policy
 from offrl.learner import seed_slice
-from offrl.logging import read_metrics
+from offrl.locks import exclusive
+from offrl.logging import METRICS_FILE, read_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DIVERGED = "diverged.txt"  # what diverged and by which update, left in the run directory by check_divergence
+LOCK = ".lock"  # held by the process that trains in the run directory
 
 
 @dataclass
@@ -35,17 +40,79 @@ class RunResult:
 
 
 def default_run_dir(algo: str, target: str, seeds: str) -> Path:
-    """runs/<algo>/<dataset or env>/<time>-s<seeds>"""
+    """A new directory runs/<algo>/<dataset id or env id>/<time>-s<seeds>, made here; runs
+    started in the same second get -2, -3, ... appended, never one directory between them."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return REPO_ROOT / "runs" / algo / dataset_config_name(target) / f"{stamp}-s{seeds.replace(',', '_')}"
+    parent = REPO_ROOT / "runs" / algo / target
+    parent.mkdir(parents=True, exist_ok=True)
+    name = f"{stamp}-s{seeds.replace(',', '_')}"
+    for attempt in itertools.count(1):
+        candidate = parent / (name if attempt == 1 else f"{name}-{attempt}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
 
 
-def open_run_dir(run_dir: Path) -> Path:
-    """Creates the run directory. A run started or resumed there is no longer the one that
-    diverged, so an old divergence record goes; check_divergence writes it again if need be."""
+def read_run(run_dir: Path) -> dict:
+    """A run's run.json: its algorithm, data, dimensions and seeds."""
+    if not (run_dir / "run.json").is_file():
+        raise FileNotFoundError(f"{run_dir} holds no run (no run.json): pass the `run directory:` a training run "
+                                "printed, e.g. runs/<algo>/<dataset>/<time>.")
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def new_run_id() -> str:
+    """A run's identity (run.json's run_id, its wandb ids): random, so that runs of one name
+    in two sweeps or on two machines never resume each other's wandb runs."""
+    return uuid.uuid4().hex[:12]
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether a run has trained in `run_dir`: it logged metrics, wrote a checkpoint or
+    diverged. What a run killed before its first log leaves (its config, run.json) holds
+    nothing to lose."""
+    logged = any((run_dir / name).is_file() for name in (METRICS_FILE, DIVERGED))
+    return logged or checkpoint.latest(run_dir) is not None
+
+
+class RunInUseError(FileExistsError):
+    """Another process trains in the run directory."""
+
+
+def _in_use(run_dir: Path) -> Callable[[str], Exception]:
+    return lambda holder: RunInUseError(f"{run_dir} is in use by {holder}, which trains there: wait for it to end "
+                                        "(or stop it), or pass another --run_dir.")
+
+
+@contextlib.contextmanager
+def run_directory(run_dir: Path, resume: bool) -> Iterator[Path]:
+    """Hold `run_dir` for one run: made if need be, and locked for the block, so no second
+    process writes there (the kernel releases the lock however this one ends). A new run
+    (not `resume`) is refused where a run has trained, since mixing the two would serve one
+    run's checkpoints and metrics as the other's. A run started or resumed here is no longer
+    the one that diverged, so an old divergence record goes; check_divergence writes it
+    again if need be."""
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / DIVERGED).unlink(missing_ok=True)
-    return run_dir
+    with exclusive(run_dir / LOCK, _in_use(run_dir)):
+        if not resume and holds_run(run_dir):
+            raise FileExistsError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, or start a "
+                                  "new one in another --run_dir (leave --run_dir out for a new timestamped one).")
+        (run_dir / DIVERGED).unlink(missing_ok=True)
+        yield run_dir
+
+
+def clear_unresumable(run_dir: Path) -> None:
+    """For sweeps and experiments, which own their run directories: a run there cut off
+    before its first checkpoint has nothing to resume, so its metrics go and the run starts
+    over (a divergence record goes too: a run that diverged writes its result.json, so one
+    without is a run killed before that). Refused while another process trains there."""
+    with exclusive(run_dir / LOCK, _in_use(run_dir)):
+        if checkpoint.latest(run_dir) is None:
+            for name in (METRICS_FILE, DIVERGED):
+                (run_dir / name).unlink(missing_ok=True)
 
 
 def divergence(run_dir: Path) -> str | None:
@@ -214,7 +281,8 @@ def check_divergence(step: int, finite: np.ndarray, metrics: dict[str, np.ndarra
         what = f"Training diverged by update {step}: " + "; ".join(problems)
         (run_dir / DIVERGED).write_text(what)
         good = checkpoint.latest(run_dir)
-        raise TrainingDiverged(
-            f"{what}. Last good checkpoint: {good or 'none yet'}. Lower the learning rates, check the data "
-            "for outliers, or resume from that checkpoint with --resume " + str(run_dir) + "."
-        )
+        fix = ("no checkpoint was written before it, so lower the learning rates or check the data for outliers, "
+               "then start a new run" if good is None else
+               f"lower the learning rates or check the data for outliers; the last good checkpoint is {good} "
+               f"(--resume {run_dir} continues from it)")
+        raise TrainingDiverged(f"{what}: {fix}.")

@@ -52,7 +52,7 @@ import numpy as np
 
 from offrl.config import RunConfig, dataset_config_name, read_yaml
 from offrl.errors import StopRequested, TrainingDiverged
-from offrl.runs import REPO_ROOT, divergence, trained_on_other_data
+from offrl.runs import REPO_ROOT, clear_unresumable, divergence, trained_on_other_data
 
 SWEEP_ROOT = REPO_ROOT / "runs" / "sweeps"
 RESULT = "result.json"
@@ -72,7 +72,10 @@ class SweepRun:
 
     @property
     def name(self) -> str:
-        return "_".join(part for part in (self.algorithm, dataset_config_name(self.dataset), self.label) if part)
+        """algorithm, the full dataset id (namespace and version: d4rl/hopper/medium-v2 and
+        mujoco/hopper/medium-v0 are other data) and the varied values, e.g.
+        td3_bc_offrl-hopper-medium-v0_actor_lr=0.001."""
+        return "_".join(part for part in (self.algorithm, self.dataset.replace("/", "-"), self.label) if part)
 
     def run_dir(self, root: Path) -> Path:
         return root / self.sweep / self.name
@@ -203,6 +206,17 @@ def seed_per_run(runs: list[SweepRun]) -> list[SweepRun]:
             for run in runs for seed in run.seeds]
 
 
+def require_unique_names(runs: list[SweepRun]) -> None:
+    """Two runs of one name would share a run directory (and results): refuse the sweep, e.g.
+    grid values that print alike at 4 significant digits."""
+    names = [run.name for run in runs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"The sweep expands to runs that share a name, and with it a run directory: "
+                         f"{', '.join(repeated)}. Make their values differ in the first 4 significant digits, or "
+                         "list each dataset and value once.")
+
+
 def check_settings(runs: list[SweepRun], root: Path) -> None:
     """Resolve every run's config now (known keys, values in range), so that a typo in the
     spec fails before any run trains rather than in each run once the sweep has begun."""
@@ -245,7 +259,11 @@ def run_one(run: SweepRun, root: Path) -> dict:
 
     module = algorithm_module(run.algorithm)
     run_dir = run.run_dir(root)
-    argv = (["--resume", str(run_dir)] if checkpoint.latest(run_dir) is not None else run.argv(root))
+    if checkpoint.latest(run_dir) is not None:
+        argv = ["--resume", str(run_dir)]
+    else:
+        clear_unresumable(run_dir)
+        argv = run.argv(root)
     try:
         final_eval = main(module.make, module.Config, run.algorithm, argv,
                           make_program=getattr(module, "program", offline_program)).final_eval

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +45,10 @@ from offrl.runs import (
     closing_run,
     default_run_dir,
     evaluate_seeds,
-    open_run_dir,
+    new_run_id,
+    read_run,
     recorded_fingerprint,
+    run_directory,
     stop_if_requested,
     stop_requested,
 )
@@ -121,8 +123,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
     if dataset.metadata.extra.get("source") == "offrl-suite" and (reason := outdated(name)):
         warnings.warn(f"{config.dataset} in the local store is out of date: {reason}. "
                       f"`offrl datasets generate {name} --overwrite` (or `make datasets`) makes it again.", stacklevel=2)
-    fingerprint = dataset.fingerprint()
-    if config.resume and recorded_fingerprint(Path(config.resume)) not in (None, fingerprint):
+    if config.resume and recorded_fingerprint(Path(config.resume)) not in (None, dataset.fingerprint()):
         raise DatasetError(
             f"{config.dataset} has changed since {config.resume} began (its data or reference scores are not those "
             "the run trained on, e.g. it was made again from new behavior policies): resuming would go on with "
@@ -141,7 +142,37 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
             with make_env(env, source) as made:
                 require_fit(made, source, data_dims, config.dataset)
     resolve_wandb_mode(config.wandb)  # --wandb online without a key fails now, not after the run began
-    run_dir = open_run_dir(Path(config.resume or config.run_dir or default_run_dir(algo, config.dataset, config.seeds)))
+    run_path = Path(config.resume or config.run_dir or default_run_dir(algo, config.dataset, config.seeds))
+    with run_directory(run_path, resume=bool(config.resume)) as run_dir:
+        start = checkpoint.latest_step(run_dir) if config.resume else 0
+        if start is None:
+            raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from: start a new run in another "
+                                    "--run_dir.")
+        config = _on_the_run_grid(config, start)
+        return _train_in(run_dir, start, make_algorithm, config, algo, show_progress, make_program, dataset,
+                         eval_env, online_env)
+
+
+def _on_the_run_grid(config: TrainConfig, start: int) -> TrainConfig:
+    """The config a run resumed at update `start` goes on with. Chunks of `log_every` updates
+    must end on `start`, the evaluations, the checkpoints and the budget; a resumed run given
+    another --log_every that does not divide `start` logs at their greatest common divisor."""
+    if start > config.num_updates and not config.online_steps:
+        raise ValueError(f"--num_updates {config.num_updates}: the run has trained {start:,} updates already; "
+                         "pass at least that many, or start a new run.")
+    if start >= config.num_updates or start % config.log_every == 0:
+        return config
+    log_every = math.gcd(config.log_every, start)
+    print(f"resuming at update {start:,}, which --log_every {config.log_every} does not divide: logging every "
+          f"{log_every} updates, so that evaluations and checkpoints stay on the run's steps.")
+    return dataclasses.replace(config, log_every=log_every)
+
+
+def _train_in(run_dir: Path, start: int, make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str,
+              show_progress: bool, make_program: Callable[..., TrainProgram], dataset: OfflineDataset, eval_env,
+              online_env) -> RunResult:
+    """Train in `run_dir`, which this process holds, from update `start` (0, or the resumed
+    checkpoint's step)."""
     if config.resume:
         preprocessing = Preprocessing.load(run_dir / "preprocessing.json")
     else:
@@ -152,12 +183,13 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
     # the data's own score, its reference scores and evaluation env travel with the run, so
     # reports and `offrl evaluate` work where the dataset is not (runs copied off a GPU machine)
     metadata = dataset.metadata
+    run_id = (read_run(run_dir).get("run_id") if config.resume else None) or new_run_id()
     (run_dir / "run.json").write_text(json.dumps({
-        "algorithm": algo, "dataset": config.dataset,
+        "algorithm": algo, "dataset": config.dataset, "run_id": run_id,
         "observation_dim": dataset.observations.shape[1], "action_dim": dataset.actions.shape[1],
         "data_normalized_return": dataset.summary().get("normalized_return_mean"),
         "ref_min_score": metadata.ref_min_score, "ref_max_score": metadata.ref_max_score,
-        "dataset_fingerprint": fingerprint,
+        "dataset_fingerprint": dataset.fingerprint(),
         "eval_env": eval_env if isinstance(eval_env, str) or eval_env is None else json.loads(eval_env.to_json()),
     }))
     algorithm = make_algorithm(config, dataset.observations.shape[1], dataset.actions.shape[1])
@@ -175,28 +207,21 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
         members = [point for point in points for _ in seeds]
         seeds = [seed for _ in points for seed in seeds]
     program = make_program(algorithm, config, config.seed_list(), data, dataset, run_dir)
-    carry, start, online, resumed_at = program.carry, 0, None, 0
-    if config.resume:
-        saved, resumed_at = checkpoint.latest(run_dir), checkpoint.latest_step(run_dir)
-        if saved is None:
-            raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from; start a new run.")
-        start = resumed_at
-        if start > config.num_updates:  # killed during fine-tuning
-            online = checkpoint.restore(saved, {"carry": _online_start(algorithm, config, program.states(carry),
-                                                                       carry["rngs"], data)})["carry"]
-            start = config.num_updates
-        else:
-            carry = checkpoint.restore(saved, {"carry": carry})["carry"]
+    carry, online, resumed_at = program.carry, None, start
+    if start > config.num_updates:  # killed during fine-tuning
+        online = checkpoint.restore(checkpoint.latest(run_dir), {"carry": _online_start(
+            algorithm, config, program.states(carry), carry["rngs"], data)})["carry"]
+        start = config.num_updates
+    elif start:
+        carry = checkpoint.restore(checkpoint.latest(run_dir), {"carry": carry})["carry"]
 
     score_of = dataset.normalized_score if dataset.metadata.has_reference_scores else None
     logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.num_updates + config.online_steps,
-                       resumed_at, config.wandb, config.wandb_project, show_progress, members)
+                       resumed_at, config.wandb, config.wandb_project, show_progress, members, run_id)
     final_eval: dict[str, np.ndarray] = {}
     with closing_run(logger, run_dir):
         for step in range(start, config.num_updates, config.log_every):
-            began = time.perf_counter()
             carry, metrics, finite = jax.block_until_ready(program.run(carry, data, step))
-            speed = config.log_every * len(seeds) / (time.perf_counter() - began)
             end = step + config.log_every
             metrics = {key: np.asarray(value) for key, value in metrics.items()}
             check_divergence(end, np.asarray(finite), metrics, seeds, config.divergence_threshold, run_dir)
@@ -204,7 +229,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
                 final_eval = evaluate_seeds(algorithm, program.states(carry), seeds, preprocessing, eval_env,
                                             config.eval_episodes, score_of)
                 metrics.update(final_eval)
-            logger.log(end, metrics, speed)
+            logger.log(end, metrics, config.log_every)
             if end % config.checkpoint_every == 0 or end == config.num_updates or stop_requested():
                 checkpoint.save(run_dir, end, {"carry": carry}, config.keep_checkpoints)
             stop_if_requested(end)
@@ -245,14 +270,6 @@ def main(make_algorithm: MakeAlgorithm, config_cls: type, algo: str, argv: list[
               f"over seeds {config.seeds}")
     print(f"run directory: {result.run_dir}")
     return result
-
-
-def read_run(run_dir: Path) -> dict:
-    """A run's run.json: its algorithm, data, dimensions and seeds."""
-    if not (run_dir / "run.json").is_file():
-        raise FileNotFoundError(f"{run_dir} holds no run (no run.json): pass the `run directory:` a training run "
-                                "printed, e.g. runs/<algo>/<dataset>/<time>.")
-    return json.loads((run_dir / "run.json").read_text())
 
 
 def restore_run(run_dir: str | Path, checkpoint_path: str | Path | None = None):

@@ -129,7 +129,17 @@ def _sigterm_once_logged(monkeypatch, at_step: int | None, *signals: int) -> Non
     monkeypatch.setattr(RunLogger, "log", log_then_terminate)
 
 
-def test_sigterm_checkpoints_the_chunk_it_ends_and_the_run_resumes_to_the_same_end(pendulum, tmp_path, monkeypatch):
+@pytest.fixture
+def sigint_handled():
+    """Python's own SIGINT handler for the test: a shell without job control starts background
+    jobs (a test suite run with `&`) with SIGINT ignored, which training leaves so."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_sigterm_checkpoints_the_chunk_it_ends_and_the_run_resumes_to_the_same_end(pendulum, tmp_path, monkeypatch,
+                                                                                   sigint_handled):
     full = train(td3_bc.make, _config(tmp_path, name="full"), "td3_bc", show_progress=False)
     before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or what an earlier test's ray.init set
     _sigterm_once_logged(monkeypatch, 100)
@@ -152,8 +162,7 @@ def test_sigterm_checkpoints_the_chunk_it_ends_and_the_run_resumes_to_the_same_e
     resumed = train(td3_bc.make, parse_config(td3_bc.Config, "td3_bc", ["--resume", str(tmp_path / "online")]),
                     "td3_bc", show_progress=False)
     assert resumed.final_step == 600 and checkpoint.latest_step(tmp_path / "online") == 600
-    # a first Ctrl-C does the same (it used to stop at once, losing the updates since the last
-    # checkpoint); a second one stops at once
+    # a first Ctrl-C does the same; a second one stops at once
     _sigterm_once_logged(monkeypatch, 300, signal.SIGINT)
     with pytest.raises(StopRequested) as stopped:
         train(td3_bc.make, _config(tmp_path, "--checkpoint_every", "400", name="ctrl-c"), "td3_bc",
@@ -203,7 +212,7 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
 def test_divergence_stops_with_the_update_and_last_checkpoint(pendulum, tmp_path):
     config = _config(tmp_path, "--actor_lr", "1e30", "--critic_lr", "1e30", "--divergence_threshold", "1e6",
                      "--wandb", "offline")
-    with pytest.raises(TrainingDiverged, match=r"by update \d+.*Last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match=r"by update \d+.*no checkpoint was written before it"):
         train(td3_bc.make, config, "td3_bc", show_progress=False)
     run = tmp_path / "run"
     # marked failed in wandb (its client log records the exit code), what diverged in its summary
@@ -214,8 +223,9 @@ def test_divergence_stops_with_the_update_and_last_checkpoint(pendulum, tmp_path
     assert divergence(run).startswith("Training diverged by update ") and run_status(run, 400, "0") == "diverged"
     with pytest.raises(TrainingDiverged, match="Remove it to train again"):
         resume_flag(run, "diverged")
-    train(td3_bc.make, _config(tmp_path), "td3_bc", show_progress=False)  # a new run there is not diverged
-    assert divergence(run) is None and run_status(run, 400, "0") == "finished"
+    with pytest.raises(FileExistsError, match="already holds a run: continue it with --resume"):
+        train(td3_bc.make, _config(tmp_path), "td3_bc", show_progress=False)  # a new run goes elsewhere
+    assert divergence(run) is not None
 
 
 def test_evaluate_command_repeats_the_runs_last_evaluation_and_goes_further(pendulum, tmp_path, capsys):

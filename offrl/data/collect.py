@@ -20,9 +20,10 @@ def collect_episodes(env_id: str, policy: BatchPolicy, num_steps: int, num_envs:
                      seed: int = 0, on_steps: Callable[[int], None] | None = None, **env_kwargs) -> tuple[list[Episode], gym.Space, gym.Space]:
     """Roll out `policy` until `num_steps` transitions are stored.
 
-    Terminations and truncations are kept apart; episodes still running at the end are
-    stored as they are (their last step carries neither flag). `on_steps(n)` is told of
-    every n new transitions (progress bars)."""
+    Terminations and truncations are kept apart. Episodes still running at the end are
+    stored truncated there, as Minari expects every episode to end terminated or truncated
+    (they are shorter than the env's time limit: `OfflineDataset.complete_episodes` tells
+    them apart). `on_steps(n)` is told of every n new transitions (progress bars)."""
     # Same-step autoreset: a finished sub-env returns its next episode's first observation
     # at once, with the finished episode's last observation in info["final_obs"].
     envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
@@ -56,7 +57,10 @@ def collect_episodes(env_id: str, policy: BatchPolicy, num_steps: int, num_envs:
                     buffers[index]["obs"].append(obs[index])
             if on_steps is not None:
                 on_steps(stored - stored_before)
-        episodes.extend(_episode(buffer) for buffer in buffers if buffer["act"])
+        for buffer in buffers:
+            if buffer["act"]:
+                buffer["trunc"][-1] = True
+                episodes.append(_episode(buffer))
         return episodes, envs.single_observation_space, envs.single_action_space
     finally:
         envs.close()

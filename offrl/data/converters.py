@@ -53,13 +53,30 @@ def _require(keys, required: tuple[str, ...], source: str, layout: str) -> None:
 
 def _corrupt(source: str, kind: str, error: Exception) -> DatasetFormatError:
     return DatasetFormatError(
-        f"{source} is not a readable {kind} file ({type(error).__name__}: {error}). It may be "
-        "truncated or corrupt: download or export it again."
+        f"{source} is not a readable {kind} file ({type(error).__name__}: {error}): it may be "
+        "truncated or corrupt; download or export it again."
     )
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _require_container(path: Path, hdf5: bool) -> None:
+    """A file of the other container (an npz given as d4rl, an HDF5 as neorl2) is named as
+    such, rather than reported as corrupt with a reader's own advice."""
+    with open(path, "rb") as handle:
+        is_hdf5 = handle.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
+    if hdf5 and zipfile.is_zipfile(path):
+        raise DatasetFormatError(f"{path} is an npz archive, not the HDF5 file D4RL's format is: convert it with "
+                                 "`offrl datasets convert neorl2 FILE` (or neorl for NeoRL v1).")
+    if not hdf5 and is_hdf5:
+        raise DatasetFormatError(f"{path} is an HDF5 file, not an npz archive: convert it with "
+                                 "`offrl datasets convert d4rl FILE`.")
 
 
 def read_d4rl_hdf5(path: Path) -> FlatTransitions:
     required = ("observations", "actions", "rewards", "terminals", "timeouts")
+    _require_container(path, hdf5=True)
     try:
         with h5py.File(path, "r") as file:
             _require(file.keys(), required, str(path), "D4RL HDF5")
@@ -74,6 +91,10 @@ def read_d4rl_hdf5(path: Path) -> FlatTransitions:
 
 
 def _read_npz(path: Path, required: tuple[str, ...], layout: str) -> dict[str, np.ndarray]:
+    _require_container(path, hdf5=False)
+    if not zipfile.is_zipfile(path):  # numpy's own error suggests allow_pickle, which would run code in the file
+        raise DatasetFormatError(f"{path} is not an npz archive (a zip of .npy arrays), as the {layout} format "
+                                 "is: it may be cut short or another kind of file; export it again.")
     try:
         with np.load(path, allow_pickle=False) as archive:
             _require(archive.files, required, str(path), layout)
@@ -112,6 +133,10 @@ def read_neorl_npz(path: Path) -> FlatTransitions:
 
 def _flat(arrays: dict[str, np.ndarray], source: str, flag_names: dict[str, str]) -> FlatTransitions:
     arrays = dict(arrays)
+    if any(np.size(array) == 0 for array in arrays.values()):
+        empty = sorted(key for key, array in arrays.items() if np.size(array) == 0)
+        raise DatasetFormatError(f"{source} holds no transitions ({', '.join(empty)} empty): export the data "
+                                 "again, or pass the file that holds them.")
     arrays["rewards"] = arrays["rewards"].reshape(arrays["rewards"].shape[0], -1)
     if arrays["rewards"].shape[1] != 1:
         raise DatasetFormatError(f"{source}: rewards must be one value per transition, "

@@ -100,6 +100,18 @@ class OfflineDataset:
         return np.add.reduceat(self.rewards.astype(np.float64), self.episode_starts)
 
     @property
+    def complete_episodes(self) -> np.ndarray:
+        """Per episode, whether it ran to its end: a termination, or the eval env's time limit
+        (where the dataset names no env, a truncation flag), rather than being cut off where
+        collection stopped (a step budget, a behavior policy's share). A cut-off episode's
+        return sums only part of an episode, so data scores average complete ones."""
+        last = np.append(self.episode_starts[1:], self.num_transitions) - 1
+        spec = self.metadata.eval_env_spec
+        limit = spec.max_episode_steps if spec is not None else None
+        ended = self.episode_lengths == limit if limit else self.timeouts[last] > 0
+        return (self.terminals[last] > 0) | ended
+
+    @property
     def episode_ids(self) -> np.ndarray:
         """The episode index of every transition."""
         return np.repeat(np.arange(self.num_episodes), self.episode_lengths)
@@ -119,11 +131,14 @@ class OfflineDataset:
         return self.metadata.normalized_score(returns)
 
     def summary(self) -> dict[str, Any]:
-        """Episodes, steps, and the mean/min/max episode return (normalized where possible)."""
-        returns = self.episode_returns
+        """Episodes, steps, and the mean/min/max return of the complete episodes (normalized
+        where possible: the data's score); of all episodes where none is complete."""
+        complete = self.complete_episodes
+        returns = self.episode_returns[complete] if complete.any() else self.episode_returns
         stats: dict[str, Any] = {
             "dataset_id": self.dataset_id,
             "episodes": self.num_episodes,
+            "complete_episodes": int(complete.sum()),
             "steps": self.num_transitions,
             "observation_dim": int(self.observations.shape[1]),
             "action_dim": int(self.actions.shape[1]),

@@ -17,5 +17,9 @@ class DatasetExistsError(DatasetError, FileExistsError):
     """Writing would replace a dataset that already exists."""
 
 
+class DatasetBusyError(DatasetError, FileExistsError):
+    """Another process is writing the dataset id."""
+
+
 class UnsupportedSpaceError(DatasetError, TypeError):
     """An observation or action space cannot be flattened losslessly into a float vector."""

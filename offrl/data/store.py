@@ -1,22 +1,29 @@
 """Reading and writing datasets in the local Minari store (MINARI_DATASETS_PATH).
 
-Writes are atomic: a dataset is built in a hidden temporary directory beside its final
-place and renamed into it, so a failed or interrupted write leaves nothing behind.
+Writes are atomic: a dataset is built in a hidden staging directory beside its final
+place and renamed into it, so a failed, interrupted (Ctrl-C, SIGTERM) or killed write
+leaves no partial dataset; a staging directory left by kill -9 is removed by the next write
+of that id. One process writes an id at a time (`writing`): a second writer is refused.
 Reads never touch the network unless `download=True` is asked for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
+import glob
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
+import threading
+import urllib.parse
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import gymnasium as gym
 import minari
@@ -32,12 +39,14 @@ from minari.storage.datasets_root_dir import get_dataset_path
 from offrl.data.dataset import DatasetMetadata, OfflineDataset
 from offrl.data.episodes import Episode, check_arrays
 from offrl.data.errors import (
+    DatasetBusyError,
     DatasetError,
     DatasetExistsError,
     DatasetFormatError,
     DatasetNotFoundError,
 )
 from offrl.data.spaces import flat_dim, flatten_batch
+from offrl.locks import exclusive
 
 OFFRL_KEY = "offrl"  # our own entries in a Minari dataset's metadata.json
 MINARI_REMOTE_HOST = ("huggingface.co", 443)
@@ -86,20 +95,17 @@ def _network_reachable(timeout_s: float = 1.0) -> bool:
 
 
 def _not_found(dataset_id: str) -> DatasetNotFoundError:
+    """One line: what is missing, and the one way to get it that fits the id."""
     close = difflib.get_close_matches(dataset_id, local_dataset_ids(), n=3)
-    hint = f" Similar local ids: {', '.join(close)}." if close else ""
     suite = SUITE_ID.fullmatch(dataset_id)
-    generate = (f"  - generate it from the shipped policies:  offrl datasets generate {suite['env']}-{suite['kind']}\n"
-                if suite else "")
-    return DatasetNotFoundError(
-        f"Dataset '{dataset_id}' is not in the local Minari store ({datasets_root()}).{hint}\n"
-        "Get it one of these ways:\n"
-        f"{generate}"
-        "  - convert a file you have:  offrl datasets convert {d4rl,neorl,neorl2} FILE --id ID\n"
-        "  - download from Minari's remote (needs network): `offrl datasets info ID --download` or load_dataset(ID, download=True)\n"
-        "  - or point MINARI_DATASETS_PATH at the store that holds it; `offrl datasets list` "
-        "shows what is local."
-    )
+    if close:
+        fix = f"did you mean {' or '.join(close)}?"
+    elif suite:
+        fix = f"generate it from the shipped policies with `offrl datasets generate {suite['env']}-{suite['kind']}`."
+    else:
+        fix = ("convert a file you have (`offrl datasets convert {d4rl,neorl,neorl2} FILE --id ID`), download it "
+               "(`offrl datasets info ID --download`), or point MINARI_DATASETS_PATH at the store that holds it.")
+    return DatasetNotFoundError(f"Dataset '{dataset_id}' is not in the local Minari store ({datasets_root()}): {fix}")
 
 
 def read_metadata(dataset_id: str) -> DatasetMetadata:
@@ -211,6 +217,42 @@ def load_dataset(dataset_id: str, download: bool = False) -> OfflineDataset:
     return dataset
 
 
+def _id_key(dataset_id: str) -> str:
+    """The id as one file name (its slashes escaped), for its lock and staging directories."""
+    return urllib.parse.quote(dataset_id, safe="")
+
+
+@contextlib.contextmanager
+def writing(dataset_id: str) -> Iterator[None]:
+    """Hold the write lock of `dataset_id` for the block (a whole generate or convert, so a
+    second writer is refused before it does any work); write_dataset takes it too. The kernel
+    releases it however the holder ends."""
+    _check_id(dataset_id)
+    lock = datasets_root() / ".offrl-locks" / f"{_id_key(dataset_id)}.lock"
+    with exclusive(lock, lambda holder: DatasetBusyError(
+            f"Dataset '{dataset_id}' is being written by {holder}: wait for it to finish (`offrl datasets list` "
+            "then shows it), or write to another --id.")):
+        yield
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM raises SystemExit(143) for the block, so a write cleans up after itself as
+    after Ctrl-C, rather than ending with its staging directory left behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def write_dataset(
     dataset_id: str,
     episodes: Iterable[Episode],
@@ -226,55 +268,66 @@ def write_dataset(
     overwrite: bool = False,
 ) -> Path:
     """Write episodes as a Minari dataset, atomically. Returns the dataset's directory."""
-    final = dataset_path(dataset_id)
-    if final.exists() and not overwrite:
-        raise DatasetExistsError(
-            f"Dataset '{dataset_id}' already exists at {final}. Pass --overwrite (overwrite=True) "
-            "to replace it, or choose another --id."
-        )
     eval_spec = gym.spec(eval_env) if isinstance(eval_env, str) else eval_env
-    root = datasets_root()
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=".offrl-staging-", dir=root))
-    except OSError as error:
-        raise _write_error(dataset_id, root, error) from error
-    try:
-        storage = MinariStorage.new(staging / "data", observation_space=observation_space,
-                                    action_space=action_space)
-        metadata: dict[str, Any] = {
-            "dataset_id": dataset_id,
-            "minari_version": minari.__version__,
-            "description": description,
-            "algorithm_name": (offrl_metadata or {}).get("source", "offrl"),
-            OFFRL_KEY: offrl_metadata or {},
-        }
-        if eval_spec is not None:
-            metadata["eval_env_spec"] = eval_spec.to_json()
-        if ref_min_score is not None and ref_max_score is not None:
-            metadata["ref_min_score"] = float(ref_min_score)
-            metadata["ref_max_score"] = float(ref_max_score)
-        storage.update_metadata(metadata)
-        infos = iter(episode_infos) if episode_infos is not None else None
-        storage.update_episodes(
-            EpisodeBuffer(
-                id=index,
-                observations=episode.observations,
-                actions=episode.actions,
-                rewards=episode.rewards,
-                terminations=episode.terminations,
-                truncations=episode.truncations,
-                infos=next(infos) if infos is not None else None,
+    metadata: dict[str, Any] = {
+        "dataset_id": dataset_id,
+        "minari_version": minari.__version__,
+        "description": description,
+        "algorithm_name": (offrl_metadata or {}).get("source", "offrl"),
+        OFFRL_KEY: offrl_metadata or {},
+    }
+    if eval_spec is not None:
+        metadata["eval_env_spec"] = eval_spec.to_json()
+    if ref_min_score is not None and ref_max_score is not None:
+        metadata["ref_min_score"] = float(ref_min_score)
+        metadata["ref_max_score"] = float(ref_max_score)
+    infos = iter(episode_infos) if episode_infos is not None else None
+    with writing(dataset_id), _sigterm_as_exit():
+        final = dataset_path(dataset_id)
+        if final.exists() and not overwrite:
+            raise DatasetExistsError(
+                f"Dataset '{dataset_id}' already exists at {final}. Pass --overwrite (overwrite=True) "
+                "to replace it, or choose another --id."
             )
-            for index, episode in enumerate(episodes)
-        )
-        _move_into_place(staging, final, dataset_id)
-    except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise _write_error(dataset_id, root, error) from error
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        staging = _staging_directory(dataset_id)
+        try:
+            storage = MinariStorage.new(staging / "data", observation_space=observation_space,
+                                        action_space=action_space)
+            storage.update_metadata(metadata)
+            storage.update_episodes(
+                EpisodeBuffer(
+                    id=index,
+                    observations=episode.observations,
+                    actions=episode.actions,
+                    rewards=episode.rewards,
+                    terminations=episode.terminations,
+                    truncations=episode.truncations,
+                    infos=next(infos) if infos is not None else None,
+                )
+                for index, episode in enumerate(episodes)
+            )
+            _move_into_place(staging, final, dataset_id)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise _write_error(dataset_id, datasets_root(), error) from error
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return final
+
+
+def _staging_directory(dataset_id: str) -> Path:
+    """A new hidden directory in the store to build the dataset in. Its writer holds the id's
+    lock, so any other staging directory of this id is a killed writer's, and goes."""
+    root = datasets_root()
+    prefix = f".offrl-staging-{_id_key(dataset_id)}-"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for leftover in root.glob(f"{glob.escape(prefix)}*"):
+            shutil.rmtree(leftover)
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    except OSError as error:
+        raise _write_error(dataset_id, root, error) from error
 
 
 def _move_into_place(staging: Path, final: Path, dataset_id: str) -> None:
