@@ -38,8 +38,9 @@ def no_network(monkeypatch):
 
 
 def test_unknown_id_fails_at_once_without_touching_the_network(no_network):
-    with pytest.raises(DatasetNotFoundError, match="offrl datasets convert"):
+    with pytest.raises(DatasetNotFoundError, match="offrl datasets convert") as error:
         load_dataset("d4rl/hopper/medium-v2")
+    assert "\n" not in str(error.value)
 
 
 def test_missing_suite_dataset_names_the_command_that_generates_it(no_network):
@@ -85,6 +86,23 @@ def test_truncated_npz_is_reported_as_corrupt(tmp_path, minari_store):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DatasetFormatError, match="truncated or corrupt"):
         convert("neorl2", path)
+    _nothing_written(minari_store)
+
+
+def test_files_of_the_wrong_container_or_without_rows_are_named_in_one_line(tmp_path, minari_store):
+    hdf5 = write_d4rl_hdf5(tmp_path / "hopper-medium-v2.hdf5", synthetic_flat([30], ["timeout"]))
+    npz = write_neorl2_npz(tmp_path / "DMSD-train.npz", synthetic_flat([30], ["timeout"]))
+    empty = write_d4rl_hdf5(tmp_path / "hopper-empty-v2.hdf5", {key: value[:0] for key, value in
+                                                                 synthetic_flat([30], ["timeout"]).items()})
+    cases = [("neorl2", hdf5, "is an HDF5 file, not an npz archive: convert it with `offrl datasets convert d4rl"),
+             ("d4rl", npz, "is an npz archive, not the HDF5 file D4RL's format is: convert it with `offrl datasets "
+                           "convert neorl2"),
+             ("d4rl", empty, "holds no transitions \\(actions, next_observations, observations, rewards, terminals, "
+                             "timeouts empty\\)")]
+    for fmt, path, message in cases:
+        with pytest.raises(DatasetFormatError, match=message) as error:
+            convert(fmt, path, "test/wrong/file-v0")
+        assert "\n" not in str(error.value) and "allow_pickle" not in str(error.value)
     _nothing_written(minari_store)
 
 

@@ -11,7 +11,8 @@ import pytest
 from gymnasium import spaces
 from minari.data_collector.episode_buffer import EpisodeBuffer
 
-from offrl.data import UnsupportedSpaceError, load_dataset
+from offrl.data import UnsupportedSpaceError, load_dataset, write_dataset
+from offrl.data.collect import collect_episodes
 
 
 def _buffers(lengths, flags, obs_fn, act_dim=2, seed=0):
@@ -166,3 +167,19 @@ def test_a_minari_d4rl_style_antmaze_dataset_trains_and_evaluates_in_its_env(tmp
     # by id, as a user passes it: gymnasium-robotics registers it on first use
     scores = evaluate_run(result.run_dir, episodes=1, env="AntMaze_UMaze-v4")
     assert scores["env"] == "AntMaze_UMaze-v4"
+
+
+def test_episodes_cut_off_by_the_collection_budget_end_truncated_and_data_scores_skip_them():
+    policy = lambda obs, rng: rng.uniform(-1.0, 1.0, (len(obs), 3))  # noqa: E731
+    episodes, obs_space, act_space = collect_episodes("Hopper-v5", policy, num_steps=600, num_envs=4, seed=0)
+    assert all(episode.terminations[-1] or episode.truncations[-1] for episode in episodes)
+    cut_off = [episode.cut_off for episode in episodes]
+    assert sum(cut_off) == 4 and not any(episode.terminations[-1] for episode in episodes if episode.cut_off)
+    write_dataset("test/hopper/cut-v0", episodes, obs_space, act_space, eval_env="Hopper-v5",
+                  ref_min_score=0.0, ref_max_score=100.0)
+    data = load_dataset("test/hopper/cut-v0")
+    np.testing.assert_array_equal(data.complete_episodes, np.logical_not(cut_off))
+    assert [episode.cut_off for episode in data.episodes()] == cut_off  # kept when a dataset is written again
+    summary = data.summary()
+    assert summary["complete_episodes"] == len(episodes) - 4
+    assert summary["return_mean"] == pytest.approx(data.episode_returns[~np.array(cut_off)].mean())

@@ -6,8 +6,10 @@ import json
 import os
 import shutil
 import signal
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 
 import gymnasium as gym
 import jax.numpy as jnp
@@ -16,7 +18,8 @@ import pytest
 from conftest import assert_same_checkpoint, assert_same_metrics, run_in_fresh_python
 
 import offrl
-from offrl import checkpoint
+import offrl.logging
+from offrl import checkpoint, runs
 from offrl.cli import main as cli_main
 from offrl.config import parse_config
 from offrl.data import DatasetError, load_dataset, remove_dataset
@@ -107,8 +110,12 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_run(pendulum, tmp_
         parse_config(td3_bc.Config, "td3_bc", ["--resume", str(tmp_path / "cut"), "--run_dir", str(tmp_path / "b")])
     resumed_config = parse_config(td3_bc.Config, "td3_bc",
                                   ["--resume", str(tmp_path / "cut"), "--num_updates", "400", "--seeds", " 0"])
+    run_id = json.loads((tmp_path / "cut" / "run.json").read_text())["run_id"]
     train(td3_bc.make, resumed_config, "td3_bc", show_progress=False)
     assert_same_checkpoint(checkpoint.latest(full.run_dir), checkpoint.latest(tmp_path / "cut"))
+    # one identity per run (its wandb runs' ids): kept on resume, never shared by two runs
+    assert json.loads((tmp_path / "cut" / "run.json").read_text())["run_id"] == run_id
+    assert json.loads((full.run_dir / "run.json").read_text())["run_id"] != run_id
     assert run_status(tmp_path / "cut", 400, "0") == "finished" and run_status(tmp_path / "never-ran", 400) == "new"
     with pytest.raises(FileExistsError, match="seeds 0 planned"):
         run_status(tmp_path / "cut", 400, "0,1")
@@ -176,6 +183,44 @@ def test_sigterm_checkpoints_the_chunk_it_ends_and_the_run_resumes_to_the_same_e
     _sigterm_once_logged(monkeypatch, None)
 
 
+def test_a_run_resumed_with_another_log_every_keeps_its_grid_and_budget(pendulum, tmp_path, monkeypatch):
+    grid = ["--num_updates", "600", "--eval_every", "300", "--checkpoint_every", "300"]
+    full = train(td3_bc.make, _config(tmp_path, *grid, name="full"), "td3_bc", show_progress=False).run_dir
+    _sigterm_once_logged(monkeypatch, 100)
+    with pytest.raises(StopRequested):
+        train(td3_bc.make, _config(tmp_path, *grid, name="cut"), "td3_bc", show_progress=False)
+    _sigterm_once_logged(monkeypatch, None)
+    # 150 does not divide the checkpoint's 100: the run logs every 50 and still lands on 300 and 600
+    resumed = train(td3_bc.make, parse_config(td3_bc.Config, "td3_bc", ["--resume", str(tmp_path / "cut"),
+                                                                         "--log_every", "150"]),
+                    "td3_bc", show_progress=False)
+    rows = read_metrics(tmp_path / "cut")
+    assert resumed.final_step == 600 and "eval/normalized_score" in resumed.final_eval
+    assert [row["step"] for row in rows] == [100, *range(150, 601, 50)]
+    assert [row["step"] for row in rows if "eval/return" in row] == [300, 600]
+    assert checkpoint.latest_step(tmp_path / "cut") == 600
+    assert_same_checkpoint(checkpoint.latest(full), checkpoint.latest(tmp_path / "cut"))
+    with pytest.raises(ValueError, match="has trained 600 updates already"):
+        train(td3_bc.make, parse_config(td3_bc.Config, "td3_bc", ["--resume", str(full), "--num_updates", "300",
+                                                                   "--eval_every", "300", "--checkpoint_every", "300"]),
+              "td3_bc", show_progress=False)
+
+
+def test_runs_started_in_one_second_get_directories_of_their_own(monkeypatch, tmp_path):
+    class FrozenClock:
+        @staticmethod
+        def now():
+            return datetime(2026, 12, 6, 12, 0, 0)
+
+    monkeypatch.setattr(runs, "datetime", FrozenClock)
+    monkeypatch.setattr(runs, "REPO_ROOT", tmp_path)
+    first, second = (runs.default_run_dir("td3_bc", "mujoco/hopper/medium-v0", "0,1") for _ in range(2))
+    assert first == tmp_path / "runs/td3_bc/mujoco/hopper/medium-v0/20261206-120000-s0_1"
+    assert second == first.with_name(first.name + "-2") and second.is_dir()
+    # the dataset's namespace is part of the path: D4RL's hopper-medium is other data
+    assert runs.default_run_dir("td3_bc", "d4rl/hopper/medium-v2", "0,1").parent != first.parent
+
+
 def test_a_killed_run_planned_for_the_budget_is_resumable(pendulum, tmp_path):
     run = train(td3_bc.make, _config(tmp_path, "--num_updates", "200", name="killed"), "td3_bc",
                 show_progress=False).run_dir
@@ -207,6 +252,28 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
         logger.log(step, {"critic_loss": np.array([step])}, 1.0)
     logger.close()
     assert [row["step"] for row in read_metrics(tmp_path)] == [100, 200, 300, 400]
+
+
+def test_updates_per_s_counts_the_wall_time_since_the_previous_row(tmp_path, monkeypatch):
+    clock = iter([10.0, 14.0, 15.0])
+    monkeypatch.setattr(offrl.logging, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    logger = RunLogger(tmp_path, {}, "td3_bc", [0, 1], 400, 0, "disabled", show_progress=False)
+    logger.log(100, {"critic_loss": np.array([1.0, 2.0])}, 100)  # 4 s: compilation and evaluations count too
+    logger.log(200, {"critic_loss": np.array([1.0, 2.0])}, 100)
+    logger.close()
+    assert [row["updates_per_s"] for row in read_metrics(tmp_path)] == [25.0, 25.0, 100.0, 100.0]
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume_and_other_damage_is_named(tmp_path, capsys):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 100, "seed": 0}\n{"step": 200, "seed": 0}\n{"step": 3')
+    logger = RunLogger(tmp_path, {}, "td3_bc", [0], 400, 200, "disabled", show_progress=False)
+    logger.log(300, {"critic_loss": np.array([1.0])}, 100)
+    logger.close()
+    assert [row["step"] for row in read_metrics(tmp_path)] == [100, 200, 300]
+    assert "dropped its last line, cut off mid-write" in capsys.readouterr().err
+    (tmp_path / "metrics.jsonl").write_text('{"step": 100, "seed": 0}\n{"step": 2\n{"step": 300, "seed": 0}\n')
+    with pytest.raises(ValueError, match="metrics.jsonl line 2 is not JSON"):
+        read_metrics(tmp_path)
 
 
 def test_divergence_stops_with_the_update_and_last_checkpoint(pendulum, tmp_path):
@@ -477,3 +544,10 @@ def test_resuming_another_algorithms_run_names_the_script_that_can(tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"algorithm": "rebrac"}))
     with pytest.raises(ValueError, match=r"a rebrac run, which iql cannot continue; use algorithms/rebrac.py"):
         parse_config(algorithm_module("iql").Config, "iql", ["--resume", str(tmp_path)])
+
+
+def test_an_unknown_option_is_one_line_naming_the_closest_one():
+    with pytest.raises(ValueError, match=r"^unknown option --num_update: did you mean --num_updates\? `--help` "):
+        parse_config(td3_bc.Config, "td3_bc", ["--num_update", "5"])
+    assert parse_config(td3_bc.Config, "td3_bc", ["--reward_bias", "-1", "--num_updates=500", "--log_every",
+                                                   "100"]).reward_bias == -1.0

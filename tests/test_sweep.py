@@ -67,6 +67,18 @@ def test_grid_and_random_axes_expand_into_the_right_runs(tmp_path):
     assert sweep.load_spec(spec_file(tmp_path, seeds=3)).seeds == [3]
 
 
+def test_run_names_keep_the_dataset_namespace_and_a_sweep_refuses_shared_names(tmp_path):
+    datasets = ["d4rl/hopper/medium-v2", "offrl/hopper/medium-v0", "mujoco/hopper/medium-v0"]
+    runs = sweep.expand(sweep.load_spec(spec_file(tmp_path, datasets=datasets)))
+    assert [run.name for run in runs] == ["bc_d4rl-hopper-medium-v2", "bc_offrl-hopper-medium-v0",
+                                          "bc_mujoco-hopper-medium-v0"]
+    sweep.require_unique_names(runs)
+    alike = sweep.expand(sweep.load_spec(spec_file(tmp_path, grid={"actor_lr": [1e-4, 1.00001e-4]})))
+    with pytest.raises(ValueError, match="runs that share a name, and with it a run directory: "
+                                         "bc_offrl-pendulum-sweep-v0_actor_lr=0.0001"):
+        sweep.require_unique_names(alike)
+
+
 def test_a_sweeps_typos_and_missing_datasets_fail_before_any_run_trains(pendulum, tmp_path, capsys):
     root = ["--root", str(tmp_path / "runs")]
     for fields, message in [
@@ -128,10 +140,11 @@ def test_seed_per_run_splits_runs_that_reports_pool_again(pendulum, tmp_path):
     root = tmp_path / "runs"
     assert cli_main(["sweep", str(spec_file(tmp_path, seeds=[0, 1])), "--root", str(root), "--seed-per-run",
                      "--workers", "2"]) == 0
-    assert sorted(path.name for path in (root / "tiny").iterdir()) == ["bc_pendulum-sweep_s0", "bc_pendulum-sweep_s1"]
+    assert sorted(path.name for path in (root / "tiny").iterdir()) == ["bc_offrl-pendulum-sweep-v0_s0",
+                                                                      "bc_offrl-pendulum-sweep-v0_s1"]
     groups = group(find_runs([root])[0], by_run=True)
-    assert list(groups) == [("bc [bc_pendulum-sweep]", DATASET)]
-    assert sorted(seed for run in groups[("bc [bc_pendulum-sweep]", DATASET)] for seed in run.curves) == [0, 1]
+    assert list(groups) == [("bc [bc_offrl-pendulum-sweep-v0]", DATASET)]
+    assert sorted(seed for run in groups[("bc [bc_offrl-pendulum-sweep-v0]", DATASET)] for seed in run.curves) == [0, 1]
 
 
 def test_a_rerun_sweep_skips_finished_runs(pendulum, tmp_path, capsys):

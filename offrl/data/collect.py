@@ -21,9 +21,10 @@ def collect_episodes(env_id: str, policy: BatchPolicy, num_steps: int, num_envs:
     """Roll out `policy` until `num_steps` transitions are stored.
 
     Terminations and truncations are kept apart. Episodes still running at the end are
-    stored truncated there, as Minari expects every episode to end terminated or truncated
-    (they are shorter than the env's time limit: `OfflineDataset.complete_episodes` tells
-    them apart). `on_steps(n)` is told of every n new transitions (progress bars)."""
+    stored truncated there, as Minari expects every episode to end terminated or truncated,
+    and marked `cut_off` (the dataset's metadata lists them: see
+    `OfflineDataset.complete_episodes`). `on_steps(n)` is told of every n new transitions
+    (progress bars)."""
     # Same-step autoreset: a finished sub-env returns its next episode's first observation
     # at once, with the finished episode's last observation in info["final_obs"].
     envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
@@ -60,7 +61,7 @@ def collect_episodes(env_id: str, policy: BatchPolicy, num_steps: int, num_envs:
         for buffer in buffers:
             if buffer["act"]:
                 buffer["trunc"][-1] = True
-                episodes.append(_episode(buffer))
+                episodes.append(_episode(buffer, cut_off=True))
         return episodes, envs.single_observation_space, envs.single_action_space
     finally:
         envs.close()
@@ -70,11 +71,12 @@ def _empty() -> dict[str, list]:
     return {"obs": [], "act": [], "rew": [], "term": [], "trunc": []}
 
 
-def _episode(buffer: dict) -> Episode:
+def _episode(buffer: dict, cut_off: bool = False) -> Episode:
     return Episode(
         observations=np.asarray(buffer["obs"], dtype=np.float32),
         actions=np.asarray(buffer["act"], dtype=np.float32),
         rewards=np.asarray(buffer["rew"], dtype=np.float32),
         terminations=np.asarray(buffer["term"], dtype=bool),
         truncations=np.asarray(buffer["trunc"], dtype=bool),
+        cut_off=cut_off,
     )

@@ -93,8 +93,8 @@ def read_d4rl_hdf5(path: Path) -> FlatTransitions:
 def _read_npz(path: Path, required: tuple[str, ...], layout: str) -> dict[str, np.ndarray]:
     _require_container(path, hdf5=False)
     if not zipfile.is_zipfile(path):  # numpy's own error suggests allow_pickle, which would run code in the file
-        raise DatasetFormatError(f"{path} is not an npz archive (a zip of .npy arrays), as the {layout} format "
-                                 "is: it may be cut short or another kind of file; export it again.")
+        raise DatasetFormatError(f"{path} is not an npz archive (a zip of .npy arrays) as the {layout} format "
+                                 "is: it may be truncated or corrupt, or another kind of file; export it again.")
     try:
         with np.load(path, allow_pickle=False) as archive:
             _require(archive.files, required, str(path), layout)

@@ -101,15 +101,14 @@ class OfflineDataset:
 
     @property
     def complete_episodes(self) -> np.ndarray:
-        """Per episode, whether it ran to its end: a termination, or the eval env's time limit
-        (where the dataset names no env, a truncation flag), rather than being cut off where
-        collection stopped (a step budget, a behavior policy's share). A cut-off episode's
-        return sums only part of an episode, so data scores average complete ones."""
+        """Per episode, whether it ran to its end, terminated or truncated by the env, rather
+        than cut off where collection stopped (a step budget, a behavior policy's share; offrl's
+        collector lists those in the metadata as `cut_off_episodes`). A cut-off episode's
+        return sums part of an episode, so data scores average complete ones."""
         last = np.append(self.episode_starts[1:], self.num_transitions) - 1
-        spec = self.metadata.eval_env_spec
-        limit = spec.max_episode_steps if spec is not None else None
-        ended = self.episode_lengths == limit if limit else self.timeouts[last] > 0
-        return (self.terminals[last] > 0) | ended
+        complete = (self.terminals[last] > 0) | (self.timeouts[last] > 0)
+        complete[self.metadata.extra.get("cut_off_episodes", [])] = False
+        return complete
 
     @property
     def episode_ids(self) -> np.ndarray:
@@ -170,11 +169,12 @@ class OfflineDataset:
     def episodes(self) -> list[Episode]:
         """The dataset cut back into episodes (observations include each final next state)."""
         ends = np.append(self.episode_starts[1:], self.num_transitions)
+        cut_off = set(self.metadata.extra.get("cut_off_episodes", []))
         return [Episode(observations=np.concatenate([self.observations[start:end], self.next_observations[end - 1:end]]),
                         actions=self.actions[start:end], rewards=self.rewards[start:end],
                         terminations=self.terminals[start:end].astype(bool),
-                        truncations=self.timeouts[start:end].astype(bool))
-                for start, end in zip(self.episode_starts, ends)]
+                        truncations=self.timeouts[start:end].astype(bool), cut_off=index in cut_off)
+                for index, (start, end) in enumerate(zip(self.episode_starts, ends))]
 
     def transitions(self) -> dict[str, np.ndarray]:
         """The transition arrays by name (with next_actions), e.g. to move them onto a device."""

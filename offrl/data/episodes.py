@@ -36,6 +36,7 @@ class Episode:
     rewards: np.ndarray  # (T,)
     terminations: np.ndarray  # (T,) bool
     truncations: np.ndarray  # (T,) bool
+    cut_off: bool = False  # truncated where collection stopped, not by the env: a part of an episode
 
 
 @dataclass

@@ -294,18 +294,10 @@ def write_dataset(
             storage = MinariStorage.new(staging / "data", observation_space=observation_space,
                                         action_space=action_space)
             storage.update_metadata(metadata)
-            storage.update_episodes(
-                EpisodeBuffer(
-                    id=index,
-                    observations=episode.observations,
-                    actions=episode.actions,
-                    rewards=episode.rewards,
-                    terminations=episode.terminations,
-                    truncations=episode.truncations,
-                    infos=next(infos) if infos is not None else None,
-                )
-                for index, episode in enumerate(episodes)
-            )
+            cut_off: list[int] = []
+            storage.update_episodes(_buffers(episodes, infos, cut_off))
+            if cut_off:  # what collection cut off, for data scores over complete episodes
+                storage.update_metadata({OFFRL_KEY: {**metadata[OFFRL_KEY], "cut_off_episodes": cut_off}})
             _move_into_place(staging, final, dataset_id)
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
@@ -314,6 +306,16 @@ def write_dataset(
             shutil.rmtree(staging, ignore_errors=True)
             raise
     return final
+
+
+def _buffers(episodes: Iterable[Episode], infos, cut_off: list[int]) -> Iterator[EpisodeBuffer]:
+    """Minari's episode buffers, one at a time; the indices of cut-off episodes go to `cut_off`."""
+    for index, episode in enumerate(episodes):
+        if episode.cut_off:
+            cut_off.append(index)
+        yield EpisodeBuffer(id=index, observations=episode.observations, actions=episode.actions,
+                            rewards=episode.rewards, terminations=episode.terminations,
+                            truncations=episode.truncations, infos=next(infos) if infos is not None else None)
 
 
 def _staging_directory(dataset_id: str) -> Path:
