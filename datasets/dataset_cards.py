@@ -41,7 +41,7 @@ def existing_rows(text: str) -> dict[str, str]:
 
 
 def dataset_table(previous: dict[str, str]) -> list[str]:
-    lines = ["| dataset | made from | episodes | steps | terminals | mean return | normalized | "
+    lines = ["| dataset | made from | episodes (complete) | steps | terminals | mean return | normalized | "
              "generation steps/s |", "|---|---|---|---|---|---|---|---|"]
     for name in read_manifest():
         for kind in KINDS:
@@ -53,7 +53,8 @@ def dataset_table(previous: dict[str, str]) -> list[str]:
             summary, extra = dataset.summary(), dataset.metadata.extra
             made_from = ", ".join(f"{s['policy']} {s['steps']:,}" for s in extra["segments"])
             lines.append(
-                f"| {dataset_id} | {made_from} | {summary['episodes']:,} | {summary['steps']:,} | "
+                f"| {dataset_id} | {made_from} | {summary['episodes']:,} ({summary['complete_episodes']:,}) | "
+                f"{summary['steps']:,} | "
                 f"{summary['terminals']:,} | {summary['return_mean']:.1f} | "
                 f"{summary['normalized_return_mean']:.1f} | {extra['generation_steps_per_s']:,.0f} |")
     return lines

@@ -282,7 +282,7 @@ def parse_config(config_cls: type[C], algo: str, argv: list[str] | None = None) 
         saved_config = Path(first.resume) / "config.yaml"
         if not saved_config.is_file():
             raise FileNotFoundError(f"--resume {first.resume}: no run there ({saved_config} is missing). Pass the "
-                                    "`run directory:` a run printed, e.g. runs/<algo>/<dataset>/<time>.")
+                                    "`run directory:` a run printed, e.g. runs/<algo>/<dataset id>/<time>.")
         record = Path(first.resume) / "run.json"
         trained_by = json.loads(record.read_text()).get("algorithm") if record.is_file() else None
         if trained_by not in (None, algo):

@@ -12,6 +12,7 @@ import netrc
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,12 @@ import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 METRICS_FILE = "metrics.jsonl"
+
+
+def new_run_id() -> str:
+    """A run's identity (run.json's run_id, its wandb ids): random, so that runs of one name
+    in two sweeps or on two machines never resume each other's wandb runs."""
+    return uuid.uuid4().hex[:12]
 
 
 def resolve_wandb_mode(mode: str) -> str:
@@ -52,14 +59,14 @@ class RunLogger:
                  members: list[dict[str, Any]] | None = None, run_id: str = ""):
         """One metrics row per seed and step; with packed hyperparameters, `members` holds
         each trained member's values (logged as hp/<key>), `seeds` its seed. `run_id` (run.json's)
-        names the run's wandb runs."""
+        names the run's wandb runs; without one they get a new identity."""
         self.run_dir = Path(run_dir)
         self.seeds = seeds
         self.members = members or [{} for _ in seeds]
         self.metrics_path = self.run_dir / METRICS_FILE
         if start_update and self.metrics_path.is_file():
             # a killed run logged past its last checkpoint; the resumed run logs those steps again
-            kept = [row for row in read_jsonl(self.metrics_path, torn_tail_ok=True) if row["step"] <= start_update]
+            kept = [row for row in read_jsonl(self.metrics_path) if row["step"] <= start_update]
             self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in kept))
         self.last_time = time.perf_counter()  # updates_per_s counts wall time from here
         self.wandb_mode = resolve_wandb_mode(wandb_mode)
@@ -78,7 +85,7 @@ class RunLogger:
                     group=group, name=f"{algo}-{dataset.replace('/', '_')}{label}-s{seed}",
                     tags=[algo, dataset, f"seed{seed}"] + ([group] if config.get("wandb_group") else []),
                     config={**config, **member, "seed": seed},
-                    id=f"{run_id or self.run_dir.name}-m{index}-s{seed}", resume="allow",
+                    id=f"{run_id or new_run_id()}-m{index}-s{seed}", resume="allow",
                     reinit="create_new",
                 ))
         self.progress = Progress(
@@ -122,13 +129,13 @@ class RunLogger:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    return read_jsonl(Path(run_dir) / METRICS_FILE, torn_tail_ok=True)
+    return read_jsonl(Path(run_dir) / METRICS_FILE)
 
 
-def read_jsonl(path: Path, torn_tail_ok: bool = False) -> list[dict[str, Any]]:
-    """The rows of a JSON-lines file offrl appends to. With `torn_tail_ok`, a last line cut
-    off mid-write (a kill during an append, a full disk) is dropped with a one-line note:
-    the row it held is written again when the run resumes. Damage anywhere else raises."""
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file offrl appends to. A last line cut off mid-write (a kill
+    during an append, a full disk) is dropped with a one-line note: the row it held is
+    written again when the run resumes. Damage anywhere else raises."""
     lines = Path(path).read_text().splitlines(keepends=True)
     rows = []
     for number, line in enumerate(lines, 1):
@@ -137,7 +144,7 @@ def read_jsonl(path: Path, torn_tail_ok: bool = False) -> list[dict[str, Any]]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            if torn_tail_ok and number == len(lines):
+            if number == len(lines):
                 print(f"note: {path}: dropped its last line, cut off mid-write ({line[:40].strip()!r}...).",
                       file=sys.stderr)
                 continue

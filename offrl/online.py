@@ -45,9 +45,9 @@ from offrl.data.dataset import TRANSITION_KEYS
 from offrl.data.preprocess import Preprocessing
 from offrl.evaluate import flat_observations, make_env, registered, require_fit
 from offrl.learner import Algorithm, init_states, make_train_steps
-from offrl.logging import RunLogger, resolve_wandb_mode
-from offrl.runs import (RunResult, check_divergence, closing_run, default_run_dir, evaluate_seeds, new_run_id,
-                        read_run, run_directory, stop_if_requested, stop_requested)
+from offrl.logging import RunLogger, new_run_id, resolve_wandb_mode
+from offrl.runs import (RunResult, check_divergence, closing_run, default_run_dir, evaluate_seeds, read_run,
+                        run_directory, stop_if_requested, stop_requested)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ import json
 import signal
 import sys
 import threading
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -59,14 +58,8 @@ def read_run(run_dir: Path) -> dict:
     """A run's run.json: its algorithm, data, dimensions and seeds."""
     if not (run_dir / "run.json").is_file():
         raise FileNotFoundError(f"{run_dir} holds no run (no run.json): pass the `run directory:` a training run "
-                                "printed, e.g. runs/<algo>/<dataset>/<time>.")
+                                "printed, e.g. runs/<algo>/<dataset id>/<time>.")
     return json.loads((run_dir / "run.json").read_text())
-
-
-def new_run_id() -> str:
-    """A run's identity (run.json's run_id, its wandb ids): random, so that runs of one name
-    in two sweeps or on two machines never resume each other's wandb runs."""
-    return uuid.uuid4().hex[:12]
 
 
 def holds_run(run_dir: Path) -> bool:

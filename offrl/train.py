@@ -36,7 +36,7 @@ from offrl.data import (
 from offrl.errors import user_errors_as_messages
 from offrl.evaluate import make_env, make_policy, require_fit
 from offrl.learner import Algorithm, all_finite, init_states, make_train_steps, sample_uniform, scan_updates, seed_slice
-from offrl.logging import RunLogger, resolve_wandb_mode
+from offrl.logging import RunLogger, new_run_id, resolve_wandb_mode
 from offrl.online import OnlinePhase, new_buffers, online_carry, run_online
 from offrl.runs import (
     REPO_ROOT,
@@ -45,7 +45,6 @@ from offrl.runs import (
     closing_run,
     default_run_dir,
     evaluate_seeds,
-    new_run_id,
     read_run,
     recorded_fingerprint,
     run_directory,
