@@ -551,3 +551,26 @@ def test_an_unknown_option_is_one_line_naming_the_closest_one():
         parse_config(td3_bc.Config, "td3_bc", ["--num_update", "5"])
     assert parse_config(td3_bc.Config, "td3_bc", ["--reward_bias", "-1", "--num_updates=500", "--log_every",
                                                    "100"]).reward_bias == -1.0
+
+
+def test_offline_wandb_asks_no_name_server(tmp_path):
+    """wandb's process-wide telemetry probes its server unless set up offline first."""
+    hosts = tmp_path / "hosts.txt"
+    script = f"""
+import socket
+def record(host, *args, **kwargs):
+    with open({str(hosts)!r}, "a") as handle:
+        handle.write(str(host) + "\\n")
+    raise OSError("no network in this test")
+socket.getaddrinfo = record
+import numpy as np
+from offrl.logging import RunLogger
+logger = RunLogger({str(tmp_path / "run")!r}, {{"dataset": "x/y/z-v0"}}, "td3_bc", [0], 200, 0, "auto",
+                   show_progress=False, run_id="test")
+logger.log(100, {{"critic_loss": np.array([1.0])}}, 100)
+logger.close()
+"""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+    run_in_fresh_python(script, env={**env, "HOME": str(tmp_path)})  # no API key in ~/.netrc: auto is offline
+    assert (tmp_path / "run" / "wandb").is_dir()
+    assert not hosts.exists() or hosts.read_text().split() == []

@@ -173,6 +173,16 @@ def test_a_rerun_sweep_skips_finished_runs(pendulum, tmp_path, capsys):
     assert [p.stat().st_mtime_ns for p in results] == stamps
 
 
+def test_a_run_cut_off_before_its_first_checkpoint_starts_over(pendulum, tmp_path):
+    run, = sweep.expand(sweep.load_spec(spec_file(tmp_path, seeds=[0])))
+    root = tmp_path / "runs"
+    run.run_dir(root).mkdir(parents=True)
+    (run.run_dir(root) / "metrics.jsonl").write_text('{"step": 100, "seed": 0, "left_by": "the cut-off run"}\n')
+    sweep.run_one(run, root)  # nothing to resume: its metrics go, and it trains from update 0
+    rows = read_metrics(run.run_dir(root))
+    assert [row["step"] for row in rows] == [100, 200] and "left_by" not in rows[0]
+
+
 def test_a_diverging_run_is_a_result_the_sweep_and_its_report_show(pendulum, tmp_path, capsys):
     path = spec_file(tmp_path, algorithms=["td3_bc"], seeds=[0], base={**TINY, "divergence_threshold": 1e6},
                      grid={"critic_lr": [3e-4, 1e30]})
