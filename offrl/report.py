@@ -112,8 +112,8 @@ def find_runs(paths: list[Path]) -> tuple[list[RunScores], list[Path]]:
     return runs, unscored
 
 
-# `offrl sweep --seed-per-run` names a point's runs <name>_s<seed> (or <name>,s<seed> after a label)
-SEED_SUFFIX = re.compile(r"[_,]s\d+$")
+# `offrl sweep --seed-per-run` names a point's runs <name>_s<seed>
+SEED_SUFFIX = re.compile(r"_s\d+$")
 
 
 def group(runs: list[RunScores], by_run: bool = False) -> dict[tuple[str, str], list[RunScores]]:

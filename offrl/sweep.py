@@ -73,9 +73,11 @@ class SweepRun:
     @property
     def name(self) -> str:
         """algorithm, the full dataset id (namespace and version: d4rl/hopper/medium-v2 and
-        mujoco/hopper/medium-v0 are other data) and the varied values, e.g.
-        td3_bc_offrl-hopper-medium-v0_actor_lr=0.001."""
-        return "_".join(part for part in (self.algorithm, self.dataset.replace("/", "-"), self.label) if part)
+        mujoco/hopper/medium-v0 are other data), the varied values and the seeds, e.g.
+        td3_bc_offrl-hopper-medium-v0_actor_lr=0.001_s0-1-2: a spec changed to other seeds
+        gets other runs, not the finished runs of the old seeds."""
+        seeds = "s" + "-".join(map(str, self.seeds))
+        return "_".join(part for part in (self.algorithm, self.dataset.replace("/", "-"), self.label, seeds) if part)
 
     def run_dir(self, root: Path) -> Path:
         return root / self.sweep / self.name
@@ -198,12 +200,11 @@ def pack(runs: list[SweepRun]) -> list[SweepRun]:
 
 
 def seed_per_run(runs: list[SweepRun]) -> list[SweepRun]:
-    """Each run split into one run per seed (`--seed-per-run`, label suffix `s<seed>`; reports
-    group them again). On a CPU, seeds as separate pinned workers train faster than vmapped
+    """Each run split into one run per seed (`--seed-per-run`, names ending in `_s<seed>`;
+    reports group them again). On a CPU, seeds as separate pinned workers train faster than vmapped
     in one program, which a second thread barely speeds up (docs/sweeps.md); on a GPU one
     program of all seeds is faster."""
-    return [dataclasses.replace(run, seeds=(seed,), label=",".join(part for part in (run.label, f"s{seed}") if part))
-            for run in runs for seed in run.seeds]
+    return [dataclasses.replace(run, seeds=(seed,)) for run in runs for seed in run.seeds]
 
 
 def require_unique_names(runs: list[SweepRun]) -> None:

@@ -70,12 +70,12 @@ def test_grid_and_random_axes_expand_into_the_right_runs(tmp_path):
 def test_run_names_keep_the_dataset_namespace_and_a_sweep_refuses_shared_names(tmp_path):
     datasets = ["d4rl/hopper/medium-v2", "offrl/hopper/medium-v0", "mujoco/hopper/medium-v0"]
     runs = sweep.expand(sweep.load_spec(spec_file(tmp_path, datasets=datasets)))
-    assert [run.name for run in runs] == ["bc_d4rl-hopper-medium-v2", "bc_offrl-hopper-medium-v0",
-                                          "bc_mujoco-hopper-medium-v0"]
+    assert [run.name for run in runs] == ["bc_d4rl-hopper-medium-v2_s0-1", "bc_offrl-hopper-medium-v0_s0-1",
+                                          "bc_mujoco-hopper-medium-v0_s0-1"]
     sweep.require_unique_names(runs)
     alike = sweep.expand(sweep.load_spec(spec_file(tmp_path, grid={"actor_lr": [1e-4, 1.00001e-4]})))
     with pytest.raises(ValueError, match="runs that share a name, and with it a run directory: "
-                                         "bc_offrl-pendulum-sweep-v0_actor_lr=0.0001"):
+                                         "bc_offrl-pendulum-sweep-v0_actor_lr=0.0001_s0-1"):
         sweep.require_unique_names(alike)
 
 
@@ -134,9 +134,9 @@ def test_packed_seeds_match_separate_runs(pendulum, tmp_path):
 def test_seed_per_run_splits_runs_that_reports_pool_again(pendulum, tmp_path):
     spec = sweep.load_spec(spec_file(tmp_path, seeds=[0, 1], grid={"actor_lr": [1e-3, 3e-4]}))
     split = sweep.seed_per_run(sweep.expand(spec))
-    assert [(run.label, run.seeds) for run in split] == [
-        ("actor_lr=0.001,s0", (0,)), ("actor_lr=0.001,s1", (1,)), ("actor_lr=0.0003,s0", (0,)),
-        ("actor_lr=0.0003,s1", (1,))]
+    assert [run.name for run in split] == [
+        "bc_offrl-pendulum-sweep-v0_actor_lr=0.001_s0", "bc_offrl-pendulum-sweep-v0_actor_lr=0.001_s1",
+        "bc_offrl-pendulum-sweep-v0_actor_lr=0.0003_s0", "bc_offrl-pendulum-sweep-v0_actor_lr=0.0003_s1"]
     root = tmp_path / "runs"
     assert cli_main(["sweep", str(spec_file(tmp_path, seeds=[0, 1])), "--root", str(root), "--seed-per-run",
                      "--workers", "2"]) == 0
