@@ -255,6 +255,15 @@ def run_online(algorithm: Algorithm, update: Callable, phase: OnlinePhase, seeds
     return carry, final_eval
 
 
+def require_chunk_boundary(env_step: int, steps_per_chunk: int) -> None:
+    """A run resumed at `env_step` goes on in chunks of `steps_per_chunk` env steps, which must
+    end on its evaluations and budget as the uninterrupted run's did."""
+    if env_step % steps_per_chunk:
+        raise ValueError(f"The run stopped at env step {env_step:,}, which update_every x num_envs = {steps_per_chunk} "
+                         "does not divide: resume it with the update_every it trained with (--update_every, or "
+                         "--online_update_every when fine-tuning).")
+
+
 def online_carry(states, rngs, seeds: list[int], buffers: ReplayBuffer) -> dict:
     act_keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds, jnp.uint32) + 1_000_003)
     return {"states": states, "rngs": rngs, "buffers": buffers, "act_keys": act_keys, "env_step": np.int64(0)}
@@ -289,6 +298,7 @@ def train_online(make_algorithm, config: OnlineConfig, algo: str, show_progress:
                 raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from: start a new run in another "
                                         "--run_dir.")
             carry = checkpoint.restore(saved, {"carry": carry})["carry"]
+            require_chunk_boundary(int(carry["env_step"]), config.update_every * config.num_envs)
         phase = OnlinePhase(config.env, config.env_steps, config.num_envs, config.update_every,
                             config.updates_per_step, config.start_steps, config.batch_size, 1.0, config.buffer_size,
                             config.eval_every, config.eval_episodes, config.checkpoint_every, config.keep_checkpoints,

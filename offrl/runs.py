@@ -98,10 +98,10 @@ def run_directory(run_dir: Path, resume: bool) -> Iterator[Path]:
 
 
 def clear_unresumable(run_dir: Path) -> None:
-    """For sweeps and experiments, which own their run directories: a run there cut off
-    before its first checkpoint has nothing to resume, so its metrics go and the run starts
-    over (a divergence record goes too: a run that diverged writes its result.json, so one
-    without is a run killed before that). Refused while another process trains there."""
+    """For sweeps, which own their run directories: a run there cut off before its first
+    checkpoint has nothing to resume, so its metrics go and the run starts over (a divergence
+    record goes too: a sweep's diverged run writes its result.json, so one without was killed
+    before that). Refused while another process trains there."""
     with exclusive(run_dir / LOCK, _in_use(run_dir)):
         if checkpoint.latest(run_dir) is None:
             for name in (METRICS_FILE, DIVERGED):

@@ -37,7 +37,7 @@ from offrl.errors import user_errors_as_messages
 from offrl.evaluate import make_env, make_policy, require_fit
 from offrl.learner import Algorithm, all_finite, init_states, make_train_steps, sample_uniform, scan_updates, seed_slice
 from offrl.logging import RunLogger, new_run_id, resolve_wandb_mode
-from offrl.online import OnlinePhase, new_buffers, online_carry, run_online
+from offrl.online import OnlinePhase, new_buffers, online_carry, require_chunk_boundary, run_online
 from offrl.runs import (
     REPO_ROOT,
     RunResult,
@@ -155,10 +155,14 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
 def _on_the_run_grid(config: TrainConfig, start: int) -> TrainConfig:
     """The config a run resumed at update `start` goes on with. Chunks of `log_every` updates
     must end on `start`, the evaluations, the checkpoints and the budget; a resumed run given
-    another --log_every that does not divide `start` logs at their greatest common divisor."""
+    another --log_every that does not divide `start` logs at their greatest common divisor.
+    Fine-tuning's chunks of env steps are not changed: a run stopped during it resumes with
+    an --online_update_every that divides its env steps, or is refused."""
     if start > config.num_updates and not config.online_steps:
         raise ValueError(f"--num_updates {config.num_updates}: the run has trained {start:,} updates already; "
                          "pass at least that many, or start a new run.")
+    if start > config.num_updates:  # stopped while fine-tuning
+        require_chunk_boundary(start - config.num_updates, config.online_update_every * config.online_num_envs)
     if start >= config.num_updates or start % config.log_every == 0:
         return config
     log_every = math.gcd(config.log_every, start)

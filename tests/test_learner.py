@@ -166,6 +166,10 @@ def test_sigterm_checkpoints_the_chunk_it_ends_and_the_run_resumes_to_the_same_e
         train(td3_bc.make, _config(tmp_path, *online, name="online"), "td3_bc", show_progress=False)
     assert checkpoint.latest_step(tmp_path / "online") == 500
     _sigterm_once_logged(monkeypatch, None)
+    with pytest.raises(ValueError, match="stopped at env step 100, which update_every x num_envs = 40 does not divide"):
+        train(td3_bc.make, parse_config(td3_bc.Config, "td3_bc", ["--resume", str(tmp_path / "online"),
+                                                                   "--online_update_every", "40"]),
+              "td3_bc", show_progress=False)
     resumed = train(td3_bc.make, parse_config(td3_bc.Config, "td3_bc", ["--resume", str(tmp_path / "online")]),
                     "td3_bc", show_progress=False)
     assert resumed.final_step == 600 and checkpoint.latest_step(tmp_path / "online") == 600

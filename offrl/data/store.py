@@ -361,10 +361,12 @@ def _write_error(dataset_id: str, root: Path, error: OSError) -> DatasetError:
 
 
 def remove_dataset(dataset_id: str) -> None:
+    """Remove a local dataset; refused while another process writes that id."""
     path = dataset_path(dataset_id)
-    if not path.exists():
-        raise _not_found(dataset_id)
-    shutil.rmtree(path)
+    with writing(dataset_id):
+        if not path.exists():
+            raise _not_found(dataset_id)
+        shutil.rmtree(path)
 
 
 _fingerprints: dict[tuple, str] = {}  # by the dataset's files as they are: a dataset made again is read again
