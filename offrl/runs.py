@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from offrl import checkpoint
-from offrl.config import dataset_config_name, read_yaml
+from offrl.config import read_yaml
 from offrl.data import OfflineDataset, local_fingerprint
 from offrl.errors import StopRequested, TrainingDiverged
 from offrl.evaluate import evaluate_policy, make_policy
@@ -84,9 +84,9 @@ def run_directory(run_dir: Path, resume: bool) -> Iterator[Path]:
     """Hold `run_dir` for one run: made if need be, and locked for the block, so no second
     process writes there (the kernel releases the lock however this one ends). A new run
     (not `resume`) is refused where a run has trained, since mixing the two would serve one
-    run's checkpoints and metrics as the other's. A run started or resumed here is no longer
-    the one that diverged, so an old divergence record goes; check_divergence writes it
-    again if need be."""
+    run's checkpoints and metrics as the other's. A run resumed here (with other settings) is
+    no longer the one that diverged, so an old divergence record goes; check_divergence
+    writes it again if need be."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(run_dir / LOCK, _in_use(run_dir)):
@@ -275,7 +275,7 @@ def check_divergence(step: int, finite: np.ndarray, metrics: dict[str, np.ndarra
         (run_dir / DIVERGED).write_text(what)
         good = checkpoint.latest(run_dir)
         fix = ("no checkpoint was written before it, so lower the learning rates or check the data for outliers, "
-               "then start a new run" if good is None else
+               "then start a new run in another --run_dir" if good is None else
                f"lower the learning rates or check the data for outliers; the last good checkpoint is {good} "
                f"(--resume {run_dir} continues from it)")
         raise TrainingDiverged(f"{what}: {fix}.")
