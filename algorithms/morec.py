@@ -39,7 +39,7 @@ from offrl.train import main as train_main
 
 @dataclass
 class Config(ModelBasedConfig):
-    """Defaults are the paper's D4RL settings (../shared/REFERENCE.md); the MOPO penalty
+    """Defaults are the paper's D4RL settings (Luo et al. 2024); the MOPO penalty
     per environment is in experiments/configs/morec/<env>.yaml."""
 
     num_critics: int = 2

@@ -27,7 +27,7 @@ from offrl.train import main as train_main
 
 @dataclass
 class Config(ModelBasedConfig):
-    """Defaults are the paper's D4RL settings (../shared/REFERENCE.md)."""
+    """Defaults are the paper's D4RL settings (Sims et al. 2024)."""
 
     num_critics: int = 10
     eta: float = 1.0  # weight of EDAC's ensemble-diversity loss

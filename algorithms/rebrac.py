@@ -104,7 +104,7 @@ def make(config: Config, obs_dim: int, act_dim: int) -> Algorithm:
     def online_update(state, batch, rng, step):
         """Fine-tuning: the BC coefficients fall linearly from their offline values to
         online_bc_floor of them over the online updates (Tarasov et al. 2023 relax ReBRAC's
-        constraint online; the floor of 0.5 is ../shared/REFERENCE.md's)."""
+        constraint online; the floor of 0.5 is their fine-tuning setting)."""
         bc_scale = 1.0 - (1.0 - config.online_bc_floor) * online_progress(step, config)
         state, metrics = td3_update(state, batch, rng, step, *losses(bc_scale), config.policy_freq, config.tau)
         return state, {**metrics, "bc_coef_scale": bc_scale}

@@ -35,7 +35,7 @@ ACTION_EDGE = 1.0 - 1e-4  # logged actions at the bounds are pulled inside for a
 
 @dataclass(frozen=True)
 class IDMConfig:
-    """Defaults from the paper (../shared/REFERENCE.md). The budget is counted in gradient
+    """Defaults from the proxy-labelling paper. The budget is counted in gradient
     steps, as in the paper's code: a 10% labelled split can hold a few thousand transitions,
     where 100 epochs would be only a few hundred steps."""
 

@@ -69,7 +69,7 @@ D4RL_TASKS: dict[str, TaskReference] = {
     ]),
 }
 
-# NeoRL-2 (Polixir, 2025) reference returns, from ../shared/data/neorl2/README.md.
+# NeoRL-2 (Polixir, 2025) reference returns, as the NeoRL-2 data release publishes them.
 # NeoRL-2 tasks run in the neorl2 package's simulators, not in Gymnasium's registry.
 NEORL2_TASKS: dict[str, TaskReference] = {
     name.lower(): TaskReference(lo, hi, None, "NeoRL-2")
