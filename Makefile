@@ -23,7 +23,7 @@ test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 
 train: install
-	$(PY) -m offrl.main_job
+	$(PY) -m offrl.tools.main_job
 
 bench: install
 	$(PY) experiments/bench_data_load.py

@@ -2,7 +2,7 @@
 
 The baseline every offline RL method should beat on mixed-quality data.
 
-    python algorithms/bc.py --dataset d4rl/hopper/medium-v2 --seeds 0,1,2
+    python algorithms/bc.py --dataset d4rl-hdf5/hopper/medium-v2 --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from offrl.config import TrainConfig
-from offrl.learner import Algorithm
-from offrl.nets import DeterministicActor
-from offrl.rl import create_train_state
-from offrl.train import main
+from offrl.core.learner import Algorithm
+from offrl.core.nets import DeterministicActor
+from offrl.core.rl import create_train_state
+from offrl.run.config import TrainConfig
+from offrl.run.train import main
 
 
 @dataclass

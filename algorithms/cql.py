@@ -8,7 +8,7 @@ actions (density 0.5^d), actions of the current policy pi(.|s) and of pi(.|s') (
 divided by its density). The Lagrange variant tunes cql_alpha so that the gap stays near
 `target_action_gap`. Settings follow CORL's D4RL configuration.
 
-    python algorithms/cql.py --dataset d4rl/hopper/medium-v2 --seeds 0,1,2
+    python algorithms/cql.py --dataset d4rl-hdf5/hopper/medium-v2 --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -21,12 +21,18 @@ import jax.numpy as jnp
 import numpy as np
 from flax.training.train_state import TrainState
 
-from offrl.config import TrainConfig
-from offrl.learner import Algorithm
-from offrl.nets import CriticEnsemble, TanhGaussianActor, tanh_gaussian_log_prob, tanh_gaussian_sample
-from offrl.rl import create_scalar_state, init_actor_critic, monte_carlo_returns, soft_update, td_target, temperature_loss
-from offrl.train import main
-
+from offrl.core.learner import Algorithm
+from offrl.core.nets import CriticEnsemble, TanhGaussianActor, tanh_gaussian_log_prob, tanh_gaussian_sample
+from offrl.core.rl import (
+    create_scalar_state,
+    init_actor_critic,
+    monte_carlo_returns,
+    soft_update,
+    td_target,
+    temperature_loss,
+)
+from offrl.run.config import TrainConfig
+from offrl.run.train import main
 
 # Hyperparameters used only in arithmetic: a sweep may train several values in one program.
 PACKABLE = ("cql_alpha",)
@@ -82,7 +88,7 @@ def calibrated(q_policy, mc_returns):
     lower than the Monte-Carlo return of the state under the policy that collected it, so
     the CQL term stops pushing it below the data's own value (the cause of CQL's dip when
     fine-tuning starts). Online transitions carry the returns of their own episode, as in
-    Cal-QL's code (offrl.online holds them until the episode ends)."""
+    Cal-QL's code (offrl.run.online holds them until the episode ends)."""
     return jnp.maximum(q_policy, mc_returns[None, :, None])
 
 

@@ -13,7 +13,7 @@ training, and CORL and unifloral also take the critic's V(s') from before the va
 XLA can then run the three backward passes side by side (+7% updates/s on 2 CPU cores
 against the original code's order value -> actor -> critic, each on the previous one's result).
 
-    python algorithms/iql.py --dataset d4rl/hopper/medium-v2 --seeds 0,1,2
+    python algorithms/iql.py --dataset d4rl-hdf5/hopper/medium-v2 --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -26,12 +26,11 @@ import jax.numpy as jnp
 import optax
 from flax.training.train_state import TrainState
 
-from offrl.config import TrainConfig
-from offrl.learner import Algorithm
-from offrl.nets import CriticEnsemble, DeterministicActor, GaussianActor, ValueNet, gaussian_log_prob
-from offrl.rl import create_train_state, expectile_loss, soft_update, td_target
-from offrl.train import main
-
+from offrl.core.learner import Algorithm
+from offrl.core.nets import CriticEnsemble, DeterministicActor, GaussianActor, ValueNet, gaussian_log_prob
+from offrl.core.rl import create_train_state, expectile_loss, soft_update, td_target
+from offrl.run.config import TrainConfig
+from offrl.run.train import main
 
 # Hyperparameters used only in arithmetic: a sweep may train several values in one program.
 PACKABLE = ("expectile", "beta", "gamma")
@@ -40,7 +39,7 @@ PACKABLE = ("expectile", "beta", "gamma")
 @dataclass
 class Config(TrainConfig):
     """Defaults are the paper's D4RL locomotion settings; its AntMaze ones (expectile 0.9,
-    beta 10, reward_transform antmaze) are experiments/configs/iql/antmaze.yaml."""
+    beta 10, reward_transform antmaze) are algorithms/configs/iql/antmaze.yaml."""
 
     expectile: float = 0.7
     beta: float = 3.0  # inverse temperature of the advantage weights

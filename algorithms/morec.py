@@ -4,15 +4,15 @@ for Offline Reinforcement Learning").
 A learned dynamics model drifts off the data in long rollouts. MOREC learns a *dynamics
 reward*, how real a transition looks, and uses it to keep rollouts on track:
 
-    1. fit a probabilistic dynamics ensemble to the dataset (offrl/dynamics.py);
+    1. fit a probabilistic dynamics ensemble to the dataset (offrl/model_based/dynamics.py);
     2. learn the dynamics reward adversarially, a discriminator between dataset and model
        transitions with the model as the generator, averaging historical discriminators
-       (offrl/dynamics_reward.py, where every choice the paper leaves open is documented);
+       (offrl/model_based/dynamics_reward.py, where every choice the paper leaves open is documented);
     3. roll the policy out for up to 100 steps; at each step draw 2 samples from each of
        the 5 elites, keep the candidate with the highest dynamics reward (or sample one by
        a softmax over rewards), and end the rollout when that reward falls below 0.6;
     4. subtract MOPO's uncertainty penalty from the model's rewards and train SAC on 5%
-       real and 95% model data (offrl/model_based.py, offrl/sac.py).
+       real and 95% model data (offrl/model_based/rollouts.py, algorithms/sac.py).
 
     python algorithms/morec.py --dataset offrl/hopper/medium-v0 --seeds 0,1,2
 """
@@ -24,23 +24,24 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from offrl.algorithms.sac import make as make_sac
 
-from offrl.dynamics import mopo_uncertainty
-from offrl.dynamics_reward import (
+from offrl.model_based.dynamics import mopo_uncertainty
+from offrl.model_based.dynamics_reward import (
     DynamicsRewardConfig,
     learn_dynamics_reward,
     load_dynamics_reward,
     save_dynamics_reward,
 )
-from offrl.model_based import ModelBasedConfig, dynamics_for, model_based_program
-from offrl.sac import make_sac
-from offrl.train import main as train_main
+from offrl.model_based.ensembles import dynamics_for
+from offrl.model_based.rollouts import ModelBasedConfig, model_based_program
+from offrl.run.train import main as train_main
 
 
 @dataclass
 class Config(ModelBasedConfig):
     """Defaults are the paper's D4RL settings (Luo et al. 2024); the MOPO penalty
-    per environment is in experiments/configs/morec/<env>.yaml."""
+    per environment is in algorithms/configs/morec/<env>.yaml."""
 
     num_critics: int = 2
     actor_lr: float = 1e-4
@@ -110,7 +111,7 @@ def with_dynamics_reward(config: Config, dataset, data, run_dir: Path):
 
 
 def program(algorithm, config: Config, seeds, data, dataset, run_dir):
-    """MOREC's filtered rollouts as the training program of offrl.train.train."""
+    """MOREC's filtered rollouts as the training program of offrl.run.train.train."""
     make_program = model_based_program(filtered_step(config), with_dynamics_reward)
     return make_program(algorithm, config, seeds, data, dataset, run_dir)
 

@@ -8,7 +8,7 @@ dynamics model.
 1. split the dataset: `--labelled` of its trajectories keep their actions, drawn from
    `--from`; the others become action-free (offrl/data/labels.py);
 2. train the IDM on the labelled part and label the rest with its mean actions
-   (offrl/idm.py), writing <dataset>-proxy<P>-v0;
+   (offrl/model_based/idm.py), writing <dataset>-proxy<P>-v0;
 3. train `--algo` on that dataset with the remaining options.
 """
 
@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 
-from offrl.cli import positive_int, seed_int
-from offrl.config import parse_config
 from offrl.data.labels import default_split_ids, split_labels
-from offrl.errors import user_errors_as_messages
-from offrl.idm import IDMConfig, proxy_label
-from offrl.train import algorithm_module, main as train_main
+from offrl.model_based.idm import IDMConfig, proxy_label
+from offrl.run.algorithms import algorithm_module
+from offrl.run.arguments import positive_int, seed_int
+from offrl.run.config import parse_config
+from offrl.run.errors import user_errors_as_messages
+from offrl.run.train import train_by_name
 
 
 def proxy_dataset_id(dataset_id: str, labelled_fraction: float) -> str:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None):
         labelled = proxy_label(split.labelled_id, split.unlabelled_id, proxy_id, idm_config, overwrite=True)
         print(f"{labelled.dataset_id}: {labelled.labelled_steps:,} logged + {labelled.proxy_steps:,} proxy actions; "
               f"IDM validation action MSE {labelled.report.validation_action_mse:.4f}")
-        return train_main(module.make, module.Config, args.algo, training_args)
+        return train_by_name(args.algo, training_args)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,10 @@ with a little real data) but drops the uncertainty penalty on rewards and instea
 SAC with an EDAC ensemble: N critics whose minimum is pessimistic exactly where they
 disagree, with a diversity loss that makes them disagree away from the data.
 
-    1. fit a probabilistic dynamics ensemble to the dataset (offrl/dynamics.py);
+    1. fit a probabilistic dynamics ensemble to the dataset (offrl/model_based/dynamics.py);
     2. each epoch, roll the policy out for 5 steps from 50k dataset states through random
-       elites, keeping the last 5 epochs of rollouts (offrl/model_based.py);
-    3. 1000 SAC-N updates (offrl/sac.py, eta > 0) on batches of 5% real, 95% model data.
+       elites, keeping the last 5 epochs of rollouts (offrl/model_based/rollouts.py);
+    3. 1000 SAC-N updates (algorithms/sac.py, eta > 0) on batches of 5% real, 95% model data.
 
     python algorithms/ravl.py --dataset offrl/hopper/medium-v0 --seeds 0,1,2
 """
@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from offrl.model_based import ModelBasedConfig, model_based_program
-from offrl.sac import make_sac
-from offrl.train import main as train_main
+from offrl.algorithms.sac import make as make_sac
+
+from offrl.model_based.rollouts import ModelBasedConfig, model_based_program
+from offrl.run.train import main as train_main
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Config(ModelBasedConfig):
     critic_lr: float = 3e-4
     alpha_lr: float = 3e-4
     hidden_dims: tuple[int, ...] = (256, 256, 256)  # EDAC's critics and actor
-    edac_init: bool = True  # EDAC's init, kept by RAVL's code: biases 0.1, near-zero last layers (offrl.nets)
+    edac_init: bool = True  # EDAC's init, kept by RAVL's code: biases 0.1, near-zero last layers (offrl.core.nets)
     gamma: float = 0.99
     tau: float = 0.005
     num_updates: int = 3_000_000  # 3000 epochs x 1000 updates

@@ -5,14 +5,14 @@ the critic, large batches (1024), lr 1e-3, and a behavior-cloning penalty in bot
     actor:  E[ actor_bc_coef * |pi(s) - a|^2  -  Q(s, pi(s)) / mean|Q| ]
     critic: y = r + gamma * (1 - d) * ( min_i Q'_i(s', a~') - critic_bc_coef * |a~' - a'|^2 )
 where a~' is the target policy's noisy action and a' the dataset's next action. The two
-coefficients are tuned per dataset (experiments/configs/rebrac/*.yaml).
+coefficients are tuned per dataset (algorithms/configs/rebrac/*.yaml).
 
 The networks are offrl's MLPs (LayerNorm before the ReLU, flax's default init). The authors'
 code differs: LayerNorm after the ReLU, and EDAC's init (hidden biases 0.1, last layer within
 ±3e-3 for the critic and ±1e-3 for the actor). On the suite's halfcheetah-medium that variant
 saturated the actor and did worse (experiments/results/rebrac_halfcheetah_medium.md).
 
-    python algorithms/rebrac.py --dataset d4rl/hopper/medium-v2 --seeds 0,1,2
+    python algorithms/rebrac.py --dataset d4rl-hdf5/hopper/medium-v2 --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -22,13 +22,18 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from offrl.config import TrainConfig
-from offrl.learner import Algorithm
-from offrl.nets import CriticEnsemble, DeterministicActor
-from offrl.rl import (init_td3_state, noisy_deterministic_act, online_progress, smoothed_target_action,
-                      td3_update, td_target)
-from offrl.train import main
-
+from offrl.core.learner import Algorithm
+from offrl.core.nets import CriticEnsemble, DeterministicActor
+from offrl.core.rl import (
+    init_td3_state,
+    noisy_deterministic_act,
+    online_progress,
+    smoothed_target_action,
+    td3_update,
+    td_target,
+)
+from offrl.run.config import TrainConfig
+from offrl.run.train import main
 
 # Hyperparameters used only in arithmetic: a sweep may train several values in one program.
 PACKABLE = ("actor_bc_coef", "critic_bc_coef")

@@ -4,7 +4,7 @@ TD3 with a behavior-cloning term in the actor loss:
     pi = argmax_pi  E[ lambda * Q(s, pi(s)) - (pi(s) - a)^2 ],   lambda = alpha / mean|Q(s, pi(s))|
 and states normalized with the dataset's mean and std.
 
-    python algorithms/td3_bc.py --dataset d4rl/hopper/medium-v2 --seeds 0,1,2
+    python algorithms/td3_bc.py --dataset d4rl-hdf5/hopper/medium-v2 --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -14,13 +14,18 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
-from offrl.config import TrainConfig
-from offrl.learner import Algorithm
-from offrl.nets import CriticEnsemble, DeterministicActor, ensemble_member
-from offrl.rl import (init_td3_state, noisy_deterministic_act, online_progress, smoothed_target_action,
-                      td3_update, td_target)
-from offrl.train import main
-
+from offrl.core.learner import Algorithm
+from offrl.core.nets import CriticEnsemble, DeterministicActor, ensemble_member
+from offrl.core.rl import (
+    init_td3_state,
+    noisy_deterministic_act,
+    online_progress,
+    smoothed_target_action,
+    td3_update,
+    td_target,
+)
+from offrl.run.config import TrainConfig
+from offrl.run.train import main
 
 # Hyperparameters used only in arithmetic: a sweep may train several values in one program.
 PACKABLE = ("alpha",)

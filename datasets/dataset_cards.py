@@ -15,7 +15,7 @@ from pathlib import Path
 
 from offrl.data import load_dataset
 from offrl.data.store import dataset_path
-from offrl.suite import KINDS, read_manifest, suite_id
+from offrl.data.suite import KINDS, read_manifest, suite_id
 
 README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- CARDS:BEGIN -->", "<!-- CARDS:END -->"

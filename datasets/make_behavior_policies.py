@@ -28,20 +28,29 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
 import yaml
 from flax import serialization
 
-from offrl import checkpoint
-from offrl.learner import seed_slice
-from offrl.logging import read_metrics
-from offrl.suite import MANIFEST, SHIPPED_POLICIES, BehaviorPolicy, file_sha256, policy_return, uniform_policy
-from offrl.train import restore_run
+from offrl.core.learner import seed_slice
+from offrl.data.suite import MANIFEST, SHIPPED_POLICIES, BehaviorPolicy, file_sha256, uniform_policy
+from offrl.run import checkpoint
+from offrl.run.evaluate import evaluate_policy
+from offrl.run.logging import read_metrics
+from offrl.run.train import restore_run
 
 EPISODES = 100
 
+
+
+def policy_return(policy: Callable[[np.ndarray, np.random.Generator], np.ndarray], env_id: str,
+                  episodes: int = 100, seed: int = 0) -> np.ndarray:
+    """Returns of `episodes` full episodes of a (stochastic) batched policy."""
+    rng = np.random.default_rng(seed)
+    return evaluate_policy(lambda obs: policy(obs, rng), env_id, episodes, seed)
 
 def checkpoint_steps(run_dir: Path) -> dict[int, Path]:
     """Every saved state of the run by step: its snapshots and checkpoints (older runs kept

@@ -32,12 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 from bench_speed import ACT_DIM, OBS_DIM, hopper_shaped_data, time_algorithm
 
-from offrl.buffer import ReplayBuffer
-from offrl.dynamics import DynamicsConfig, hopper_terminal, train_dynamics
-from offrl.dynamics_reward import DynamicsRewardConfig, learn_dynamics_reward
-from offrl.learner import init_states
-from offrl.model_based import make_epochs, plain_model_step, rollout
-from offrl.train import algorithm_module
+from offrl.core.buffer import ReplayBuffer
+from offrl.core.learner import init_states
+from offrl.model_based.dynamics import DynamicsConfig, hopper_terminal, train_dynamics
+from offrl.model_based.dynamics_reward import DynamicsRewardConfig, learn_dynamics_reward
+from offrl.model_based.rollouts import make_epochs, plain_model_step, rollout
+from offrl.run.algorithms import algorithm_module
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

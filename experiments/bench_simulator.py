@@ -1,4 +1,4 @@
-"""Benchmark: the true simulator that stands in for a model (offrl.simulator) against
+"""Benchmark: the true simulator that stands in for a model (offrl.model_based.simulator) against
 Gymnasium's own step, on dataset states.
 
     python experiments/bench_simulator.py [--dataset hopper-medium] [--rows 5000] [--rounds 3]
@@ -17,11 +17,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-
 from bench_model_based import timed  # experiments/ is on sys.path when run as a script
+
 from offrl.data import load_dataset
-from offrl.simulator import Simulator
-from offrl.suite import ensure_dataset
+from offrl.data.suite import ensure_dataset
+from offrl.model_based.simulator import Simulator
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

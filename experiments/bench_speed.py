@@ -29,14 +29,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from offrl.learner import init_states, make_train_steps, sample_uniform
-from offrl.train import algorithm_module
+from offrl.core.learner import init_states, make_train_steps, sample_uniform
+from offrl.run.algorithms import algorithm_module
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OBS_DIM, ACT_DIM, SIZE = 11, 3, 1_000_000
 # Updates per compiled call, sized so one call takes seconds, not minutes, at 8 seeds.
 CHUNKS = {"bc": 2000, "td3_bc": 1000, "iql": 1000, "sac": 1000, "rebrac": 100, "cql": 50}
-# Best peer, updates/s on this kind of machine (../shared/REFERENCE.md).
+# The fastest of CORL (PyTorch), JAX-CORL, unifloral and CORL JAX, updates/s measured on this kind of machine
+# (2 CPU cores) on the same Hopper-shaped data: unifloral for TD3+BC, IQL and ReBRAC, CORL for CQL.
 PEERS = {"td3_bc": 296, "iql": 265, "cql": 11, "rebrac": 43}
 
 

@@ -3,7 +3,7 @@
     python experiments/edge_of_reach.py --dataset offrl/hopper/medium-v0 [--updates 100000] [--seeds 0,1,2]
         [--agents mopo_style,ravl]
 
-Model-based training where every imagined step is the real MuJoCo step (offrl.simulator):
+Model-based training where every imagined step is the real MuJoCo step (offrl.model_based.simulator):
 model error is zero, so whatever goes wrong is the edge-of-reach problem. Two agents on
 the same rollouts (5 steps from dataset states, 5% real data, no reward penalty, since a
 perfect model has no uncertainty):
@@ -32,14 +32,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from offrl.config import dataset_config_name, parse_config  # noqa: E402
 from offrl.data import read_metadata  # noqa: E402
-from offrl.errors import user_errors_as_messages  # noqa: E402
-from offrl.logging import read_metrics, seed_curves  # noqa: E402
-from offrl.model_based import model_based_program  # noqa: E402
-from offrl.runs import planned_steps, resume_flag, run_status  # noqa: E402
-from offrl.simulator import simulator_step  # noqa: E402
-from offrl.train import REPO_ROOT, algorithm_module, train  # noqa: E402
+from offrl.model_based.rollouts import model_based_program  # noqa: E402
+from offrl.model_based.simulator import simulator_step  # noqa: E402
+from offrl.run.algorithms import algorithm_module  # noqa: E402
+from offrl.run.config import dataset_config_name, parse_config  # noqa: E402
+from offrl.run.directory import planned_steps, resume_flag, run_status  # noqa: E402
+from offrl.run.errors import user_errors_as_messages  # noqa: E402
+from offrl.run.logging import read_metrics, seed_curves  # noqa: E402
+from offrl.run.train import train  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # runs of experiments go under its runs/
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = REPO_ROOT / "runs" / "edge_of_reach"

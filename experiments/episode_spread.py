@@ -14,7 +14,7 @@ import argparse
 
 import numpy as np
 
-from offrl.train import evaluate_run
+from offrl.run.train import evaluate_run
 
 
 def main() -> None:

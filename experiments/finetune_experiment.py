@@ -25,11 +25,14 @@ import numpy as np
 from matplotlib.figure import Figure  # no pyplot: nothing here needs a display backend
 
 from offrl.data import load_dataset
-from offrl.errors import user_errors_as_messages
-from offrl.logging import read_metrics, seed_curves
-from offrl.runs import resume_flag, run_status
-from offrl.suite import ensure_dataset
-from offrl.train import REPO_ROOT, algorithm_module, main
+from offrl.data.suite import ensure_dataset
+from offrl.run.algorithms import algorithm_module
+from offrl.run.directory import resume_flag, run_status
+from offrl.run.errors import user_errors_as_messages
+from offrl.run.logging import read_metrics, seed_curves
+from offrl.run.train import main
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # runs of experiments go under its runs/
 
 RESULTS = Path(__file__).resolve().parent / "results"
 AGENTS = {"iql": ("iql", []), "rebrac": ("rebrac", []), "cql": ("cql", []), "cql+cal-ql": ("cql", ["--cal_ql", "True"])}

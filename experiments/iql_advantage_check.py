@@ -32,12 +32,13 @@ import numpy as np
 import optax
 import yaml
 
+from offrl.core.learner import seed_slice
+from offrl.core.nets import CriticEnsemble, GaussianActor, ValueNet, gaussian_log_prob
+from offrl.core.rl import monte_carlo_returns
 from offrl.data import load_dataset
-from offrl.evaluate import evaluate_policy, make_policy
-from offrl.learner import seed_slice
-from offrl.nets import CriticEnsemble, GaussianActor, ValueNet, gaussian_log_prob
-from offrl.rl import monte_carlo_returns
-from offrl.train import algorithm_module, restore_run
+from offrl.run.algorithms import algorithm_module
+from offrl.run.evaluate import evaluate_policy, make_policy
+from offrl.run.train import restore_run
 
 FALL_HORIZON = 20
 

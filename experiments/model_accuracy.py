@@ -8,7 +8,7 @@ the observation clip, so the simulator can rebuild the state), replay the datase
 actions through:
 - the plain ensemble (a random elite per step, sampled, as RAVL and MOPO roll out);
 - the ensemble with MOREC's filter (the candidate with the highest dynamics reward);
-- the true simulator (offrl.simulator), set once from the start observation and stepped on.
+- the true simulator (offrl.model_based.simulator), set once from the start observation and stepped on.
 The error at step t is the L2 distance to the dataset's recorded state s_t. The simulator
 line is the floor: the float32 rounding of the start state, grown by the contact dynamics.
 MOREC's first line follows every rollout to the horizon; its second only the rollouts
@@ -16,7 +16,7 @@ whose chosen dynamics reward has stayed above the threshold (those MOREC would s
 rolling out), whose fraction is reported too. Writes experiments/results/model_accuracy_<dataset>.json/.png.
 
 Without --dynamics, the ensemble is the one RAVL and MOREC runs train on the same data and
-settings (offrl.model_based.shared_dynamics: reused from runs/dynamics if there, else trained
+settings (offrl.model_based.ensembles.shared_dynamics: reused from runs/dynamics if there, else trained
 and put there), and the dynamics reward is kept in runs/model_accuracy/<dataset>/<ensemble>,
 so a dataset made again since gets a new ensemble rather than a stale one.
 """
@@ -35,13 +35,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from offrl.config import dataset_config_name  # noqa: E402
 from offrl.data import load_dataset  # noqa: E402
-from offrl.dynamics import DynamicsConfig, load_dynamics  # noqa: E402
-from offrl.dynamics_reward import learn_dynamics_reward, load_dynamics_reward, save_dynamics_reward  # noqa: E402
-from offrl.model_based import shared_dynamics  # noqa: E402
-from offrl.simulator import Simulator  # noqa: E402
-from offrl.train import REPO_ROOT, algorithm_module  # noqa: E402
+from offrl.model_based.dynamics import DynamicsConfig, load_dynamics  # noqa: E402
+from offrl.model_based.dynamics_reward import learn_dynamics_reward, load_dynamics_reward, save_dynamics_reward  # noqa: E402
+from offrl.model_based.ensembles import shared_dynamics  # noqa: E402
+from offrl.model_based.simulator import Simulator  # noqa: E402
+from offrl.run.algorithms import algorithm_module  # noqa: E402
+from offrl.run.config import dataset_config_name  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # runs of experiments go under its runs/
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VELOCITY_CLIP = 10.0  # Hopper-v5 and Walker2d-v5 clip observed velocities to +-10

@@ -18,7 +18,7 @@ a killed one resumes from its last checkpoint (every tenth of the budget), and t
 proxy-labelled dataset is relabelled only when missing, made with other IDM settings or
 made from other data (the suite dataset made again since), so the experiment can be spread
 over several sessions. Runs that began on data the local datasets no longer hold are
-refused (`offrl.runs.run_status`): remove them to train them again.
+refused (`offrl.run.directory.run_status`): remove them to train them again.
 """
 
 from __future__ import annotations
@@ -32,12 +32,15 @@ import numpy as np
 
 from offrl.data import load_dataset, local_dataset_ids, local_fingerprint
 from offrl.data.labels import split_labels
-from offrl.errors import TrainingDiverged, user_errors_as_messages
-from offrl.idm import IDMConfig, proxy_label
-from offrl.logging import read_metrics, seed_curves
-from offrl.runs import divergence, resume_flag, run_status
-from offrl.suite import ensure_dataset
-from offrl.train import REPO_ROOT, algorithm_module, main
+from offrl.data.suite import ensure_dataset
+from offrl.model_based.idm import IDMConfig, proxy_label
+from offrl.run.algorithms import algorithm_module
+from offrl.run.directory import divergence, resume_flag, run_status
+from offrl.run.errors import TrainingDiverged, user_errors_as_messages
+from offrl.run.logging import read_metrics, seed_curves
+from offrl.run.train import main
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # runs of experiments go under its runs/
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

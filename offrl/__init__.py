@@ -1,4 +1,12 @@
-"""offrl: offline reinforcement learning on JAX."""
+"""offrl: offline reinforcement learning on JAX.
+
+    import offrl
+    run = offrl.train("iql", "mujoco/hopper/medium-v0", seeds=[0, 1, 2], num_updates=100_000)
+    run.scores, run.policy(0), run.run_dir
+
+The Python API (offrl.run.api) is imported on first use, so that `import offrl` and the
+`offrl` command start without jax.
+"""
 
 import os
 from importlib import metadata
@@ -30,19 +38,16 @@ def _xla_cpu_flags() -> None:
 _xla_cpu_flags()
 
 
-def _mujoco_warnings_once() -> None:
-    """MuJoCo's C library reports warnings by printing them and appending them to
-    MUJOCO_LOG.TXT in the working directory, once per model it compiles: Gymnasium's
-    HalfCheetah-v5 model uses a compiler attribute MuJoCo 4 deprecates, so every env made
-    (dozens per evaluation or generation) printed the same lines and grew that file. Routed
-    through Python's warnings, each shows once per process and no file is written."""
-    try:
-        import mujoco
-    except ImportError:
-        return
-    import warnings
-
-    mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2))
+API = ("train", "load_run", "Run")
 
 
-_mujoco_warnings_once()
+def __getattr__(name: str):
+    if name in API:
+        from offrl.run import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'offrl' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted([*globals(), *API])

@@ -20,15 +20,16 @@ import pytest
 from conftest import run_in_fresh_python
 from flax import serialization
 
-from offrl import checkpoint
-from offrl.config import parse_config
+from offrl.core.buffer import ReplayBuffer, sample_replay
+from offrl.core.nets import CriticEnsemble, Dense, tanh_gaussian_log_prob, tanh_gaussian_sample
+from offrl.core.rl import expectile_loss, run_every
 from offrl.data import load_dataset
 from offrl.data.scripted import make_pendulum_dataset
-from offrl.nets import CriticEnsemble, Dense, tanh_gaussian_log_prob, tanh_gaussian_sample
-from offrl.buffer import ReplayBuffer, sample_replay
-from offrl.rl import expectile_loss, run_every
-from offrl.suite import SHIPPED_POLICIES, read_manifest
-from offrl.train import algorithm_module, load_policy, restore_run, train
+from offrl.data.suite import SHIPPED_POLICIES, read_manifest
+from offrl.run import checkpoint
+from offrl.run.algorithms import algorithm_module
+from offrl.run.config import parse_config
+from offrl.run.train import load_policy, restore_run, train
 
 DATASET = "offrl/pendulum/learn-v0"
 
@@ -246,7 +247,7 @@ def test_sac_learns_pendulum_online(tmp_path, monkeypatch):
 
 def test_seeds_of_orthogonally_initialized_ensembles_initialize(tmp_path):
     """Regression: jitted orthogonal init of an nn.vmap ensemble deadlocked on CPU."""
-    script = ("from offrl.learner import init_states; from offrl.train import algorithm_module; "
+    script = ("from offrl.core.learner import init_states; from offrl.run.algorithms import algorithm_module; "
               "import jax; m = algorithm_module('cql'); a = m.make(m.Config(), 11, 3); "
               "s, _ = init_states(a, [0, 1, 2]); jax.block_until_ready(s); "
               "import numpy as np; k = s.critic.params['params']['VmapCritic_0']['MLP_0']['Dense_0']['kernel']; "

@@ -19,9 +19,9 @@ def test_d4rl_with_next_observations_round_trips_exactly(tmp_path):
     arrays = synthetic_flat([10, 4, 8, 5], ["timeout", "terminal", "timeout", None], obs_dim=11, act_dim=3)
     path = write_d4rl_hdf5(tmp_path / "hopper_medium-v2.hdf5", arrays)
     result = convert("d4rl", path)
-    assert result.dataset_id == "d4rl/hopper/medium-v2"
+    assert result.dataset_id == "d4rl-hdf5/hopper/medium-v2"
 
-    data = load_dataset("d4rl/hopper/medium-v2")
+    data = load_dataset("d4rl-hdf5/hopper/medium-v2")
     _assert_same_transitions(data, arrays)
     np.testing.assert_array_equal(data.episode_starts, [0, 10, 14, 22])
     reference = D4RL_TASKS["hopper"]
@@ -107,12 +107,12 @@ def test_neorl_v1_uses_the_index_and_marks_time_limits(tmp_path):
 
 
 @pytest.mark.parametrize("file_name, dataset_id, low, high", [
-    ("pen-human-v1.hdf5", "d4rl/pen/human-v1", 96.262799, 3076.8331017826877),
-    ("door-cloned-v1.hdf5", "d4rl/door/cloned-v1", -56.512833, 2880.5693087298737),
-    ("kitchen-mixed-v0.hdf5", "d4rl/kitchen/mixed-v0", 0.0, 4.0),
+    ("pen-human-v1.hdf5", "d4rl-hdf5/pen/human-v1", 96.262799, 3076.8331017826877),
+    ("door-cloned-v1.hdf5", "d4rl-hdf5/door/cloned-v1", -56.512833, 2880.5693087298737),
+    ("kitchen-mixed-v0.hdf5", "d4rl-hdf5/kitchen/mixed-v0", 0.0, 4.0),
     # Maze2D's references differ per maze and reward kind
-    ("maze2d-umaze-v1.hdf5", "d4rl/maze2d/umaze-v1", 23.85, 161.86),
-    ("maze2d-umaze-dense-v1.hdf5", "d4rl/maze2d/umaze-dense-v1", 68.537689, 193.66285642381482),
+    ("maze2d-umaze-v1.hdf5", "d4rl-hdf5/maze2d/umaze-v1", 23.85, 161.86),
+    ("maze2d-umaze-dense-v1.hdf5", "d4rl-hdf5/maze2d/umaze-dense-v1", 68.537689, 193.66285642381482),
 ])
 def test_d4rl_reference_scores_beyond_locomotion(tmp_path, file_name, dataset_id, low, high):
     arrays = synthetic_flat([6, 5], ["timeout", "terminal"])

@@ -39,7 +39,7 @@ def no_network(monkeypatch):
 
 def test_unknown_id_fails_at_once_without_touching_the_network(no_network):
     with pytest.raises(DatasetNotFoundError, match="offrl datasets convert") as error:
-        load_dataset("d4rl/hopper/medium-v2")
+        load_dataset("d4rl-hdf5/hopper/medium-v2")
     assert "\n" not in str(error.value)
 
 
@@ -58,7 +58,7 @@ def test_download_without_network_says_so(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", unreachable)
     monkeypatch.setattr(minari, "download_dataset", lambda *a, **k: pytest.fail("no download"))
     with pytest.raises(DatasetNotFoundError, match="cannot be reached"):
-        load_dataset("d4rl/hopper/medium-v2", download=True)
+        load_dataset("d4rl-hdf5/hopper/medium-v2", download=True)
 
 
 def test_malformed_id_is_explained():
@@ -67,7 +67,7 @@ def test_malformed_id_is_explained():
     assert "Did you mean" not in str(error.value)
     # the experiment scripts' short names get the full ids they stand for
     with pytest.raises(DatasetError, match="Did you mean the suite's 'offrl/hopper/medium-replay-v0' or D4RL's "
-                       "'d4rl/hopper/medium-replay-v2'"):
+                       "'d4rl-hdf5/hopper/medium-replay-v2'"):
         load_dataset("hopper-medium-replay")
 
 

@@ -13,6 +13,8 @@ from minari.data_collector.episode_buffer import EpisodeBuffer
 
 from offrl.data import UnsupportedSpaceError, load_dataset, write_dataset
 from offrl.data.collect import collect_episodes
+from offrl.run.algorithms import algorithm_module
+from offrl.run.train import train
 
 
 def _buffers(lengths, flags, obs_fn, act_dim=2, seed=0):
@@ -142,9 +144,9 @@ def test_hopper_collection_keeps_terminations_and_timeouts():
 def test_a_minari_d4rl_style_antmaze_dataset_trains_and_evaluates_in_its_env(tmp_path):
     # Minari's D4RL AntMaze datasets record Dict observations from gymnasium-robotics' AntMaze
     # and name that env for evaluation; a small one made the same way goes end to end.
-    from offrl.train import algorithm_module, evaluate_run, train
-    from offrl.config import parse_config
-    from offrl.evaluate import registered
+    from offrl.run.config import parse_config
+    from offrl.run.evaluate import registered
+    from offrl.run.train import evaluate_run
 
     env = minari.DataCollector(gym.make(registered("AntMaze_UMaze-v4"), max_episode_steps=100))
     env.reset(seed=0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import linear_system
 
-from offrl.dynamics import (
+from offrl.model_based.dynamics import (
     DynamicsConfig,
     GaussianMLP,
     gaussian_nll,
@@ -152,7 +152,7 @@ def test_termination_classifier_learns_a_threshold_rule():
 
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"])
 def test_simulator_rebuilt_from_observations_replays_the_env(env_id):
-    from offrl.simulator import Simulator
+    from offrl.model_based.simulator import Simulator
 
     env = gym.make(env_id)
     obs, _ = env.reset(seed=3)
@@ -179,7 +179,7 @@ def test_simulator_rebuilt_from_observations_replays_the_env(env_id):
 def test_batched_simulator_equals_stepping_the_gym_env_row_by_row(env_id):
     """The simulator runs the physics in mujoco.rollout and reads observations, rewards and
     terminations from the env; Gymnasium's own step, set to each state, must agree."""
-    from offrl.simulator import Simulator
+    from offrl.model_based.simulator import Simulator
 
     simulator = Simulator(env_id)
     env = gym.make(env_id).unwrapped

@@ -16,14 +16,15 @@ import numpy as np
 import pytest
 from conftest import assert_same_checkpoint, assert_same_metrics, synthetic_flat, write_d4rl_hdf5
 
-from offrl import checkpoint
-from offrl.config import parse_config
 from offrl.data import convert, load_dataset, local_dataset_ids
 from offrl.data.scripted import make_pendulum_dataset
 from offrl.data.store import dataset_path, writing
-from offrl.logging import read_metrics
-from offrl.runs import run_directory
-from offrl.train import algorithm_module, train
+from offrl.run import checkpoint
+from offrl.run.algorithms import algorithm_module
+from offrl.run.config import parse_config
+from offrl.run.directory import run_directory
+from offrl.run.logging import read_metrics
+from offrl.run.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "offrl/pendulum/test-v0"
@@ -86,9 +87,10 @@ checkpoint.write_atomically = write
 
 TRAIN_AND_DIE = """
 import os, signal, sys
-from offrl import checkpoint
-from offrl.logging import RunLogger
-from offrl.train import algorithm_module, main
+from offrl.run import checkpoint
+from offrl.run.logging import RunLogger
+from offrl.run.algorithms import algorithm_module
+from offrl.run.train import main
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 {patch}
@@ -121,7 +123,7 @@ def test_training_killed_anywhere_resumes_to_the_uninterrupted_result(pendulum, 
 # signals itself once the dataset is written in its staging directory, before it moves into place
 CONVERT_AND_DIE = """
 import os, signal, sys
-from offrl.cli import main
+from offrl.tools.cli import main
 from offrl.data import store
 real = store._move_into_place
 def move_into_place(*args):
@@ -158,7 +160,7 @@ def test_a_killed_conversion_leaves_no_dataset_and_the_next_write_cleans_up(mina
 def test_a_second_writer_of_a_dataset_is_refused_in_one_line(minari_store, tmp_path):
     source = write_d4rl_hdf5(tmp_path / "hopper-medium-v2.hdf5", synthetic_flat([30, 40], ["terminal", "timeout"]))
     with writing("test/busy/copy-v0"):  # held here, as by a conversion still running
-        second = subprocess.run([sys.executable, "-m", "offrl.cli", "datasets", "convert", "d4rl", str(source),
+        second = subprocess.run([sys.executable, "-m", "offrl.tools.cli", "datasets", "convert", "d4rl", str(source),
                                  "--id", "test/busy/copy-v0"], capture_output=True, text=True, timeout=300)
     assert second.returncode == 2, second.stderr[-2000:]
     line, = second.stderr.strip().splitlines()

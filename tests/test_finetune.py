@@ -15,16 +15,17 @@ import pytest
 from conftest import synthetic_flat, write_neorl2_npz
 from flax import serialization
 
-from offrl import checkpoint
-from offrl.buffer import ReplayBuffer, mixed_sample
-from offrl.config import TrainConfig, parse_config
+from offrl.core.buffer import ReplayBuffer, mixed_sample
+from offrl.core.learner import Algorithm
+from offrl.core.rl import monte_carlo_returns
 from offrl.data import DatasetError, convert
 from offrl.data.scripted import make_pendulum_dataset
-from offrl.learner import Algorithm
-from offrl.logging import read_metrics
-from offrl.online import new_buffers, online_carry
-from offrl.rl import monte_carlo_returns
-from offrl.train import algorithm_module, train
+from offrl.run import checkpoint
+from offrl.run.algorithms import algorithm_module
+from offrl.run.config import TrainConfig, parse_config
+from offrl.run.logging import read_metrics
+from offrl.run.online import new_buffers, online_carry
+from offrl.run.train import train
 
 DATASET = "offrl/pendulum/finetune-v0"
 

@@ -18,19 +18,21 @@ import pytest
 from conftest import assert_same_checkpoint, assert_same_metrics, run_in_fresh_python
 
 import offrl
-import offrl.logging
-from offrl import checkpoint, runs
-from offrl.cli import main as cli_main
-from offrl.config import parse_config
+import offrl.run.logging
+from offrl.core.rl import td_target
 from offrl.data import DatasetError, load_dataset, remove_dataset
 from offrl.data.preprocess import Preprocessing
 from offrl.data.scripted import make_pendulum_dataset
-from offrl.errors import StopRequested, TrainingDiverged, user_errors_as_messages
-from offrl.evaluate import evaluate_policy, make_env, make_policy
-from offrl.logging import RunLogger, read_metrics, resolve_wandb_mode
-from offrl.rl import td_target
-from offrl.runs import closing_run, divergence, resume_flag, run_status
-from offrl.train import algorithm_module, load_policy, train
+from offrl.run import checkpoint
+from offrl.run import directory as runs
+from offrl.run.algorithms import algorithm_module
+from offrl.run.config import parse_config
+from offrl.run.directory import closing_run, divergence, resume_flag, run_status
+from offrl.run.errors import StopRequested, TrainingDiverged, user_errors_as_messages
+from offrl.run.evaluate import evaluate_policy, make_env, make_policy
+from offrl.run.logging import RunLogger, read_metrics, resolve_wandb_mode
+from offrl.run.train import load_policy, train
+from offrl.tools.cli import main as cli_main
 
 td3_bc = algorithm_module("td3_bc")
 DATASET = "offrl/pendulum/test-v0"
@@ -217,12 +219,12 @@ def test_runs_started_in_one_second_get_directories_of_their_own(monkeypatch, tm
             return datetime(2026, 12, 6, 12, 0, 0)
 
     monkeypatch.setattr(runs, "datetime", FrozenClock)
-    monkeypatch.setattr(runs, "REPO_ROOT", tmp_path)
-    first, second = (runs.default_run_dir("td3_bc", "mujoco/hopper/medium-v0", "0,1") for _ in range(2))
+    monkeypatch.chdir(tmp_path)  # a relative root is the working directory's
+    first, second = (runs.default_run_dir("runs", "td3_bc", "mujoco/hopper/medium-v0", "0,1") for _ in range(2))
     assert first == tmp_path / "runs/td3_bc/mujoco/hopper/medium-v0/20261206-120000-s0_1"
     assert second == first.with_name(first.name + "-2") and second.is_dir()
     # the dataset's namespace is part of the path: D4RL's hopper-medium is other data
-    assert runs.default_run_dir("td3_bc", "d4rl/hopper/medium-v2", "0,1").parent != first.parent
+    assert runs.default_run_dir("runs", "td3_bc", "D4RL/hopper/medium-v2", "0,1").parent != first.parent
 
 
 def test_a_killed_run_planned_for_the_budget_is_resumable(pendulum, tmp_path):
@@ -260,7 +262,7 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
 
 def test_updates_per_s_counts_the_wall_time_since_the_previous_row(tmp_path, monkeypatch):
     clock = iter([10.0, 14.0, 15.0])
-    monkeypatch.setattr(offrl.logging, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    monkeypatch.setattr(offrl.run.logging, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
     logger = RunLogger(tmp_path, {}, "td3_bc", [0, 1], 400, 0, "disabled", show_progress=False)
     logger.log(100, {"critic_loss": np.array([1.0, 2.0])}, 100)  # 4 s: compilation and evaluations count too
     logger.log(200, {"critic_loss": np.array([1.0, 2.0])}, 100)
@@ -363,7 +365,7 @@ def test_auto_wandb_mode_follows_wandb_mode_then_api_key(monkeypatch, tmp_path):
 
 def test_config_layers_defaults_then_dataset_yaml_then_command_line():
     rebrac = algorithm_module("rebrac")
-    config = parse_config(rebrac.Config, "rebrac", ["--dataset", "d4rl/hopper/medium-replay-v2"])
+    config = parse_config(rebrac.Config, "rebrac", ["--dataset", "d4rl-hdf5/hopper/medium-replay-v2"])
     assert (config.actor_bc_coef, config.critic_bc_coef) == (0.05, 0.5)
     assert config.batch_size == 1024 and config.critic_layer_norm
     config = parse_config(rebrac.Config, "rebrac", ["--dataset", "offrl/hopper/medium-replay-v0",
@@ -372,7 +374,7 @@ def test_config_layers_defaults_then_dataset_yaml_then_command_line():
     assert parse_config(rebrac.Config, "rebrac", ["--dataset", "neorl2/dmsd/train-v0"]).actor_bc_coef == 0.01
     # per environment: IQL's AntMaze settings for every maze, from D4RL's files or Minari's
     iql = algorithm_module("iql")
-    for dataset in ("d4rl/antmaze/umaze-diverse-v2", "D4RL/antmaze/large-play-v1"):
+    for dataset in ("d4rl-hdf5/antmaze/umaze-diverse-v2", "D4RL/antmaze/large-play-v1"):
         config = parse_config(iql.Config, "iql", ["--dataset", dataset])
         assert (config.expectile, config.beta, config.reward_transform) == (0.9, 10.0, "antmaze")
     config = parse_config(rebrac.Config, "rebrac", ["--dataset", "D4RL/antmaze/medium-diverse-v1"])
@@ -432,12 +434,14 @@ def test_xla_cpu_flag_is_set_for_the_pinned_jaxlib_and_yields_to_the_user():
 
 
 def test_mujoco_warnings_show_once_and_leave_no_log_file(tmp_path):
-    # Gymnasium's HalfCheetah-v5 model makes MuJoCo 4 warn each time it is compiled
-    script = ("import warnings, offrl, gymnasium as gym\n"
+    # Gymnasium's HalfCheetah-v5 model makes MuJoCo 4 warn each time it is compiled; the envs offrl
+    # makes route those warnings through Python's
+    script = ("import warnings\n"
+              "from offrl.run.evaluate import make_env\n"
               "with warnings.catch_warnings(record=True) as caught:\n"
               "    warnings.simplefilter('default')\n"
               "    for _ in range(3):\n"
-              "        gym.make('HalfCheetah-v5').close()\n"
+              "        make_env('HalfCheetah-v5', 'test').close()\n"
               "print(sum('MuJoCo: ' in str(warning.message) for warning in caught))")
     assert run_in_fresh_python(script, dict(os.environ), cwd=tmp_path) == "1"
     assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
@@ -468,7 +472,7 @@ def test_a_damaged_checkpoint_names_the_one_to_resume_from(tmp_path):
 
 
 def _stderr_of_looking_up(env_id: str) -> str:
-    script = ("import sys; sys.stderr = sys.stdout\nfrom offrl.evaluate import registered\n"
+    script = ("import sys; sys.stderr = sys.stdout\nfrom offrl.run.evaluate import registered\n"
               f"registered({env_id!r})")
     return run_in_fresh_python(script, dict(os.environ))
 
@@ -568,7 +572,7 @@ def record(host, *args, **kwargs):
     raise OSError("no network in this test")
 socket.getaddrinfo = record
 import numpy as np
-from offrl.logging import RunLogger
+from offrl.run.logging import RunLogger
 logger = RunLogger({str(tmp_path / "run")!r}, {{"dataset": "x/y/z-v0"}}, "td3_bc", [0], 200, 0, "auto",
                    show_progress=False, run_id="test")
 logger.log(100, {{"critic_loss": np.array([1.0])}}, 100)

@@ -11,19 +11,27 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import assert_same_checkpoint, linear_system
+from offrl.algorithms.sac import ensemble_diversity
 
-from offrl import checkpoint, dynamics, model_based
-from offrl.buffer import ReplayBuffer, mixed_sample
-from offrl.config import parse_config
+from offrl.core.buffer import ReplayBuffer, mixed_sample
+from offrl.core.nets import CriticEnsemble, critic_action_gradients
 from offrl.data import fit_preprocessing, load_dataset
 from offrl.data.scripted import make_pendulum_dataset
-from offrl.dynamics import DynamicsConfig, save_dynamics, train_dynamics
-from offrl.dynamics_reward import DynamicsRewardConfig, learn_dynamics_reward, load_dynamics_reward, save_dynamics_reward
-from offrl.logging import read_metrics
-from offrl.model_based import dynamics_cache, dynamics_for, rollout
-from offrl.nets import CriticEnsemble, critic_action_gradients
-from offrl.sac import ensemble_diversity
-from offrl.train import algorithm_module, train
+from offrl.model_based import dynamics, ensembles
+from offrl.model_based.dynamics import DynamicsConfig, save_dynamics, train_dynamics
+from offrl.model_based.dynamics_reward import (
+    DynamicsRewardConfig,
+    learn_dynamics_reward,
+    load_dynamics_reward,
+    save_dynamics_reward,
+)
+from offrl.model_based.ensembles import dynamics_cache, dynamics_for
+from offrl.model_based.rollouts import rollout
+from offrl.run import checkpoint
+from offrl.run.algorithms import algorithm_module
+from offrl.run.config import parse_config
+from offrl.run.logging import read_metrics
+from offrl.run.train import train
 
 DATASET = "offrl/pendulum/model-v0"
 
@@ -209,7 +217,7 @@ def test_a_trained_ensemble_is_shared_by_runs_on_the_same_data_and_settings(pend
         progress_files.append(progress)
         raise TrainedAgain
 
-    monkeypatch.setattr(model_based, "train_dynamics", train_dynamics_refused)
+    monkeypatch.setattr(ensembles, "train_dynamics", train_dynamics_refused)
     _, other_seeds = _ravl_config(tmp_path, "second", "--seeds", "1,2")
     dynamics_for(other_seeds, dataset, data, tmp_path / "second")
     for name in ("dynamics.msgpack", "dynamics.json"):
@@ -240,7 +248,7 @@ def test_a_run_waits_for_the_ensemble_another_process_is_training(minari_store, 
     arrays = linear_system(1000)
     config = DynamicsConfig(num_members=3, num_elites=2, hidden_dims=(16,), batch_size=64, max_epochs=2)
     dataset_id = "offrl/linear/system-v0"
-    target = dynamics_cache() / "linear-system" / model_based.dynamics_fingerprint(arrays, config)
+    target = dynamics_cache() / "linear-system" / ensembles.dynamics_fingerprint(arrays, config)
     target.parent.mkdir(parents=True)
     other_process = open(target.with_name(target.name + ".lock"), "w")  # held open as the training process would
     fcntl.flock(other_process, fcntl.LOCK_EX)
@@ -248,13 +256,13 @@ def test_a_run_waits_for_the_ensemble_another_process_is_training(minari_store, 
     def train_dynamics_refused(*args, **kwargs):
         raise TrainedAgain
 
-    monkeypatch.setattr(model_based, "train_dynamics", train_dynamics_refused)
+    monkeypatch.setattr(ensembles, "train_dynamics", train_dynamics_refused)
     found = []
-    waiting = threading.Thread(target=lambda: found.append(model_based.shared_dynamics(dataset_id, arrays, config)))
+    waiting = threading.Thread(target=lambda: found.append(ensembles.shared_dynamics(dataset_id, arrays, config)))
     waiting.start()
     waiting.join(1.0)
     assert waiting.is_alive()  # it waits rather than training a second copy
-    model_based.publish(target, lambda directory: save_dynamics(*train_dynamics(arrays, config, log=None), directory))
+    ensembles.publish(target, lambda directory: save_dynamics(*train_dynamics(arrays, config, log=None), directory))
     other_process.close()  # the other process ends, and with it its lock
     waiting.join(60)
     assert found == [target]  # it took the published ensemble (training again would have raised)
@@ -269,9 +277,9 @@ def test_publishing_clears_what_a_killed_publisher_left(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        model_based.publish(target, killed_while_writing)
+        ensembles.publish(target, killed_while_writing)
     assert not target.exists() and len(list(tmp_path.glob(".dynamics-*"))) == 1
-    model_based.publish(target, lambda directory: (directory / "whole.json").write_text("{}"))
+    ensembles.publish(target, lambda directory: (directory / "whole.json").write_text("{}"))
     assert [path.name for path in tmp_path.iterdir()] == ["dynamics"]
     assert [path.name for path in target.iterdir()] == ["whole.json"]
 
@@ -363,7 +371,7 @@ def test_morec_trains_with_filtered_rollouts(pendulum_data, tmp_path):
 def test_the_true_simulator_stands_in_for_the_model_inside_the_compiled_loop(tmp_path):
     from offrl.data import write_dataset
     from offrl.data.collect import collect_episodes
-    from offrl.simulator import simulator_step
+    from offrl.model_based.simulator import simulator_step
 
     episodes, obs_space, act_space = collect_episodes(
         "Hopper-v5", lambda obs, rng: rng.uniform(-1, 1, (len(obs), 3)), 2000, num_envs=4)
@@ -385,15 +393,15 @@ def test_the_true_simulator_stands_in_for_the_model_inside_the_compiled_loop(tmp
 
 def test_shared_ensembles_are_trained_again_only_when_their_training_code_changes(monkeypatch):
     arrays, config = linear_system(300), DynamicsConfig(max_epochs=1)
-    fingerprint = model_based.dynamics_fingerprint(arrays, config)
+    fingerprint = ensembles.dynamics_fingerprint(arrays, config)
     code = dynamics.training_code()
     # what training runs is in it; helpers used only after training (rollouts, loading) are not
     for name in ("def train_dynamics", "class GaussianMLP", "def gaussian_nll", "class Dense", "def dense_backward"):
         assert name in code
     for name in ("def load_dynamics", "def observation_dim", "def mopo_uncertainty"):
         assert name not in code
-    monkeypatch.setattr(model_based, "training_code", lambda: code.replace("0.99 * best_mse", "0.98 * best_mse"))
-    assert model_based.dynamics_fingerprint(arrays, config) != fingerprint
+    monkeypatch.setattr(ensembles, "training_code", lambda: code.replace("0.99 * best_mse", "0.98 * best_mse"))
+    assert ensembles.dynamics_fingerprint(arrays, config) != fingerprint
     monkeypatch.undo()
-    assert model_based.dynamics_fingerprint(arrays, config) == fingerprint
-    assert model_based.dynamics_fingerprint(arrays, DynamicsConfig(max_epochs=2)) != fingerprint
+    assert ensembles.dynamics_fingerprint(arrays, config) == fingerprint
+    assert ensembles.dynamics_fingerprint(arrays, DynamicsConfig(max_epochs=2)) != fingerprint

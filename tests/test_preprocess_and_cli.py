@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from conftest import SHARED_NEORL2, synthetic_flat, write_neorl2_npz
 
-from offrl.cli import main
-from offrl.errors import user_errors_as_messages
 from offrl.data import Preprocessing, convert, fit_preprocessing, load_dataset
+from offrl.run.errors import user_errors_as_messages
+from offrl.tools.cli import main
 
 
 @pytest.fixture

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from offrl.config import parse_config
 from offrl.data import DatasetError, load_dataset, local_dataset_ids, write_dataset
 from offrl.data.episodes import Episode
 from offrl.data.labels import labelled_episodes, split_labels
-from offrl.idm import IDMConfig, proxy_label, train_idm, validation_rows
-from offrl.train import algorithm_module, train
+from offrl.model_based.idm import IDMConfig, proxy_label, train_idm, validation_rows
+from offrl.run.algorithms import algorithm_module
+from offrl.run.config import parse_config
+from offrl.run.train import train
 
 MIXING = np.array([[0.5, 0.1], [-0.2, 0.4], [0.3, -0.3]], np.float32)  # s' = s + MIXING @ a
 

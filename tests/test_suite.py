@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from offrl import suite
-from offrl.cli import main as cli_main
-from offrl.config import parse_config
-from offrl.data import DatasetError, load_dataset
-from offrl.nets import TanhGaussianActor
-from offrl.train import algorithm_module, train
+from offrl.core.nets import TanhGaussianActor
+from offrl.data import DatasetError, load_dataset, suite
+from offrl.run.algorithms import algorithm_module
+from offrl.run.config import parse_config
+from offrl.run.train import train
+from offrl.tools.cli import main as cli_main
 
 TINY_POLICIES = {"ladder-01": 2000, "ladder-02": 4000, "medium": 6000, "expert": 10000}
 
@@ -103,6 +103,7 @@ def test_the_sampler_is_the_flax_actor_in_float64(tiny_policies):
     unit = np.tanh(np.asarray(mean) + np.exp(np.asarray(log_std)) * np.random.default_rng(7).standard_normal((5, 3)))
     assert actions.dtype == np.float64
     np.testing.assert_allclose(actions, -2.0 + (unit + 1.0) * 2.5, rtol=1e-5, atol=1e-5)
+    assert (suite.LOG_STD_MIN, suite.LOG_STD_MAX) == (network.log_std_min, network.log_std_max)
 
 
 def test_weights_that_disagree_with_the_manifest_are_refused(tiny_policies):

@@ -15,14 +15,14 @@ import pytest
 import yaml
 from conftest import REPEAT_ATOL, REPEAT_RTOL, assert_same_metrics
 
-from offrl import sweep
-from offrl.cli import main as cli_main
 from offrl.data import load_dataset
 from offrl.data.scripted import make_pendulum_dataset
-from offrl.errors import StopRequested
-from offrl.logging import read_metrics
-from offrl.report import RunScores, aggregates, find_runs, group, write_report
-from offrl.runs import stop_if_requested, stop_requested, stopping_on_signals
+from offrl.run.directory import stop_if_requested, stop_requested, stopping_on_signals
+from offrl.run.errors import StopRequested
+from offrl.run.logging import read_metrics
+from offrl.tools import sweep
+from offrl.tools.cli import main as cli_main
+from offrl.tools.report import RunScores, aggregates, find_runs, group, write_report
 
 DATASET = "offrl/pendulum/sweep-v0"
 TINY = {"num_updates": 200, "log_every": 100, "eval_every": 100, "eval_episodes": 2, "checkpoint_every": 100,
@@ -68,7 +68,7 @@ def test_grid_and_random_axes_expand_into_the_right_runs(tmp_path):
 
 
 def test_run_names_keep_the_dataset_namespace_and_a_sweep_refuses_shared_names(tmp_path):
-    datasets = ["d4rl/hopper/medium-v2", "offrl/hopper/medium-v0", "mujoco/hopper/medium-v0"]
+    datasets = ["d4rl-hdf5/hopper/medium-v2", "offrl/hopper/medium-v0", "mujoco/hopper/medium-v0"]
     runs = sweep.expand(sweep.load_spec(spec_file(tmp_path, datasets=datasets)))
     assert [run.name for run in runs] == ["bc_d4rl-hopper-medium-v2_s0-1", "bc_offrl-hopper-medium-v0_s0-1",
                                           "bc_mujoco-hopper-medium-v0_s0-1"]

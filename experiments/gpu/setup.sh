@@ -5,9 +5,9 @@
 wheels=${1:-.wheels}
 python3 -m pip install --quiet --no-index --no-deps --no-compile --target /tmp/offrl-site "$wheels"/*.whl \
     && export PYTHONPATH="/tmp/offrl-site:$PWD${PYTHONPATH:+:$PYTHONPATH}" \
-    && python3 -c "import offrl.data, offrl.train, mujoco, minari, tyro" \
+    && python3 -c "import offrl.data, offrl.run.train, mujoco, minari, tyro" \
     || { echo "offrl's setup on this machine failed (see above)" >&2; return 1; }
 # Several programs share the GPU: none may take 75% of its memory up front. No wandb here.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false WANDB_MODE=disabled
-offrl="python3 -m offrl.cli"
+offrl="python3 -m offrl.tools.cli"
 python3 -c "import jax; print('offrl ready on', jax.devices())"

@@ -11,6 +11,7 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 
+from offrl.data.envs import route_mujoco_warnings
 from offrl.data.episodes import Episode
 
 BatchPolicy = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -25,6 +26,7 @@ def collect_episodes(env_id: str, policy: BatchPolicy, num_steps: int, num_envs:
     and marked `cut_off` (the dataset's metadata lists them: see
     `OfflineDataset.complete_episodes`). `on_steps(n)` is told of every n new transitions
     (progress bars)."""
+    route_mujoco_warnings()
     # Same-step autoreset: a finished sub-env returns its next episode's first observation
     # at once, with the finished episode's last observation in info["final_obs"].
     envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",

@@ -13,16 +13,20 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 from gymnasium import spaces
 
 from offrl.data.episodes import FlatTransitions, check_arrays, split_episodes
 from offrl.data.errors import DatasetFormatError
-from offrl.data.reference import known_reference
+from offrl.data.reference import FORMATS, known_reference
 from offrl.data.store import write_dataset
 
-FORMATS = ("d4rl", "neorl", "neorl2")
+# who made the data of each format, and where their code is (Minari's author and code_permalink)
+ORIGINS = {
+    "d4rl": ("D4RL (Fu et al. 2020)", "https://github.com/Farama-Foundation/D4RL"),
+    "neorl": ("NeoRL, Polixir (Qin et al. 2022)", "https://github.com/polixir/NeoRL"),
+    "neorl2": ("NeoRL-2, Polixir (2025)", "https://github.com/polixir/NeoRL2"),
+}
 
 
 @dataclass
@@ -78,6 +82,8 @@ def read_d4rl_hdf5(path: Path) -> FlatTransitions:
     required = ("observations", "actions", "rewards", "terminals", "timeouts")
     _require_container(path, hdf5=True)
     try:
+        import h5py  # only where HDF5 is read: `offrl --help` and the other commands start without it
+
         with h5py.File(path, "r") as file:
             _require(file.keys(), required, str(path), "D4RL HDF5")
             arrays = {key: file[key][()] for key in required}
@@ -165,7 +171,7 @@ def default_dataset_id(fmt: str, path: Path) -> str:
         match = re.fullmatch(r"([a-z0-9]+)[_-]([a-z0-9_-]+?)-v(\d+)", stem.lower())
         if match:
             task, name, version = match.groups()
-            return f"d4rl/{task}/{name.replace('_', '-')}-v{version}"
+            return f"d4rl-hdf5/{task}/{name.replace('_', '-')}-v{version}"
     elif fmt == "neorl2":
         match = re.fullmatch(r"([A-Za-z0-9]+)-(train|val)", stem)
         if match:
@@ -179,7 +185,7 @@ def default_dataset_id(fmt: str, path: Path) -> str:
             return f"neorl/{env.lower()}/{quality}-{size}{suffix}-v0"
     raise DatasetFormatError(
         f"Cannot derive a dataset id from the file name '{path.name}'. Pass --id, e.g. "
-        + {"d4rl": "d4rl/hopper/medium-v2", "neorl2": "neorl2/dmsd/train-v0",
+        + {"d4rl": "d4rl-hdf5/hopper/medium-v2", "neorl2": "neorl2/dmsd/train-v0",
            "neorl": "neorl/hopper-v3/low-1000-v0"}[fmt] + "."
     )
 
@@ -225,11 +231,13 @@ def convert(
         "reference_scores_from": "command line" if ref_min_score is not None else known.source,
         **report.as_metadata(),
     }
+    author, upstream = ORIGINS[fmt]
     target = write_dataset(
         dataset_id, episodes, observation_space, action_space,
         eval_env=eval_env or known.eval_env_id,
         ref_min_score=ref_min, ref_max_score=ref_max,
         description=f"Converted by offrl from {fmt} file {path.name}.",
+        author=author, code_permalink=upstream,
         offrl_metadata=offrl_metadata, overwrite=overwrite,
     )
     for count, what in ((report.placeholder_final_observations, "terminal steps had no next "

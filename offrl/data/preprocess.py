@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from gymnasium import spaces
 
 from offrl.data.dataset import OfflineDataset

@@ -8,6 +8,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# the native file formats offrl converts, whose tasks the tables below know
+FORMATS = ("d4rl", "neorl", "neorl2")
+
 
 @dataclass(frozen=True)
 class TaskReference:
@@ -89,7 +92,7 @@ UNKNOWN = TaskReference(None, None, None, "none")
 
 
 def known_reference(fmt: str, dataset_id: str) -> TaskReference:
-    """The references of a dataset id such as `d4rl/maze2d/umaze-dense-v1`: by task and
+    """The references of a dataset id such as `d4rl-hdf5/maze2d/umaze-dense-v1`: by task and
     dataset name where they differ per dataset (Maze2D), else by task; UNKNOWN if neither."""
     table = {"d4rl": D4RL_TASKS, "neorl2": NEORL2_TASKS}.get(fmt, {})
     parts = dataset_id.split("/")

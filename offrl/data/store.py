@@ -13,6 +13,7 @@ import contextlib
 import difflib
 import errno
 import glob
+import importlib.metadata
 import json
 import os
 import re
@@ -62,7 +63,7 @@ def dataset_path(dataset_id: str) -> Path:
 
 
 DATASET_ID = re.compile(r"(?:[A-Za-z0-9_.-]+/)*[A-Za-z0-9_.-]+-v\d+")
-# The D4RL-style suite that offrl generates itself (offrl.suite): its kinds, and its ids,
+# The D4RL-style suite that offrl generates itself (offrl.data.suite): its kinds, and its ids,
 # e.g. offrl/hopper/medium-v0.
 SUITE_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 _SUITE_KIND = "|".join(map(re.escape, SUITE_KINDS))
@@ -75,10 +76,10 @@ def _check_id(dataset_id: str) -> None:
     if not DATASET_ID.fullmatch(dataset_id):
         short = SUITE_NAME.fullmatch(dataset_id)  # what a user of the experiment scripts may try
         hint = (f" Did you mean the suite's 'offrl/{short['env']}/{short['kind']}-v0' or D4RL's "
-                f"'d4rl/{short['env']}/{short['kind']}-v2'?" if short else "")
+                f"'d4rl-hdf5/{short['env']}/{short['kind']}-v2'?" if short else "")
         raise DatasetError(
             f"'{dataset_id}' is not a valid dataset id: ids are 'namespace/env/name-vN' with a "
-            f"version at the end, e.g. 'd4rl/hopper/medium-v2'.{hint}"
+            f"version at the end, e.g. 'd4rl-hdf5/hopper/medium-v2'.{hint}"
         )
 
 
@@ -260,20 +261,33 @@ def write_dataset(
     action_space: spaces.Space,
     *,
     eval_env: str | EnvSpec | None = None,
+    env: str | EnvSpec | None = None,
     ref_min_score: float | None = None,
     ref_max_score: float | None = None,
     description: str = "",
+    author: str = "offrl",
+    code_permalink: str = "",
     offrl_metadata: dict[str, Any] | None = None,
     episode_infos: Iterable[dict] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write episodes as a Minari dataset, atomically. Returns the dataset's directory."""
-    eval_spec = gym.spec(eval_env) if isinstance(eval_env, str) else eval_env
+    """Write episodes as a Minari dataset, atomically. Returns the dataset's directory.
+
+    The metadata is Minari's whole set, so that other Minari tools load the dataset as they
+    load Minari's own: `env` (default: the eval env) is the env whose spec
+    `recover_environment()` makes, `requirements` the packages it needs at the versions
+    installed here, `author` and `code_permalink` who made the data and with what (default:
+    this offrl version). A dataset without an env (NeoRL-2's) has no env spec."""
+    eval_spec = _spec(eval_env)
+    env_spec = _spec(env) or eval_spec
     metadata: dict[str, Any] = {
         "dataset_id": dataset_id,
         "minari_version": minari.__version__,
         "description": description,
         "algorithm_name": (offrl_metadata or {}).get("source", "offrl"),
+        "author": {author},
+        "code_permalink": code_permalink or offrl_permalink(),
+        "requirements": env_requirements(env_spec),
         OFFRL_KEY: offrl_metadata or {},
     }
     if eval_spec is not None:
@@ -292,7 +306,7 @@ def write_dataset(
         staging = _staging_directory(dataset_id)
         try:
             storage = MinariStorage.new(staging / "data", observation_space=observation_space,
-                                        action_space=action_space)
+                                        action_space=action_space, env_spec=env_spec)
             storage.update_metadata(metadata)
             cut_off: list[int] = []
             storage.update_episodes(_buffers(episodes, infos, cut_off))
@@ -306,6 +320,29 @@ def write_dataset(
             shutil.rmtree(staging, ignore_errors=True)
             raise
     return final
+
+
+def _spec(env: str | EnvSpec | None) -> EnvSpec | None:
+    return gym.spec(env) if isinstance(env, str) else env
+
+
+def env_requirements(spec: EnvSpec | None) -> list[str]:
+    """Minari's `requirements`: the pip packages that make `spec`, pinned to the versions
+    installed here (Gymnasium, and MuJoCo or gymnasium-robotics where its entry point uses them)."""
+    if spec is None:
+        return []
+    entry_point = spec.entry_point if isinstance(spec.entry_point, str) else spec.entry_point.__module__
+    packages = ["gymnasium"]
+    if entry_point.startswith("gymnasium_robotics"):
+        packages += ["gymnasium-robotics", "mujoco"]
+    elif "mujoco" in entry_point:
+        packages.append("mujoco")
+    return [f"{name}=={importlib.metadata.version(name)}" for name in packages]
+
+
+def offrl_permalink() -> str:
+    """The code behind a dataset offrl makes itself: this version of offrl."""
+    return f"offrl {importlib.metadata.version('offrl')}"
 
 
 def _buffers(episodes: Iterable[Episode], infos, cut_off: list[int]) -> Iterator[EpisodeBuffer]:

@@ -1,0 +1,2 @@
+"""What users run around training: the `offrl` command, sweeps, reports, the dataset suite
+and `make train`'s main job."""
