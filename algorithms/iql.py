@@ -10,8 +10,8 @@ with a cosine-decayed actor learning rate and locomotion rewards scaled by
 The three losses read the networks as they were at the start of the update, so their
 gradients are independent: the paper runs policy extraction concurrently with value
 training, and CORL and unifloral also take the critic's V(s') from before the value step.
-XLA can then run the three backward passes side by side (+7% updates/s on 2 CPU cores
-against the original code's order value -> actor -> critic, each on the previous one's result).
+XLA can then run the three backward passes side by side instead of one after another
+(docs/core.md, "Speed", measures the gain).
 
     python algorithms/iql.py --dataset d4rl-hdf5/hopper/medium-v2 --seeds 0,1,2
 """

@@ -13,12 +13,10 @@ from importlib import metadata
 
 __version__ = "0.1.0"
 
-# XLA:CPU in the pinned jaxlib hands matmuls and reductions to YNNPACK. Its column sums
-# of backward passes (LayerNorm's scale gradients: a sum over the batch axis of a
-# 2 x 1024 x 256 array) run about as slowly as a whole 1024 x 256 x 256 matmul, and its
-# matmuls ran 11-14% slower than Eigen's on the wide batches of CQL (2,560 rows) and ReBRAC
-# (1,024) on 2 CPU cores (docs/core.md, "Speed"). With YNNPACK off XLA uses Eigen and its
-# own loops. XLA reads the flag when its backend starts, so it is set at import, before
+# XLA:CPU in the pinned jaxlib hands matmuls and reductions to YNNPACK, whose column sums
+# of backward passes (LayerNorm's scale gradients) and wide-batch matmuls are slower than
+# Eigen's on CPU (docs/core.md, "Speed", has the measurements). With YNNPACK off XLA uses
+# Eigen and its own loops. XLA reads the flag when its backend starts, so it is set at import, before
 # any computation. Only for the pinned jaxlib, whose flag names are known; setting
 # `--xla_cpu_experimental_ynn_fusion_type` yourself in XLA_FLAGS overrides it.
 YNNPACK_OFF = "--xla_cpu_experimental_ynn_fusion_type="

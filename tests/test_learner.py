@@ -85,7 +85,7 @@ def test_td3_bc_beats_the_random_policy_and_the_data(pendulum, tmp_path):
     action = policy(np.array([[1.0, 0.0, 0.0]], np.float32))
     assert action.shape == (1, 1) and np.all(np.abs(action) <= 2.0)
     with pytest.raises(ValueError, match="seed_index 1: .* holds 1 policies \\(seeds 0\\); pass an index from 0 to 0"):
-        load_policy(result.run_dir, seed_index=1)  # was numpy's IndexError
+        load_policy(result.run_dir, seed_index=1)  # named in one line, not an IndexError
 
 
 def test_same_seed_same_metrics_and_seeds_run_side_by_side(pendulum, tmp_path):
@@ -103,12 +103,12 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_run(pendulum, tmp_
     # experiments must neither reuse a run of another budget nor extend it (its schedules differ)
     with pytest.raises(FileExistsError, match="planned for 200 steps that ended at step 200"):
         run_status(tmp_path / "cut", 400)
-    # what the checkpoint was trained with cannot change (other seeds crashed mid-restore, a reward
-    # transform was ignored), how it is spelled can
+    # what the checkpoint was trained with cannot change (other seeds cannot restore its state, another
+    # reward transform would train on other rewards), how it is spelled can
     for changed in (["--seeds", "0,1"], ["--reward_transform", "locomotion"], ["--dataset", "offrl/pendulum/x-v0"]):
         with pytest.raises(ValueError, match=f"{changed[0]} {changed[1]} differs from the run's"):
             parse_config(td3_bc.Config, "td3_bc", ["--resume", str(tmp_path / "cut"), *changed])
-    with pytest.raises(ValueError, match="a resumed run goes on in its own directory"):  # was silently ignored
+    with pytest.raises(ValueError, match="a resumed run goes on in its own directory"):
         parse_config(td3_bc.Config, "td3_bc", ["--resume", str(tmp_path / "cut"), "--run_dir", str(tmp_path / "b")])
     resumed_config = parse_config(td3_bc.Config, "td3_bc",
                                   ["--resume", str(tmp_path / "cut"), "--num_updates", "400", "--seeds", " 0"])
@@ -145,6 +145,22 @@ def sigint_handled():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+def test_a_saved_config_without_a_newer_setting_resumes_and_one_with_an_unknown_setting_is_refused(pendulum,
+                                                                                                  tmp_path):
+    # a run saved by an offrl without `root` (runs made before it) takes its default; a setting this
+    # offrl does not know is named in one line
+    train(td3_bc.make, _config(tmp_path, "--num_updates", "200", name="saved"), "td3_bc", show_progress=False)
+    saved = tmp_path / "saved" / "config.yaml"
+    lines = saved.read_text().splitlines(keepends=True)
+    saved.write_text("".join(line for line in lines if not line.startswith("root:")))
+    resumed = parse_config(td3_bc.Config, "td3_bc", ["--resume", str(tmp_path / "saved"), "--num_updates", "400"])
+    assert resumed.root == "runs"
+    assert train(td3_bc.make, resumed, "td3_bc", show_progress=False).final_step == 400
+    saved.write_text(saved.read_text() + "retired_setting: 3\n")
+    with pytest.raises(ValueError, match=r"config.yaml: unknown config keys \['retired_setting'\]"):
+        parse_config(td3_bc.Config, "td3_bc", ["--resume", str(tmp_path / "saved")])
 
 
 def test_sigterm_checkpoints_the_chunk_it_ends_and_the_run_resumes_to_the_same_end(pendulum, tmp_path, monkeypatch,
@@ -385,11 +401,11 @@ def test_config_layers_defaults_then_dataset_yaml_then_command_line():
 
 @pytest.mark.parametrize("algo, arguments, message", [
     ("td3_bc", ["--seeds", "0,one"], "seeds are integers separated by commas"),
-    ("td3_bc", ["--seeds", "0,-1"], r"--seeds 0,-1: each seed must be in \[0, 2\^32\)"),  # was an OverflowError
+    ("td3_bc", ["--seeds", "0,-1"], r"--seeds 0,-1: each seed must be in \[0, 2\^32\)"),  # not an OverflowError
     ("iql", ["--seeds", "0,1,0"], "--seeds 0,1,0: a seed is repeated"),  # trained seed 0 twice
     ("td3_bc", ["--num_updates", "0"], "--num_updates 0 with no --online_steps leaves nothing to train"),
     ("td3_bc", ["--batch_size", "0"], "--batch_size 0: it must be at least 1"),
-    ("td3_bc", ["--eval_every", "0"], "--eval_every 0: it must be at least 1"),  # was a ZeroDivisionError
+    ("td3_bc", ["--eval_every", "0"], "--eval_every 0: it must be at least 1"),  # not a ZeroDivisionError
     ("td3_bc", ["--reward_transform", "clip"], "--reward_transform clip: choose one of none, locomotion"),
     ("iql", ["--online_steps", "-5"], "--online_steps -5: it must be at least 0"),
     ("sac", ["--num_envs", "0"], "--num_envs 0: it must be at least 1"),
@@ -458,7 +474,7 @@ def test_a_damaged_checkpoint_names_the_one_to_resume_from(tmp_path):
     first = checkpoint.save(tmp_path, 10, template)
     damaged = checkpoint.save(tmp_path, 20, template)
     damaged.write_bytes(damaged.read_bytes()[:20])  # e.g. a copy cut short
-    # was "does not fit this run's state ... written with other settings"
+    # named as damaged, not as written with other settings
     with pytest.raises(ValueError, match=f"{damaged} is damaged .*: delete it, and --resume continues from "
                                          f"{first.name}"):
         checkpoint.restore(checkpoint.latest(tmp_path), template)

@@ -82,7 +82,7 @@ def test_a_neorl2_conversion_is_env_free(minari_store, tmp_path):
     _check_metadata(dataset, "NeoRL-2, Polixir (2025)", "https://github.com/polixir/NeoRL2", ())
     np.testing.assert_allclose(minari.get_normalized_score(dataset, np.array([30.60, 849.51])), [0.0, 1.0],
                                atol=1e-6)
-    with pytest.raises(Exception):  # no simulator ships with NeoRL-2's data (docs/data.md)
+    with pytest.raises(ValueError, match="env_spec is None"):  # no simulator ships with NeoRL-2's data (docs/data.md)
         dataset.recover_environment()
 
 

@@ -239,7 +239,7 @@ def test_a_given_ensemble_of_other_data_is_refused(pendulum_data, tmp_path):
     _, config = _ravl_config(tmp_path, "run", "--dynamics", str(tmp_path / "linear"))
     dataset = load_dataset(DATASET)
     data = {key: getattr(dataset, key) for key in ("observations", "actions", "next_observations", "rewards")}
-    # was a broadcasting error inside the first compiled rollout
+    # named before training, not a broadcasting error inside the first compiled rollout
     with pytest.raises(ValueError, match="models 3-dim observations and 2-dim actions, .* has 3 and 1"):
         dynamics_for(config, dataset, data, tmp_path / "run")
 

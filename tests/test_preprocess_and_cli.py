@@ -97,10 +97,10 @@ def test_offrl_commands_name_a_missing_or_malformed_input(tmp_path, capsys):
     ]:
         assert main(command) == 2
         assert message in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # a usage error of argparse's; 0 steps once generated the full 1M
+    with pytest.raises(SystemExit):  # a usage error of argparse's, not the default 1M steps
         main(["datasets", "generate", "hopper-medium", "--steps", "0"])
     assert "--steps: 0: it must be at least 1" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # was numpy's "expected non-negative integer" traceback mid-command
+    with pytest.raises(SystemExit):  # a usage error, not numpy's traceback mid-command
         main(["datasets", "split-labels", "offrl/hopper/medium-v0", "--seed", "-1"])
     assert "--seed: -1: a seed must be in [0, 2^32)" in capsys.readouterr().err
 

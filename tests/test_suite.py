@@ -119,11 +119,11 @@ def test_weights_that_disagree_with_the_manifest_are_refused(tiny_policies):
 def test_a_damaged_manifest_or_policy_file_is_named_with_the_fix(tiny_policies):
     manifest_path = tiny_policies / suite.MANIFEST
     policy = suite.read_manifest(tiny_policies)["hopper"].medium
-    policy.path.write_bytes(policy.path.read_bytes()[:30])  # cut short: was msgpack's traceback
+    policy.path.write_bytes(policy.path.read_bytes()[:30])  # cut short: named, not msgpack's traceback
     with pytest.raises(DatasetError, match=r"the medium policy of the manifest\) cannot be read as actor weights"):
         policy.sampler(gym.spaces.Box(-1.0, 1.0, (3,), np.float32))
     for text in (manifest_path.read_text()[:40], json.dumps({"hopper": {"env_id": "Hopper-v5"}})):
-        manifest_path.write_text(text)  # cut short, or lacking fields: was a JSONDecodeError or KeyError
+        manifest_path.write_text(text)  # cut short, or lacking fields: named, not a JSONDecodeError or KeyError
         with pytest.raises(DatasetError, match="is not a behavior-policy manifest offrl can read"):
             suite.read_manifest(tiny_policies)
 

@@ -252,7 +252,7 @@ def test_a_sigterm_to_the_sweep_reaches_its_workers(tmp_path):
 
     before = signal.getsignal(signal.SIGTERM)  # SIG_DFL, or what an earlier test's ray.init set
     threading.Thread(target=terminate_the_driver_once_both_run, daemon=True).start()
-    # the driver used to die alone, and its workers trained on to their runs' ends
+    # the driver does not die alone, leaving its workers to train on to their runs' ends
     with pytest.raises(StopRequested):
         sweep.run_local(runs, tmp_path, workers=2, run_fn=waits_for_sigterm)
     assert sorted(path.name for path in tmp_path.glob("*.stopped")) == [f"{run.name}.stopped" for run in runs]

@@ -26,6 +26,11 @@ __all__ = sorted(MODULE_OF)
 def __getattr__(name: str):
     if name in MODULE_OF:
         return getattr(importlib.import_module(MODULE_OF[name]), name)
+    try:  # a submodule, e.g. offrl.data.store
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{__name__}.{name}":
+            raise
     raise AttributeError(f"module 'offrl.data' has no attribute '{name}'")
 
 

@@ -7,6 +7,9 @@ docs/core.md on CPU rounding), and `load_policy` turns it into a plain `obs -> a
 A snapshot holds the algorithm states alone. Online runs can write one every few thousand
 env steps to keep the policy's history (the behavior-policy exporter picks from it) at a
 few MB each, where a checkpoint also carries the replay buffer (about 200 MB at 1M rows).
+
+flax (and with it jax) is imported by the functions that write and read states, so that
+finding a run's checkpoints stays light.
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ import json
 import os
 from pathlib import Path
 from typing import Any
-
-from flax import serialization
 
 CHECKPOINT_DIR = "checkpoints"
 SNAPSHOT_DIR = "snapshots"
@@ -33,6 +34,8 @@ def write_atomically(path: Path, data: bytes) -> None:
 def save(run_dir: Path, step: int, payload: dict[str, Any], keep: int = 2) -> Path:
     """Write checkpoints/step_<N>.msgpack via a temporary file and rename, then point
     latest.json at it; keeps the newest `keep` checkpoints (all of them when keep is 0)."""
+    from flax import serialization
+
     directory = Path(run_dir) / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step_{step:09d}.msgpack"
@@ -46,6 +49,8 @@ def save(run_dir: Path, step: int, payload: dict[str, Any], keep: int = 2) -> Pa
 
 def save_snapshot(run_dir: Path, step: int, states: Any) -> Path:
     """Write snapshots/step_<N>.msgpack: the stacked algorithm states, nothing to resume from."""
+    from flax import serialization
+
     directory = Path(run_dir) / SNAPSHOT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"step_{step:09d}.msgpack"
@@ -72,6 +77,8 @@ def latest_step(run_dir: Path) -> int | None:
 
 def read(path: Path) -> dict[str, Any]:
     """A checkpoint's saved tree (nested dicts of arrays), or an error naming the damage and the fix."""
+    from flax import serialization
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}: pass a file from the run's checkpoints/ folder.")
@@ -86,6 +93,8 @@ def read(path: Path) -> dict[str, Any]:
 
 def fill(template: Any, saved: dict[str, Any], path: Path) -> Any:
     """`template`'s structure with the values of `saved` (a part of what `read` gave)."""
+    from flax import serialization
+
     try:
         return serialization.from_state_dict(template, saved)
     except ValueError as error:  # flax names the keys or shapes that differ

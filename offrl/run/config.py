@@ -18,7 +18,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-import tyro
 import yaml
 
 from offrl.data.preprocess import REWARD_TRANSFORMS
@@ -268,6 +267,8 @@ def _is_number(text: str) -> bool:  # a negative value, e.g. --reward_bias -1
 
 def _cli(config_cls: type[C], default: C, argv: list[str] | None) -> C:
     require_known_options(config_cls, sys.argv[1:] if argv is None else argv)
+    import tyro  # only where options are parsed: reading a run's config needs none of it
+
     return tyro.cli(config_cls, default=default, args=argv, use_underscores=True,
                     config=(tyro.conf.FlagConversionOff,))
 

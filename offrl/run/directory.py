@@ -1,5 +1,6 @@
-"""What every training loop shares: run directories, results, evaluation of all seeds,
-and the divergence check."""
+"""What every training loop shares: run directories and their records, results, stopping
+on signals, and the divergence check. Free of jax, so that commands which only read runs
+start fast."""
 
 from __future__ import annotations
 
@@ -16,13 +17,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from offrl.core.learner import seed_slice
 from offrl.data import OfflineDataset, local_fingerprint
 from offrl.locks import exclusive
 from offrl.run import checkpoint
 from offrl.run.config import read_yaml, save_config
 from offrl.run.errors import StopRequested, TrainingDiverged
-from offrl.run.evaluate import evaluate_policy, make_policy
 from offrl.run.logging import METRICS_FILE, new_run_id, read_metrics
 
 DIVERGED = "diverged.txt"  # what diverged and by which update, left in the run directory by check_divergence
@@ -253,31 +252,6 @@ def resume_flag(run_dir: Path, status: str) -> list[str]:
     if status == "diverged":
         raise TrainingDiverged(f"{run_dir}: {divergence(run_dir)}. Remove it to train again with other settings.")
     return ["--resume", str(run_dir)] if status == "resumable" else []
-
-
-def episode_returns(algorithm, states, seeds, preprocessing, env, episodes: int) -> np.ndarray:
-    """Each seed's deterministic policy's return in each episode, [seeds, episodes]; a seed's
-    episodes are seeded the same way at every evaluation."""
-    return np.array([
-        evaluate_policy(make_policy(algorithm.act, seed_slice(states, index), preprocessing),
-                        env, episodes, seed=100_000 + seed)
-        for index, seed in enumerate(seeds)
-    ])
-
-
-def evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes: int, normalized_score=None,
-                   keep_episodes: bool = False) -> dict[str, np.ndarray]:
-    """Mean return of each seed's deterministic policy (and its normalized score); with
-    `keep_episodes` also every episode's ([seeds, episodes]), to judge their spread."""
-    per_episode = episode_returns(algorithm, states, seeds, preprocessing, env, episodes)
-    result = {"eval/return": per_episode.mean(axis=1)}
-    if keep_episodes:
-        result["eval/episode_returns"] = per_episode
-    if normalized_score is not None:
-        result["eval/normalized_score"] = normalized_score(result["eval/return"])
-        if keep_episodes:
-            result["eval/episode_normalized_scores"] = normalized_score(per_episode)
-    return result
 
 
 def check_divergence(step: int, finite: np.ndarray, metrics: dict[str, np.ndarray],

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 from gymnasium.envs.registration import EnvSpec
 
+from offrl.core.learner import seed_slice
 from offrl.data.envs import route_mujoco_warnings
 from offrl.data.preprocess import Preprocessing
 
@@ -22,8 +23,7 @@ def make_policy(act: Callable, state, preprocessing: Preprocessing) -> Callable[
 
     It acts on the CPU wherever training ran: one env step is a forward pass over a few
     observations, where a GPU round trip costs more than the arithmetic, and on a GPU
-    shared by a sweep's runs each such call queues behind the others' training (on an
-    H100 running 10 runs, CQL's training calls took 240 s of a run's ~14 minutes)."""
+    shared by a sweep's runs each such call would queue behind the others' training."""
     state = jax.device_put(state, jax.devices("cpu")[0])
     act_jit = deterministic_act(act)
 
@@ -121,3 +121,28 @@ def evaluate_policy(
     finally:
         envs.close()
     return returns
+
+
+def episode_returns(algorithm, states, seeds, preprocessing, env, episodes: int) -> np.ndarray:
+    """Each seed's deterministic policy's return in each episode, [seeds, episodes]; a seed's
+    episodes are seeded the same way at every evaluation."""
+    return np.array([
+        evaluate_policy(make_policy(algorithm.act, seed_slice(states, index), preprocessing),
+                        env, episodes, seed=100_000 + seed)
+        for index, seed in enumerate(seeds)
+    ])
+
+
+def evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes: int, normalized_score=None,
+                   keep_episodes: bool = False) -> dict[str, np.ndarray]:
+    """Mean return of each seed's deterministic policy (and its normalized score); with
+    `keep_episodes` also every episode's ([seeds, episodes]), to judge their spread."""
+    per_episode = episode_returns(algorithm, states, seeds, preprocessing, env, episodes)
+    result = {"eval/return": per_episode.mean(axis=1)}
+    if keep_episodes:
+        result["eval/episode_returns"] = per_episode
+    if normalized_score is not None:
+        result["eval/normalized_score"] = normalized_score(result["eval/return"])
+        if keep_episodes:
+            result["eval/episode_normalized_scores"] = normalized_score(per_episode)
+    return result

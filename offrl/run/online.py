@@ -48,14 +48,13 @@ from offrl.run.directory import (
     check_divergence,
     closing_run,
     default_run_dir,
-    evaluate_seeds,
     record_run,
     resume_step,
     run_directory,
     stop_if_requested,
     stop_requested,
 )
-from offrl.run.evaluate import flat_observations, make_env, registered, require_fit
+from offrl.run.evaluate import evaluate_seeds, flat_observations, make_env, registered, require_fit
 from offrl.run.logging import RunLogger, resolve_wandb_mode
 
 

@@ -47,7 +47,6 @@ from offrl.run.directory import (
     check_divergence,
     closing_run,
     default_run_dir,
-    evaluate_seeds,
     read_run,
     record_run,
     recorded_fingerprint,
@@ -57,7 +56,7 @@ from offrl.run.directory import (
     stop_requested,
 )
 from offrl.run.errors import user_errors_as_messages
-from offrl.run.evaluate import make_env, make_policy, require_fit
+from offrl.run.evaluate import evaluate_seeds, make_env, make_policy, require_fit
 from offrl.run.logging import RunLogger, resolve_wandb_mode
 from offrl.run.online import OnlinePhase, new_buffers, online_carry, require_chunk_boundary, run_online
 

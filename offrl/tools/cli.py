@@ -337,17 +337,33 @@ def build_parser() -> argparse.ArgumentParser:
 def train(args: argparse.Namespace) -> int:
     from offrl.run.algorithms import require_known
 
-    require_known(args.algorithm)  # before jax is imported
-    from offrl.run.train import train_by_name  # imports jax: only for this command
+    require_known(args.algorithm)  # mistakes in the name and the dataset id answer before jax is imported
+    dataset = _option_value(args.options, "--dataset")
+    if dataset:
+        data.read_metadata(dataset)
+    from offrl.run.train import train_by_name
 
     train_by_name(args.algorithm, args.options)
     return 0
 
 
+def _option_value(options: list[str], flag: str) -> str | None:
+    """The value given for `flag` in `--flag VALUE` or `--flag=VALUE` form, if any."""
+    for index, option in enumerate(options):
+        if option == flag and index + 1 < len(options):
+            return options[index + 1]
+        if option.startswith(flag + "="):
+            return option.split("=", 1)[1]
+    return None
+
+
 def evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from offrl.run.train import evaluate_run  # imports jax: only for this command
+    from offrl.run.directory import read_run
+
+    read_run(args.run_dir)  # a directory without a run is refused before jax is imported
+    from offrl.run.train import evaluate_run
 
     result = evaluate_run(args.run_dir, args.episodes, args.env, args.checkpoint)
     scores = {key: result[key] for key in ("eval/return", "eval/normalized_score") if key in result}

@@ -278,8 +278,8 @@ def cpu_shares(workers: int) -> list[list[int]] | None:
     cannot be pinned (no `sched_setaffinity`, or more workers than CPUs).
 
     XLA:CPU sizes its thread pool to the CPUs a process may use, so unpinned workers each
-    spread every matmul over all the cores and contend for them. On the 2-core machine two
-    pinned runs trained 14-71% more updates/s in all than two unpinned ones (docs/sweeps.md)."""
+    spread every matmul over all the cores and contend for them (docs/sweeps.md measures
+    what pinning gains)."""
     if not hasattr(os, "sched_getaffinity"):
         return None
     cpus = sorted(os.sched_getaffinity(0))
