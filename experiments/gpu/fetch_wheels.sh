@@ -9,9 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 python_version=${1:-3.12}
 dest=${2:-.wheels}
-# minari and gymnasium with what they need beyond such an image; mujoco 4 is three wheels.
+# minari and gymnasium with what they need beyond such an image; mujoco 4 is three wheels;
+# setuptools installs offrl itself from the checkout there.
 packages="minari gymnasium farama-notifications mujoco mujoco-core mujoco-studio glfw pyopengl
-          tyro docstring-parser typeguard"
+          tyro docstring-parser typeguard setuptools"
 mkdir -p "$dest"
 for name in $packages; do
     pin=$(grep -i "^${name//-/[-_]}==" requirements.lock) || { echo "no pin for $name in requirements.lock" >&2; exit 1; }

@@ -1,10 +1,12 @@
 # Source from the repository root on the GPU machine (see fetch_wheels.sh):
 #   . experiments/gpu/setup.sh [WHEELS (.wheels)]
-# Installs the carried wheels beside the image's packages (no index, no dependencies) and puts
-# them and this checkout on PYTHONPATH; `$offrl` is then the command line (`offrl ...`).
+# Installs the carried wheels beside the image's packages (no index, no dependencies), then this
+# checkout as it is now, with the carried setuptools (offrl's algorithms and behavior policies
+# install into the package), and puts them on PYTHONPATH; `$offrl` is then the command line.
 wheels=${1:-.wheels}
 python3 -m pip install --quiet --no-index --no-deps --no-compile --target /tmp/offrl-site "$wheels"/*.whl \
-    && export PYTHONPATH="/tmp/offrl-site:$PWD${PYTHONPATH:+:$PYTHONPATH}" \
+    && export PYTHONPATH="/tmp/offrl-site${PYTHONPATH:+:$PYTHONPATH}" \
+    && python3 -m pip install --quiet --no-index --no-deps --no-build-isolation --upgrade --target /tmp/offrl-site . \
     && python3 -c "import offrl.data, offrl.run.train, mujoco, minari, tyro" \
     || { echo "offrl's setup on this machine failed (see above)" >&2; return 1; }
 # Several programs share the GPU: none may take 75% of its memory up front. No wandb here.
