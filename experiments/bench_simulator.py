@@ -20,7 +20,7 @@ import numpy as np
 from bench_model_based import timed  # experiments/ is on sys.path when run as a script
 
 from offrl.data import load_dataset
-from offrl.data.suite import ensure_dataset
+from offrl.data.generate import ensure_dataset
 from offrl.model_based.simulator import Simulator
 
 RESULTS = Path(__file__).resolve().parent / "results"

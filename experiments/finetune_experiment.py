@@ -25,7 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure  # no pyplot: nothing here needs a display backend
 
 from offrl.data import load_dataset
-from offrl.data.suite import ensure_dataset
+from offrl.data.generate import ensure_dataset
 from offrl.run.algorithms import algorithm_module
 from offrl.run.directory import resume_flag, run_status
 from offrl.run.errors import user_errors_as_messages

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from offrl.data import load_dataset, local_dataset_ids, local_fingerprint
+from offrl.data.generate import ensure_dataset
 from offrl.data.labels import split_labels
-from offrl.data.suite import ensure_dataset
 from offrl.model_based.idm import IDMConfig, proxy_label
 from offrl.run.algorithms import algorithm_module
 from offrl.run.directory import divergence, resume_flag, run_status

@@ -15,7 +15,7 @@ import pytest
 from flax import serialization
 
 from offrl.core.nets import TanhGaussianActor
-from offrl.data import DatasetError, load_dataset, suite
+from offrl.data import DatasetError, generate, load_dataset, suite
 from offrl.run.algorithms import algorithm_module
 from offrl.run.config import parse_config
 from offrl.run.train import train
@@ -52,19 +52,19 @@ def test_names_parse_into_env_and_kind():
 
 def test_medium_replay_follows_training_progress(tiny_policies):
     env = suite.read_manifest(tiny_policies)["hopper"]
-    plan = suite.replay_plan(env, None)
+    plan = generate.replay_plan(env, None)
     # warm-up to 1000, then each rung for the steps since the previous rung, up to medium at 6000
     assert [(s.policy.name if s.policy else None, s.steps) for s in plan] == [
         (None, 1000), ("ladder-01", 1000), ("ladder-02", 2000), ("medium", 2000)]
-    rescaled = suite.replay_plan(env, 600)
+    rescaled = generate.replay_plan(env, 600)
     assert [s.steps for s in rescaled] == [100, 100, 200, 200]
-    assert sum(s.steps for s in suite.replay_plan(env, 997)) == 997
+    assert sum(s.steps for s in generate.replay_plan(env, 997)) == 997
 
 
 @pytest.mark.parametrize("kind,factor", [("random", 1), ("medium", 1), ("expert", 1),
                                          ("medium-replay", 1), ("medium-expert", 2)])
 def test_every_kind_generates_an_exact_loadable_dataset(tiny_policies, kind, factor):
-    report = suite.generate(f"hopper-{kind}", steps=600, seed=1, policy_dir=tiny_policies, num_envs=4,
+    report = generate.generate(f"hopper-{kind}", steps=600, seed=1, policy_dir=tiny_policies, num_envs=4,
                             streams=2, workers=1, show_progress=False)
     dataset = load_dataset(report.dataset_id)
     assert report.dataset_id == f"offrl/hopper/{kind}-v0"
@@ -83,7 +83,7 @@ def test_every_kind_generates_an_exact_loadable_dataset(tiny_policies, kind, fac
 
 def test_generation_depends_on_the_seed_not_on_the_worker_processes(tiny_policies):
     def actions(seed, workers):
-        report = suite.generate("hopper-medium", steps=300, seed=seed, policy_dir=tiny_policies, num_envs=4,
+        report = generate.generate("hopper-medium", steps=300, seed=seed, policy_dir=tiny_policies, num_envs=4,
                                 streams=2, workers=workers, overwrite=True, show_progress=False)
         return load_dataset(report.dataset_id).actions
 
@@ -173,10 +173,10 @@ def test_datasets_made_from_other_policies_are_made_again(tiny_policies, capsys)
 
 def test_training_on_a_dataset_of_older_shipped_policies_warns(tiny_policies, monkeypatch, tmp_path):
     monkeypatch.setattr(suite, "SHIPPED_POLICIES", tiny_policies)
-    suite.generate("hopper-random", steps=200, num_envs=2, streams=1, workers=1, show_progress=False)
+    generate.generate("hopper-random", steps=200, num_envs=2, streams=1, workers=1, show_progress=False)
     own = tmp_path / "own"
     shutil.copytree(tiny_policies, own)
-    suite.generate("hopper-medium", steps=200, num_envs=2, streams=1, workers=1, show_progress=False, policy_dir=own)
+    generate.generate("hopper-medium", steps=200, num_envs=2, streams=1, workers=1, show_progress=False, policy_dir=own)
     manifest_path = tiny_policies / suite.MANIFEST
     manifest = json.loads(manifest_path.read_text())
     manifest["hopper"]["random"]["mean_return"] = -5.0

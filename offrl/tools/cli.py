@@ -87,7 +87,7 @@ def datasets_convert(args: argparse.Namespace) -> int:
 
 
 def datasets_generate(args: argparse.Namespace) -> int:
-    from offrl.data import suite  # imports jax: only for this command
+    from offrl.data import generate, suite
 
     layout = {key: value for key, value in (("num_envs", args.num_envs), ("streams", args.streams))
               if value is not None}  # unset: generate's defaults, those of the shipped datasets
@@ -101,8 +101,8 @@ def datasets_generate(args: argparse.Namespace) -> int:
                 continue
             console.print(f"{dataset_id} in the local store is out of date: {reason}. Generating it again.")
             overwrite = True
-        report = suite.generate(name, steps=args.steps, seed=args.seed, overwrite=overwrite,
-                                policy_dir=args.policies, workers=args.workers, **layout)
+        report = generate.generate(name, steps=args.steps, seed=args.seed, overwrite=overwrite,
+                                   policy_dir=args.policies, workers=args.workers, **layout)
         summary = data.load_dataset(report.dataset_id).summary()
         console.print(f"Wrote [bold]{report.dataset_id}[/]: {report.episodes:,} episodes, {report.steps:,} steps "
                       f"in {report.seconds:.0f} s ({report.steps_per_second:,.0f} steps/s); mean return "

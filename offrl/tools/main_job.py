@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from offrl.data.suite import ensure_dataset  # noqa: E402
+from offrl.data.generate import ensure_dataset  # noqa: E402
 from offrl.run.algorithms import algorithm_module  # noqa: E402
 from offrl.run.logging import read_metrics  # noqa: E402
 from offrl.run.train import main  # noqa: E402
