@@ -33,6 +33,28 @@ def minari_store(tmp_path, monkeypatch) -> Path:
     return store
 
 
+PENDULUM = "offrl/pendulum/test-v0"  # scripted swing-up data: every algorithm learns it in a few thousand updates
+
+
+@pytest.fixture
+def pendulum(minari_store):
+    from offrl.data.scripted import make_pendulum_dataset
+
+    make_pendulum_dataset(PENDULUM, num_steps=10_000)
+    return PENDULUM
+
+
+def td3_bc_config(tmp_path: Path, *extra: str, name: str = "run"):
+    """A short TD3+BC run on the Pendulum data in tmp_path/name: 400 updates, checkpoints at 200."""
+    from offrl.run.algorithms import algorithm_module
+    from offrl.run.config import parse_config
+
+    args = ["--dataset", PENDULUM, "--num_updates", "400", "--log_every", "100", "--eval_every", "400",
+            "--eval_episodes", "2", "--checkpoint_every", "200", "--wandb", "disabled",
+            "--run_dir", str(tmp_path / name), *extra]
+    return parse_config(algorithm_module("td3_bc").Config, "td3_bc", args)
+
+
 # XLA on a multi-threaded CPU can round the same compiled program differently from call to
 # call (jax-ml/jax#39741: about 1e-9 relative per call, seen here on CI as last-bit changes
 # after 400 updates). Repeat-run comparisons therefore hold integers (steps, seeds, rng keys,

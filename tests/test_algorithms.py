@@ -196,6 +196,7 @@ LEARNING_RUNS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", sorted(LEARNING_RUNS))
 def test_offline_algorithm_learns_a_policy_far_better_than_random(algo, pendulum_data, tmp_path):
     module = algorithm_module(algo)
@@ -211,6 +212,7 @@ def test_offline_algorithm_learns_a_policy_far_better_than_random(algo, pendulum
     assert score > 25.0
 
 
+@pytest.mark.slow
 def test_sac_learns_pendulum_online(tmp_path, monkeypatch):
     sac = algorithm_module("sac")
     config = parse_config(sac.Config, "sac", [

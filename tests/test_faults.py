@@ -105,6 +105,7 @@ def pendulum(minari_store):
     return DATASET
 
 
+@pytest.mark.slow
 def test_training_killed_anywhere_resumes_to_the_uninterrupted_result(pendulum, tmp_path):
     full = train(td3_bc.make, parse_config(td3_bc.Config, "td3_bc", _argv(tmp_path / "full")), "td3_bc",
                  show_progress=False).run_dir

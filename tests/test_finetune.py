@@ -127,6 +127,7 @@ def test_rebrac_bc_coefficients_decay_online_as_configured(pendulum, tmp_path):
         assert row["bc_coef_scale"] == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_iql_actor_keeps_learning_online(pendulum, tmp_path):
     """IQL's cosine learning-rate decay must not end with the offline phase."""
     iql = algorithm_module("iql")
@@ -139,6 +140,7 @@ def test_iql_actor_keeps_learning_online(pendulum, tmp_path):
     assert max(jax.tree.leaves(changes)) > 1e-4
 
 
+@pytest.mark.slow
 def test_cal_ql_online_transitions_carry_the_returns_of_their_own_episode(pendulum, tmp_path):
     """Cal-QL's code bounds online Q-values too, by the Monte-Carlo return of the trajectory
     that collected them: each online transition waits for its episode's end, then enters the

@@ -174,6 +174,7 @@ def test_ravl_networks_start_from_edacs_init():
     assert np.all(np.asarray(sac_state.critic.params["params"]["VmapCritic_0"]["MLP_0"]["Dense_0"]["bias"]) == 0)
 
 
+@pytest.mark.slow
 def test_ravl_trains_on_model_rollouts_and_resumes_exactly(pendulum_data, tmp_path):
     ravl, config = _ravl_config(tmp_path, "full")
     full = train(ravl.make, config, "ravl", show_progress=False, make_program=ravl.program)
@@ -352,6 +353,7 @@ def test_dynamics_reward_scores_dataset_transitions_above_the_threshold():
     assert report.real_above["0.6"] > 0.8 and report.model_above["0.6"] > 0.5
 
 
+@pytest.mark.slow
 def test_morec_trains_with_filtered_rollouts(pendulum_data, tmp_path):
     morec = algorithm_module("morec")
     config = parse_config(morec.Config, "morec", [

@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 from gymnasium import spaces
+from offrl.algorithms import proxy_label as proxy_label_script
 
 from offrl.data import DatasetError, load_dataset, local_dataset_ids, write_dataset
 from offrl.data.episodes import Episode
@@ -125,7 +126,7 @@ def test_proxy_labels_and_their_flags_survive_the_round_trip(linear_dataset):
 
 
 def test_the_pipeline_script_splits_labels_and_trains(linear_dataset, tmp_path):
-    pipeline = algorithm_module("proxy_label")
+    pipeline = proxy_label_script
     result = pipeline.main(["--algo", "bc", "--dataset", linear_dataset, "--labelled", "0.5", "--from", "uniform",
                             "--idm-steps", "100", "--idm-batch-size", "64", "--num_updates", "200",
                             "--log_every", "100", "--wandb", "disabled", "--run_dir", str(tmp_path / "bc")])
@@ -141,7 +142,7 @@ def test_the_pipeline_script_checks_the_algorithm_before_labelling(linear_datase
     # these failed only after the split and the inverse dynamics model had been made
     before = set(local_dataset_ids())
     with pytest.raises(ValueError, match=message):
-        algorithm_module("proxy_label").main(["--dataset", linear_dataset, "--labelled", "0.5", "--idm-steps", "100",
+        proxy_label_script.main(["--dataset", linear_dataset, "--labelled", "0.5", "--idm-steps", "100",
                                               "--idm-batch-size", "64", *arguments])
     assert set(local_dataset_ids()) == before
 
@@ -154,7 +155,7 @@ def test_idm_settings_that_cannot_train_are_refused_before_anything_is_written(l
     for flag, value, message in [("--idm-ensemble", "0", "0: it must be at least 1"),
                                  ("--split-seed", "-1", r"-1: a seed must be in \[0, 2\^32\)")]:
         with pytest.raises(SystemExit):
-            algorithm_module("proxy_label").main(["--algo", "bc", "--dataset", linear_dataset, flag, value])
+            proxy_label_script.main(["--algo", "bc", "--dataset", linear_dataset, flag, value])
         assert re.search(f"{flag}: {message}", capsys.readouterr().err)
     assert set(local_dataset_ids()) == before
 

@@ -70,7 +70,7 @@ def test_grid_and_random_axes_expand_into_the_right_runs(tmp_path):
 def test_run_names_keep_the_dataset_namespace_and_a_sweep_refuses_shared_names(tmp_path):
     datasets = ["d4rl-hdf5/hopper/medium-v2", "offrl/hopper/medium-v0", "mujoco/hopper/medium-v0"]
     runs = sweep.expand(sweep.load_spec(spec_file(tmp_path, datasets=datasets)))
-    assert [run.name for run in runs] == ["bc_d4rl-hopper-medium-v2_s0-1", "bc_offrl-hopper-medium-v0_s0-1",
+    assert [run.name for run in runs] == ["bc_d4rl-hdf5-hopper-medium-v2_s0-1", "bc_offrl-hopper-medium-v0_s0-1",
                                           "bc_mujoco-hopper-medium-v0_s0-1"]
     sweep.require_unique_names(runs)
     alike = sweep.expand(sweep.load_spec(spec_file(tmp_path, grid={"actor_lr": [1e-4, 1.00001e-4]})))
@@ -270,6 +270,7 @@ def test_a_ray_address_nobody_answers_is_named_with_the_fix(tmp_path, monkeypatc
         sweep.run_ray([], tmp_path, address="10.0.0.9:6379")
 
 
+@pytest.mark.slow
 def test_ray_runner_matches_the_local_runner_and_survives_a_dying_worker(pendulum, tmp_path):
     import ray
 
