@@ -46,7 +46,7 @@ step() {  # step NAME COMMAND...: run it until the deadline, logging both
     echo "== $name: exit $status after $((budget - (deadline - SECONDS))) s of the call" | tee -a "$log"
 }
 
-offrl="$python -m offrl.tools.cli"
+offrl="$python -P -m offrl.tools.cli"  # -P: run the installed offrl, not the checkout's offrl/ (setup.sh)
 workers=$(($(nproc) > 2 ? $(nproc) - 2 : 1))
 for name in $steps; do
     case $name in
