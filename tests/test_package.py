@@ -19,9 +19,9 @@ from offrl.data.scripted import make_pendulum_dataset
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "offrl/pendulum/test-v0"
 
-# Subpackages from the bottom up: a module may import its own layer and those below it.
-LAYERS = ["offrl.locks", "offrl.data", "offrl.core", "offrl.run", "offrl.model_based", "offrl.algorithms",
-          "offrl.tools"]
+# Layers from the bottom up: a module may import its own layer and those below it.
+LAYERS = [("offrl.locks", "offrl.resources"), ("offrl.data",), ("offrl.core",), ("offrl.run",), ("offrl.model_based",),
+          ("offrl.algorithms",), ("offrl.tools",)]
 
 
 @pytest.fixture
@@ -31,7 +31,8 @@ def pendulum(minari_store):
 
 
 def _layer(module: str) -> int:
-    matches = [index for index, layer in enumerate(LAYERS) if module == layer or module.startswith(layer + ".")]
+    matches = [index for index, layer in enumerate(LAYERS)
+               if any(module == prefix or module.startswith(prefix + ".") for prefix in layer)]
     assert matches, f"{module} belongs to no layer of {LAYERS}"
     return matches[0]
 
@@ -187,3 +188,14 @@ def test_the_readme_algorithm_is_the_example_file_and_trains(pendulum, tmp_path)
     bad = subprocess.run([sys.executable, str(example), "--dataset", pendulum, "--fraction", "1.5"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --fraction 1.5: it must be in (0, 1]."
+
+
+def test_a_checkout_imported_without_an_install_is_named(tmp_path):
+    # a checkout's offrl/ on sys.path without an install lacks offrl.algorithms and offrl.policies
+    from offrl.resources import installed_folder, require_installed
+
+    missing = installed_folder("offrl.not_installed_here")
+    assert missing == Path(offrl.__file__).resolve().parent / "not_installed_here" and not missing.exists()
+    with pytest.raises(FileNotFoundError, match=r"Install the checkout \(`pip install -e \.`"):
+        require_installed(missing)
+    assert (require_installed(installed_folder("offrl.algorithms")) / "td3_bc.py").is_file()

@@ -24,7 +24,6 @@ import importlib.metadata
 import json
 import math
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import gymnasium as gym
@@ -34,9 +33,10 @@ from offrl.data.collect import BatchPolicy
 from offrl.data.errors import DatasetError
 from offrl.data.store import SUITE_KINDS as KINDS
 from offrl.data.store import SUITE_NAME, read_metadata
+from offrl.resources import installed_folder, require_installed
 
 # datasets/policies in the repository, installed as the package data offrl.policies
-SHIPPED_POLICIES = Path(str(resources.files("offrl.policies")))
+SHIPPED_POLICIES = installed_folder("offrl.policies")
 MANIFEST = "manifest.json"
 # the log-std bounds of offrl.core.nets.TanhGaussianActor, the SAC actor that trained the policies
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -156,6 +156,8 @@ class SuiteEnv:
 
 
 def read_manifest(policy_dir: Path = SHIPPED_POLICIES) -> dict[str, SuiteEnv]:
+    if Path(policy_dir) == SHIPPED_POLICIES:
+        require_installed(SHIPPED_POLICIES)
     path = Path(policy_dir) / MANIFEST
     if not path.is_file():
         raise DatasetError(f"No behavior-policy manifest at {path}. Use the shipped policies "

@@ -7,12 +7,14 @@ import importlib
 import pkgutil
 from types import ModuleType
 
+from offrl.resources import installed_folder, require_installed
+
 
 def algorithm_names() -> list[str]:
     """The algorithms offrl trains by name: the modules of offrl.algorithms (algorithms/ in
     the repository) but proxy_label, which wraps them."""
-    package = importlib.import_module("offrl.algorithms")
-    return sorted(module.name for module in pkgutil.iter_modules(package.__path__) if module.name != "proxy_label")
+    folder = require_installed(installed_folder("offrl.algorithms"))
+    return sorted(module.name for module in pkgutil.iter_modules([str(folder)]) if module.name != "proxy_label")
 
 
 def require_known(algo: str) -> None:

@@ -14,17 +14,17 @@ import json
 import re
 import sys
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import yaml
 
 from offrl.data.preprocess import REWARD_TRANSFORMS
+from offrl.resources import installed_folder, require_installed
 from offrl.run.arguments import is_seed
 
 # the per-environment and per-dataset settings ship inside offrl.algorithms (algorithms/configs)
-CONFIG_ROOT = Path(str(resources.files("offrl.algorithms"))) / "configs"
+CONFIG_ROOT = installed_folder("offrl.algorithms") / "configs"
 C = TypeVar("C")
 
 
@@ -224,7 +224,7 @@ def yaml_overrides(algo: str, dataset_id: str) -> dict[str, Any]:
     name = dataset_config_name(dataset_id)
     values: dict[str, Any] = {}
     for stem in dict.fromkeys([name.split("-")[0], name]):
-        path = CONFIG_ROOT / algo / f"{stem}.yaml"
+        path = require_installed(CONFIG_ROOT) / algo / f"{stem}.yaml"
         if path.is_file():
             values.update(read_yaml(path) or {})
     return values
