@@ -132,9 +132,13 @@ def test_the_wheel_installs_and_trains_outside_the_checkout(pendulum, tmp_path):
                     "-w", str(wheels), str(REPO)], check=True, capture_output=True, cwd=tmp_path)
     wheel = next(wheels.glob("offrl-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for expected in ("offrl/algorithms/td3_bc.py", "offrl/algorithms/configs/rebrac/hopper-medium.yaml",
-                     "offrl/policies/manifest.json", "offrl/policies/hopper/expert.msgpack", "offrl/run/train.py"):
-        assert expected in names, expected
+    # every algorithm, config and behavior policy of the checkout, at its place in the package
+    shipped = {f"offrl/algorithms/{path.relative_to(REPO / 'algorithms')}" for path in (REPO / "algorithms").rglob("*")
+               if path.suffix in (".py", ".yaml")}
+    shipped |= {f"offrl/policies/{path.relative_to(REPO / 'datasets' / 'policies')}"
+                for path in (REPO / "datasets" / "policies").rglob("*") if path.suffix in (".py", ".json", ".msgpack")}
+    assert "offrl/algorithms/configs/rebrac/hopper-medium.yaml" in shipped and len(shipped) > 40
+    assert shipped <= names, sorted(shipped - names)
 
     # a fresh virtualenv: offrl from the wheel alone, its dependencies from this environment
     venv = tmp_path / "venv"
