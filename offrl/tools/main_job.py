@@ -4,7 +4,7 @@ Generates the embedded default dataset if it is missing (hopper-medium-replay fr
 suite: 100k steps of the shipped SAC checkpoint ladder on Hopper-v5), trains IQL on it for
 a few minutes on CPU, evaluates in the real environment, and prints where everything went.
 On mixed-quality data offline RL clearly beats the data's own average, which the first run
-should show; the README quotes what it scores.
+should show; docs/status.md quotes what it scores.
 """
 
 from __future__ import annotations
