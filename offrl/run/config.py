@@ -85,6 +85,10 @@ class TrainConfig(RunConfig):
     # JSON list of hyperparameter points trained side by side with the seeds (sweeps set it),
     # e.g. '[{"actor_bc_coef": 0.01}, {"actor_bc_coef": 0.1}]'; only an algorithm's PACKABLE keys
     pack: str = ""
+    # datasets without an env (NeoRL-2, your own logs): Fitted Q Evaluation at every evaluation instead
+    ope: str = ""  # fqe: estimate the policies from data every eval_every updates; empty: none
+    ope_data: str = ""  # the dataset FQE learns from; empty: the held-out split where local, else the training data
+    ope_updates: int = 10_000  # FQE critic updates per estimate, a multiple of 1,000
     # offline-to-online fine-tuning after the offline updates (docs/online.md)
     online_steps: int = 0  # env steps per seed; 0: offline only
     online_env: str = ""  # Gymnasium id; empty: the eval env
@@ -117,6 +121,10 @@ class TrainConfig(RunConfig):
                 raise ValueError(f"{name}={getattr(self, name)} must be a multiple of online_update_every x "
                                  f"online_num_envs = {chunk} (env steps between compiled update chunks): change "
                                  "it, or --online_update_every.")
+        if self.ope not in ("", "fqe"):
+            raise ValueError(f"--ope {self.ope}: the estimator is fqe (or leave it empty for none).")
+        if self.ope and (self.ope_updates < 1000 or self.ope_updates % 1000):
+            raise ValueError(f"--ope_updates {self.ope_updates}: it must be a positive multiple of 1,000.")
         if not 0.0 < self.online_ratio <= 1.0:
             raise ValueError("--online_ratio must be in (0, 1]: the share of each batch from online data.")
         for point in json.loads(self.pack) if self.pack else []:  # a sweep's points, each checked as if set alone

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium.envs.registration import EnvSpec
 
+from offrl.core.fqe import FQEConfig
 from offrl.core.learner import (
     Algorithm,
     compile_members,
@@ -59,6 +60,7 @@ from offrl.run.errors import user_errors_as_messages
 from offrl.run.evaluate import evaluate_seeds, make_env, make_policy, require_fit
 from offrl.run.logging import RunLogger, resolve_wandb_mode
 from offrl.run.online import OnlinePhase, new_buffers, online_carry, require_chunk_boundary, run_online
+from offrl.run.ope import FQEvaluator, evaluation_data
 
 MakeAlgorithm = Callable[[Any, int, int], Algorithm]  # (config, obs_dim, act_dim) -> Algorithm
 
@@ -147,9 +149,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
         program, seeds, members = training_program(make_program, make_algorithm, algorithm, config, data, dataset,
                                                    run_dir)
         score_of = dataset.normalized_score if dataset.metadata.has_reference_scores else None
-
-        def evaluate(states) -> dict[str, np.ndarray]:
-            return evaluate_seeds(algorithm, states, seeds, preprocessing, eval_env, config.eval_episodes, score_of)
+        evaluate = policy_evaluation(config, algorithm, preprocessing, seeds, eval_env, score_of, dataset)
 
         logger = RunLogger(run_dir, dataclasses.asdict(config), algo, seeds, config.num_updates + config.online_steps,
                            start, config.wandb, config.wandb_project, show_progress, members, run_id)
@@ -158,8 +158,7 @@ def train(make_algorithm: MakeAlgorithm, config: TrainConfig, algo: str, show_pr
             if 0 < start <= config.num_updates:
                 carry = checkpoint.restore(checkpoint.latest(run_dir), {"carry": carry})["carry"]
             if start < config.num_updates:
-                carry, final_eval = offline_updates(program, carry, data, start, config, run_dir, logger,
-                                                    evaluate if eval_env is not None else None)
+                carry, final_eval = offline_updates(program, carry, data, start, config, run_dir, logger, evaluate)
             if config.online_steps:
                 final_eval = fine_tune(algorithm, config, program.states(carry), carry["rngs"], data, start,
                                        online_env, preprocessing, run_dir, logger, seeds, score_of)
@@ -204,6 +203,29 @@ def checked_envs(config: TrainConfig, dataset: OfflineDataset) -> tuple[Any, Any
             with make_env(env, source) as made:
                 require_fit(made, source, data_dims, config.dataset)
     return eval_env, online_env
+
+
+def policy_evaluation(config: TrainConfig, algorithm: Algorithm, preprocessing: Preprocessing, seeds: list[int],
+                      eval_env, score_of, dataset: OfflineDataset) -> Callable | None:
+    """What scores the policies every eval_every updates: episodes in the eval env; where the
+    dataset has none, FQE estimates with --ope fqe (said when the run starts), else nothing."""
+    if eval_env is not None:
+        return lambda states: evaluate_seeds(algorithm, states, seeds, preprocessing, eval_env, config.eval_episodes,
+                                             score_of)
+    if not config.ope:
+        print(f"{config.dataset} names no Gymnasium env, so this run is not evaluated while it trains: pass --ope "
+              "fqe to estimate its policies from data every --eval_every updates, or estimate them afterwards "
+              "with `offrl evaluate RUN_DIR --ope fqe`.")
+        return None
+    record = {"dataset": config.dataset, "observation_dim": dataset.observations.shape[1],
+              "action_dim": dataset.actions.shape[1]}
+    evaluator = FQEvaluator(algorithm.act, evaluation_data(record, config.ope_data or None), preprocessing,
+                            FQEConfig(num_updates=config.ope_updates),
+                            (dataset.metadata.ref_min_score, dataset.metadata.ref_max_score))
+    print(f"{config.dataset} names no Gymnasium env: FQE estimates the policies from {evaluator.data_id} every "
+          f"{config.eval_every:,} updates ({config.ope_updates:,} critic updates each); they are estimates, not "
+          "measured returns.")
+    return evaluator
 
 
 def _on_the_run_grid(config: TrainConfig, start: int) -> TrainConfig:
@@ -309,10 +331,14 @@ def main(make_algorithm: MakeAlgorithm, config_cls: type, algo: str, argv: list[
     with user_errors_as_messages(enabled=argv is None):
         config = parse_config(config_cls, algo, argv)
         result = train(make_algorithm, config, algo, make_program=make_program)
-    if show_summary and result.final_eval:
-        score = result.final_eval.get("eval/normalized_score", result.final_eval["eval/return"])
-        print(f"{algo} on {config.dataset}: final score {np.mean(score):.1f} ± {np.std(score):.1f} "
-              f"over seeds {config.seeds}")
+    final = result.final_eval
+    for key, what in (("eval/normalized_score", "final score"), ("eval/return", "final return"),
+                      ("ope/fqe_normalized_score", "final FQE estimate of the score"),
+                      ("ope/fqe_return", "final FQE estimate of the return")):
+        if show_summary and key in final:
+            print(f"{algo} on {config.dataset}: {what} {np.mean(final[key]):.1f} ± {np.std(final[key]):.1f} "
+                  f"over seeds {config.seeds}")
+            break
     if show_summary:
         print(f"run directory: {result.run_dir}")
     return result
@@ -349,6 +375,14 @@ def restore_run(run_dir: str | Path, checkpoint_path: str | Path | None = None):
     saved_states = saved_tree["carry"]["states"] if "carry" in saved_tree else saved_tree["states"]
     states = checkpoint.fill(states, saved_states, saved)
     return algorithm, states, Preprocessing.load(run_dir / "preprocessing.json"), config
+
+
+def run_members(config) -> tuple[list[int], list[dict]]:
+    """The seed and the packed hyperparameter point ({} unpacked) of each policy a run
+    holds, in the order of its stacked states: every point with every seed."""
+    points = json.loads(config.pack) if getattr(config, "pack", "") else [{}]
+    return ([seed for _ in points for seed in config.seed_list()],
+            [point for point in points for _ in config.seed_list()])
 
 
 def load_policy(run_dir: str | Path, seed_index: int = 0) -> Callable[[np.ndarray], np.ndarray]:
@@ -392,8 +426,6 @@ def evaluate_run(run_dir: str | Path, episodes: int = 100, env: str | None = Non
         require_fit(made, source, (run["observation_dim"], run["action_dim"]), f"the run's data ({run.get('dataset')})")
     reference = (run.get("ref_min_score"), run.get("ref_max_score"))
     score_of = None if None in reference else (lambda returns: normalized_score(returns, *reference))
-    points = json.loads(config.pack) if getattr(config, "pack", "") else [{}]  # a sweep's packed hyperparameters
-    seeds = config.seed_list() * len(points)
-    return {"seeds": seeds, "points": [point for point in points for _ in config.seed_list()], "episodes": episodes,
-            "env": getattr(env, "id", env),
+    seeds, points = run_members(config)
+    return {"seeds": seeds, "points": points, "episodes": episodes, "env": getattr(env, "id", env),
             **evaluate_seeds(algorithm, states, seeds, preprocessing, env, episodes, score_of, keep_episodes=True)}

@@ -11,6 +11,7 @@
     offrl sweep SPEC [--dry-run] [--workers N] [--ray ADDRESS] [--export-wandb] [--seed-per-run]
     offrl report RUNS_OR_SWEEP [...] [--out DIR] [--by-run] [--reference YAML]
     offrl evaluate RUN_DIR [--episodes 100] [--env ENV] [--checkpoint FILE] [--out FILE.json]
+    offrl evaluate RUN_DIR --ope fqe [--data ID] [--gamma 0.99] [--fqe-updates N]
 """
 
 from __future__ import annotations
@@ -324,11 +325,19 @@ def build_parser() -> argparse.ArgumentParser:
     report_parser.add_argument("--reference", help="YAML of published scores: dataset -> algorithm -> score")
     report_parser.set_defaults(run=report)
 
-    evaluate_parser = commands.add_parser("evaluate", help="evaluate a run's policies over many episodes")
+    evaluate_parser = commands.add_parser("evaluate", help="evaluate a run's policies over many episodes, or "
+                                                           "estimate their value from data (--ope)")
     evaluate_parser.add_argument("run_dir", type=Path)
     evaluate_parser.add_argument("--episodes", type=positive_int, default=100, help="episodes per seed (default 100)")
     evaluate_parser.add_argument("--env", help="Gymnasium env id (default: the run's evaluation env)")
     evaluate_parser.add_argument("--checkpoint", type=Path, help="a checkpoint file (default: the run's latest)")
+    evaluate_parser.add_argument("--ope", choices=("fqe",),
+                                 help="estimate instead from data, without an env: fqe (Fitted Q Evaluation)")
+    evaluate_parser.add_argument("--data", help="with --ope: the dataset to learn from (default: the run's held-out "
+                                                "split where one is local, else its own data)")
+    evaluate_parser.add_argument("--gamma", type=float, default=0.99, help="with --ope: the discount (default 0.99)")
+    evaluate_parser.add_argument("--fqe-updates", type=positive_int, default=50_000,
+                                 help="with --ope fqe: critic updates (default 50,000; a multiple of 1,000)")
     evaluate_parser.add_argument("--out", help="also write the numbers to this JSON file")
     evaluate_parser.set_defaults(run=evaluate)
     return parser
@@ -363,14 +372,26 @@ def evaluate(args: argparse.Namespace) -> int:
     from offrl.run.directory import read_run
 
     read_run(args.run_dir)  # a directory without a run is refused before jax is imported
-    from offrl.run.train import evaluate_run
+    if args.ope:
+        from offrl.core.fqe import FQEConfig
+        from offrl.run.ope import fqe_estimates
 
-    result = evaluate_run(args.run_dir, args.episodes, args.env, args.checkpoint)
-    scores = {key: result[key] for key in ("eval/return", "eval/normalized_score") if key in result}
-    table = Table(title=f"{args.run_dir}: {args.episodes} episodes per seed in {result['env']}")
+        config = FQEConfig(gamma=args.gamma, num_updates=args.fqe_updates)
+        result = fqe_estimates(args.run_dir, args.data, config, args.checkpoint)
+        keys = ("ope/fqe_value", "ope/fqe_return", "ope/fqe_normalized_score")
+        title = (f"{args.run_dir}: FQE estimates (not measured returns) from {result['data']}, gamma {config.gamma}, "
+                 f"{config.num_updates:,} updates")
+    else:
+        from offrl.run.train import evaluate_run
+
+        result = evaluate_run(args.run_dir, args.episodes, args.env, args.checkpoint)
+        keys = ("eval/return", "eval/normalized_score")
+        title = f"{args.run_dir}: {args.episodes} episodes per seed in {result['env']}"
+    scores = {key: np.asarray(result[key]) for key in keys if key in result}
+    table = Table(title=title)
     table.add_column("seed")
     for key in scores:
-        table.add_column(key.removeprefix("eval/").replace("_", " "), justify="right")
+        table.add_column(key.split("/")[1].replace("_", " "), justify="right")
     labels = [",".join(f"{key}={value:g}" for key, value in point.items()) for point in result["points"]]
     for label in dict.fromkeys(labels):  # a packed run: each hyperparameter point apart
         if label:
