@@ -45,9 +45,9 @@ def test_fqe_recovers_the_closed_form_values_of_constant_policies():
 
 @pytest.fixture
 def two_checkpoints(pendulum, tmp_path):
-    """One TD3+BC run on the Pendulum data, checkpointed early (update 200) and late (4,000)."""
+    """One TD3+BC run on the Pendulum data, checkpointed early (update 200) and late (2,000)."""
     td3_bc = algorithm_module("td3_bc")
-    config = td3_bc_config(tmp_path, "--num_updates", "4000", "--log_every", "200", "--eval_every", "4000",
+    config = td3_bc_config(tmp_path, "--num_updates", "2000", "--log_every", "200", "--eval_every", "2000",
                            "--checkpoint_every", "200", "--keep_checkpoints", "0", "--seeds", "0,1", name="run")
     run_dir = train(td3_bc.make, config, "td3_bc", show_progress=False).run_dir
     saved = sorted((run_dir / checkpoint.CHECKPOINT_DIR).glob("step_*.msgpack"))
@@ -58,7 +58,7 @@ def test_a_policy_better_in_truth_gets_a_higher_fqe_estimate(two_checkpoints):
     run_dir, early, late = two_checkpoints
     truth = {path: evaluate_run(run_dir, episodes=5, checkpoint_path=path)["eval/return"] for path in (early, late)}
     assert np.all(truth[late] > truth[early] + 200)  # the late policy swings the pendulum up, the early one not
-    config = FQEConfig(num_updates=5000, chunk=1000)
+    config = FQEConfig(num_updates=3000, chunk=1000)
     estimates = {path: fqe_estimates(run_dir, config=config, checkpoint_path=path, log=None) for path in (early, late)}
     assert estimates[late]["seeds"] == [0, 1] and estimates[late]["data"] == "offrl/pendulum/test-v0"
     assert np.all(estimates[late]["ope/fqe_value"] > estimates[early]["ope/fqe_value"])
