@@ -1,0 +1,106 @@
+"""Offline policy evaluation against the truth: FQE estimates of many policies of different
+quality on a suite dataset, against their returns measured in the environment.
+
+    python experiments/ope_validation.py --dataset offrl/hopper/medium-replay-v0 \
+        --algos bc,td3_bc,iql --seeds 0,1 --num_updates 30000 --checkpoints 3 --out ope_hopper_mr
+
+Policies: each algorithm trains one run of all seeds, checkpointed `--checkpoints` times
+(every seed of every checkpoint is a policy). Truth: each policy's mean return and normalized
+score over `--episodes` episodes in the dataset's env. Estimate: FQE from the dataset itself
+(the suite has no held-out split). Metrics after Fu et al. 2021 ("Benchmarks for Deep
+Off-Policy Evaluation"): the Spearman rank correlation of estimates and true scores, regret@1
+(the true score of the best policy minus that of the policy the estimates rank first) and
+the mean absolute error of the normalized estimate, in normalized points. A rerun reuses
+finished runs and measured policies (experiments/results/<out>.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from offrl.core.fqe import FQEConfig
+from offrl.run import checkpoint
+from offrl.run.algorithms import algorithm_module
+from offrl.run.directory import resume_flag, run_status
+from offrl.run.ope import fqe_estimates
+from offrl.run.train import evaluate_run, main
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "experiments" / "results"
+
+
+def trained_run(algo: str, args: argparse.Namespace) -> Path:
+    """The algorithm's run of all seeds with its checkpoints, trained or resumed as needed."""
+    run_dir = REPO_ROOT / "runs" / "ope_validation" / args.dataset / algo
+    every = args.num_updates // args.checkpoints
+    argv = ["--dataset", args.dataset, "--seeds", args.seeds, "--num_updates", str(args.num_updates),
+            "--log_every", str(min(1000, every)), "--eval_every", str(args.num_updates),
+            "--checkpoint_every", str(every), "--keep_checkpoints", "0", "--wandb", "disabled"]
+    status = run_status(run_dir, args.num_updates, args.seeds)
+    if status != "finished":
+        module = algorithm_module(algo)
+        resume = resume_flag(run_dir, status)
+        main(module.make, module.Config, algo, resume + ([] if resume else [*argv, "--run_dir", str(run_dir)]))
+    return run_dir
+
+
+def measure(run_dir: Path, path: Path, args: argparse.Namespace) -> list[dict]:
+    """Truth and FQE estimate of every seed's policy at one checkpoint."""
+    truth = evaluate_run(run_dir, args.episodes, checkpoint_path=path)
+    began = time.perf_counter()
+    estimate = fqe_estimates(run_dir, config=FQEConfig(num_updates=args.fqe_updates), checkpoint_path=path,
+                             log=None)
+    seconds = time.perf_counter() - began
+    step = int(path.stem.split("_")[1])
+    return [{"algorithm": run_dir.name, "seed": seed, "step": step,
+             "true_return": float(truth["eval/return"][index]),
+             "true_score": float(truth["eval/normalized_score"][index]),
+             "fqe_value": float(estimate["ope/fqe_value"][index]),
+             "fqe_return": float(estimate["ope/fqe_return"][index]),
+             "fqe_score": float(estimate["ope/fqe_normalized_score"][index]), "fqe_seconds": seconds}
+            for index, seed in enumerate(truth["seeds"])]
+
+
+def metrics(policies: list[dict]) -> dict[str, float]:
+    true = np.array([policy["true_score"] for policy in policies])
+    estimated = np.array([policy["fqe_score"] for policy in policies])
+    return {"policies": len(policies), "spearman": float(spearmanr(estimated, true).statistic),
+            "regret_at_1": float(true.max() - true[np.argmax(estimated)]),
+            "mean_absolute_error": float(np.mean(np.abs(estimated - true))),
+            "true_score_range": [float(true.min()), float(true.max())]}
+
+
+def main_experiment() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="offrl/hopper/medium-replay-v0")
+    parser.add_argument("--algos", default="bc,td3_bc,iql")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--num_updates", type=int, default=30_000)
+    parser.add_argument("--checkpoints", type=int, default=3)
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--fqe-updates", type=int, default=50_000)
+    parser.add_argument("--out", default="ope_validation")
+    args = parser.parse_args()
+    out = RESULTS / f"{args.out}.json"
+    done = json.loads(out.read_text()) if out.is_file() else {"policies": []}
+    measured = {(policy["algorithm"], policy["step"]) for policy in done["policies"]}
+    for algo in args.algos.split(","):
+        run_dir = trained_run(algo, args)
+        for path in sorted((run_dir / checkpoint.CHECKPOINT_DIR).glob("step_*.msgpack")):
+            if (algo, int(path.stem.split("_")[1])) in measured:
+                continue
+            done["policies"] += measure(run_dir, path, args)
+            done["settings"] = vars(args)
+            done["fqe"] = metrics(done["policies"])
+            out.write_text(json.dumps(done, indent=1))
+            print(f"{algo} {path.name}: {len(done['policies'])} policies measured; {done['fqe']}", flush=True)
+
+
+if __name__ == "__main__":
+    main_experiment()
