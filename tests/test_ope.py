@@ -112,3 +112,10 @@ def test_a_run_on_data_without_an_env_says_so_and_estimates_with_fqe(minari_stor
     rows = [row for row in read_metrics(result.run_dir) if "ope/fqe_normalized_score" in row]
     assert [(row["step"], row["seed"]) for row in rows] == [(100, 0), (100, 1), (200, 0), (200, 1)]
     assert result.final_eval["ope/fqe_value"].shape == (2,)
+    # the report shows them apart from measured scores, labelled as estimates, with what they rank first
+    assert cli_main(["report", str(tmp_path / "fqe"), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## Offline estimates (FQE, not measured returns)" in report
+    assert f"Ranked first by FQE on neorl2/dmsd/train-v0: bc ({tmp_path / 'fqe'})." in report
+    row = next(line for line in report.splitlines() if line.startswith("| neorl2/dmsd/train-v0 | bc |"))
+    assert row.endswith("| – | 100 |") or row.endswith("| – | 200 |")  # no measured score; a selected step

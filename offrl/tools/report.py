@@ -23,6 +23,11 @@ Written to DIR (default: the first path):
 Runs of the same algorithm and dataset (e.g. sweep points) are pooled unless `--by-run`
 (which keeps run directories apart, a point's `--seed-per-run` runs together);
 the points of a packed run (hp/<key> columns) are always kept apart.
+
+Runs that logged offline estimates (`--ope fqe`, on data without an env) get a section of
+their own, labelled as estimates: each group's final FQE estimate beside its measured score
+where it has one, the step each run's estimates rank first (checkpoint selection), and per
+dataset the group they rank first (hyperparameter or algorithm selection).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from offrl.run.directory import DIVERGED, divergence, planned_steps  # noqa: E40
 from offrl.run.logging import read_metrics  # noqa: E402
 
 SCORE = "eval/normalized_score"
+ESTIMATE = "ope/fqe_normalized_score"  # an estimate from data (offrl.run.ope), never pooled with SCORE
 
 
 @dataclass
@@ -82,7 +88,72 @@ class RunScores:
         return [max(score for _, score in curve) for curve in self.curves.values() if curve]
 
 
-def find_runs(paths: list[Path]) -> tuple[list[RunScores], list[Path]]:
+@dataclass
+class RunEstimates:
+    """The FQE estimates a run logged at its evaluations, per seed: (step, normalized estimate)."""
+
+    run_dir: Path
+    algorithm: str
+    dataset: str
+    point: str
+    estimates: dict[int, list[tuple[int, float]]]
+
+    @property
+    def final(self) -> list[float]:
+        return [curve[-1][1] for curve in self.estimates.values()]
+
+    def selected_step(self) -> int:
+        """The evaluation step whose estimate, averaged over seeds, is highest."""
+        by_step = defaultdict(list)
+        for curve in self.estimates.values():
+            for step, value in curve:
+                by_step[step].append(value)
+        return max(by_step, key=lambda step: np.mean(by_step[step]))
+
+
+def _point_label(row: dict) -> str:
+    return ",".join(f"{key[3:]}={value:g}" for key, value in sorted(row.items()) if key.startswith("hp/"))
+
+
+def find_estimates(paths: list[Path]) -> list[RunEstimates]:
+    """The runs under `paths` that logged FQE estimates, one entry per packed point."""
+    found = []
+    for root in paths:
+        for run_json in sorted(Path(root).rglob("run.json")):
+            run_dir = run_json.parent
+            if not (run_dir / "metrics.jsonl").is_file():
+                continue
+            points: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+            for row in read_metrics(run_dir):
+                if ESTIMATE in row:
+                    points[_point_label(row)][row["seed"]].append((row["step"], row[ESTIMATE]))
+            meta = json.loads(run_json.read_text())
+            found += [RunEstimates(run_dir, meta["algorithm"], meta.get("dataset", ""), label, dict(curves))
+                      for label, curves in points.items()]
+    return found
+
+
+def estimate_lines(estimates: list[RunEstimates], runs: list[RunScores]) -> list[str]:
+    """The report's section on offline estimates: never mixed into the measured tables."""
+    measured = {(run.run_dir, run.point): run.final for run in runs}
+    lines = ["## Offline estimates (FQE, not measured returns)", "",
+             "Normalized FQE estimates at each run's last evaluation, mean ± std over seeds; measured scores beside "
+             "them where the run was also evaluated in an env. 'Selected' is the evaluation step whose estimate is "
+             "highest.", "", "| dataset | algorithm | estimate | measured | selected step |", "|---|---|---|---|---|"]
+    best: dict[str, tuple[float, str]] = {}
+    for entry in sorted(estimates, key=lambda e: (e.dataset, e.algorithm, e.point, str(e.run_dir))):
+        name = f"{entry.algorithm} {entry.point}".strip()
+        true = measured.get((entry.run_dir, entry.point))
+        truth = f"{np.mean(true):.1f} ± {np.std(true):.1f}" if true else "–"
+        lines.append(f"| {entry.dataset} | {name} | {np.mean(entry.final):.1f} ± {np.std(entry.final):.1f} | {truth} "
+                     f"| {_steps(entry.selected_step())} |")
+        if entry.dataset not in best or np.mean(entry.final) > best[entry.dataset][0]:
+            best[entry.dataset] = (float(np.mean(entry.final)), f"{name} ({entry.run_dir})")
+    lines += [""] + [f"Ranked first by FQE on {dataset}: {choice}." for dataset, (_, choice) in sorted(best.items())]
+    return lines + [""]
+
+
+def find_runs(paths: list[Path], required: bool = True) -> tuple[list[RunScores], list[Path]]:
     """The evaluated runs under `paths` (one entry per packed point), and the run directories
     that logged metrics but no evaluation scores."""
     runs, unscored = [], []
@@ -97,16 +168,15 @@ def find_runs(paths: list[Path]) -> tuple[list[RunScores], list[Path]]:
         # a packed run holds several hyperparameter points (hp/<key> columns): one entry each
         points: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
         for row in rows:
-            label = ",".join(f"{key[3:]}={value:g}" for key, value in sorted(row.items()) if key.startswith("hp/"))
-            points[label][row["seed"]].append((row["step"], row[SCORE]))
+            points[_point_label(row)][row["seed"]].append((row["step"], row[SCORE]))
         for label, curves in points.items():
             runs.append(RunScores(run_dir, meta["algorithm"], meta.get("dataset") or meta.get("env", ""),
                                   dict(curves), label, meta.get("data_normalized_return"), planned,
                                   divergence(run_dir) is not None, meta.get("dataset_fingerprint")))
-    if not runs:
+    if not runs and required:
         found = (f" {len(unscored)} runs there have no evaluation (e.g. {unscored[0]}): their datasets name no "
-                 "eval env or no reference scores (NeoRL-2; train with --eval_env ENV_ID), or they stopped before "
-                 "their first evaluation." if unscored else "")
+                 "eval env or no reference scores (NeoRL-2; train with --eval_env ENV_ID, or with --ope fqe for "
+                 "estimates), or they stopped before their first evaluation." if unscored else "")
         raise FileNotFoundError(f"No runs with normalized evaluation scores under {', '.join(map(str, paths))}."
                                 + found)
     return runs, unscored
@@ -232,7 +302,9 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
     from rliable import library as rly
     from rliable import plot_utils
 
-    runs, unscored = find_runs(paths)
+    estimates = find_estimates(paths)
+    runs, unscored = find_runs(paths, required=not estimates)
+    unscored = [run_dir for run_dir in unscored if run_dir not in {entry.run_dir for entry in estimates}]
     copies = mark_other_data(runs)
     groups = group(runs, by_run)
     out = Path(out or paths[0])
@@ -296,16 +368,22 @@ def write_report(paths: list[Path], out: Path | None = None, by_run: bool = Fals
     diverged = sorted(record.parent for root in paths for record in Path(root).rglob(DIVERGED))
     if diverged:  # those that diverged before their first evaluation are in no table
         lines += ["## Diverged runs", ""] + [f"- {run_dir}: {divergence(run_dir)}" for run_dir in diverged] + [""]
+    if estimates:
+        lines += estimate_lines(estimates, runs)
     lines += ["## Aggregates of final scores (rliable, 95% stratified bootstrap CIs)", ""]
     if at_budget and len(common) < len(datasets):
         lines += [f"Over the datasets every aggregated algorithm finished: {', '.join(sorted(common))}.", ""]
-    learning_curve_plot(groups, out / "learning_curves.png")
+    if groups:
+        learning_curve_plot(groups, out / "learning_curves.png")
     report = {"runs": [str(run.run_dir) for run in runs],
               "scores": {f"{name}|{dataset}": {"final": sum((r.final for r in rs), []), "best": sum((r.best for r in rs), []),
                                                "finished": all(r.finished for r in rs),
                                                "other_data": any(r.other_data for r in rs)}
                          for (name, dataset), rs in groups.items()},
-              "diverged": {str(run_dir): divergence(run_dir) for run_dir in diverged}, "aggregates": {}}
+              "diverged": {str(run_dir): divergence(run_dir) for run_dir in diverged}, "aggregates": {},
+              "estimates": {f"{entry.run_dir}|{entry.point}": {"final": entry.final,
+                                                              "selected_step": entry.selected_step()}
+                            for entry in estimates}}
     if not at_budget:
         lines += ["None: no dataset has runs at their budget from every algorithm that has any.", ""]
         (out / "report.md").write_text("\n".join(lines))
