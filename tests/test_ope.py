@@ -10,6 +10,7 @@ from conftest import synthetic_flat, td3_bc_config, write_neorl2_npz
 
 from offrl.core.fqe import FQEConfig, fqe
 from offrl.data import convert, local_dataset_ids
+from offrl.model_based.ope import ModelOPEConfig, model_estimates
 from offrl.run import checkpoint
 from offrl.run.algorithms import algorithm_module
 from offrl.run.ope import fqe_estimates, held_out_id
@@ -54,7 +55,7 @@ def two_checkpoints(pendulum, tmp_path):
     return run_dir, saved[0], saved[-1]
 
 
-def test_a_policy_better_in_truth_gets_a_higher_fqe_estimate(two_checkpoints):
+def test_a_policy_better_in_truth_gets_higher_estimates_from_fqe_and_from_the_model(two_checkpoints):
     run_dir, early, late = two_checkpoints
     truth = {path: evaluate_run(run_dir, episodes=5, checkpoint_path=path)["eval/return"] for path in (early, late)}
     assert np.all(truth[late] > truth[early] + 200)  # the late policy swings the pendulum up, the early one not
@@ -63,6 +64,12 @@ def test_a_policy_better_in_truth_gets_a_higher_fqe_estimate(two_checkpoints):
     assert estimates[late]["seeds"] == [0, 1] and estimates[late]["data"] == "offrl/pendulum/test-v0"
     assert np.all(estimates[late]["ope/fqe_value"] > estimates[early]["ope/fqe_value"])
     assert np.all(estimates[late]["ope/fqe_normalized_score"] > estimates[early]["ope/fqe_normalized_score"])
+    # rolled out in an ensemble learned from the same data: Pendulum's 200-step episodes, undiscounted
+    model_config = ModelOPEConfig(gamma=1.0, horizon=200, dynamics_max_epochs=20)
+    model = {path: model_estimates(run_dir, config=model_config, checkpoint_path=path) for path in (early, late)}
+    assert np.all(model[late]["ope/model_value"] > model[early]["ope/model_value"])
+    assert np.all(model[late]["ope/model_uncertainty"] > 0)  # the elites' spread
+    assert model[late]["ope/model_normalized_score"].shape == (2,)  # gamma 1: on the scores' scale
 
 
 def test_ope_refuses_a_run_without_a_policy_and_data_of_other_shapes(pendulum, tmp_path, capsys):
@@ -119,3 +126,4 @@ def test_a_run_on_data_without_an_env_says_so_and_estimates_with_fqe(minari_stor
     assert f"Ranked first by FQE on neorl2/dmsd/train-v0: bc ({tmp_path / 'fqe'})." in report
     row = next(line for line in report.splitlines() if line.startswith("| neorl2/dmsd/train-v0 | bc |"))
     assert row.endswith("| – | 100 |") or row.endswith("| – | 200 |")  # no measured score; a selected step
+

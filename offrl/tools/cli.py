@@ -11,7 +11,7 @@
     offrl sweep SPEC [--dry-run] [--workers N] [--ray ADDRESS] [--export-wandb] [--seed-per-run]
     offrl report RUNS_OR_SWEEP [...] [--out DIR] [--by-run] [--reference YAML]
     offrl evaluate RUN_DIR [--episodes 100] [--env ENV] [--checkpoint FILE] [--out FILE.json]
-    offrl evaluate RUN_DIR --ope fqe [--data ID] [--gamma 0.99] [--fqe-updates N]
+    offrl evaluate RUN_DIR --ope {fqe,model} [--data ID] [--gamma 0.99] [--fqe-updates N] [--horizon H]
 """
 
 from __future__ import annotations
@@ -331,13 +331,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_parser.add_argument("--episodes", type=positive_int, default=100, help="episodes per seed (default 100)")
     evaluate_parser.add_argument("--env", help="Gymnasium env id (default: the run's evaluation env)")
     evaluate_parser.add_argument("--checkpoint", type=Path, help="a checkpoint file (default: the run's latest)")
-    evaluate_parser.add_argument("--ope", choices=("fqe",),
-                                 help="estimate instead from data, without an env: fqe (Fitted Q Evaluation)")
+    evaluate_parser.add_argument("--ope", choices=("fqe", "model"),
+                                 help="estimate instead from data, without an env: fqe (Fitted Q Evaluation) or "
+                                      "model (rollouts in a learned dynamics ensemble)")
     evaluate_parser.add_argument("--data", help="with --ope: the dataset to learn from (default: the run's held-out "
                                                 "split where one is local, else its own data)")
     evaluate_parser.add_argument("--gamma", type=float, default=0.99, help="with --ope: the discount (default 0.99)")
     evaluate_parser.add_argument("--fqe-updates", type=positive_int, default=50_000,
                                  help="with --ope fqe: critic updates (default 50,000; a multiple of 1,000)")
+    evaluate_parser.add_argument("--horizon", type=positive_int, default=1000,
+                                 help="with --ope model: imagined steps per rollout (default 1,000)")
+    evaluate_parser.add_argument("--dynamics", help="with --ope model: a trained ensemble's directory (default: "
+                                                    "the one learned from the data, trained once and shared)")
     evaluate_parser.add_argument("--out", help="also write the numbers to this JSON file")
     evaluate_parser.set_defaults(run=evaluate)
     return parser
@@ -372,7 +377,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from offrl.run.directory import read_run
 
     read_run(args.run_dir)  # a directory without a run is refused before jax is imported
-    if args.ope:
+    if args.ope == "fqe":
         from offrl.core.fqe import FQEConfig
         from offrl.run.ope import fqe_estimates
 
@@ -381,6 +386,15 @@ def evaluate(args: argparse.Namespace) -> int:
         keys = ("ope/fqe_value", "ope/fqe_return", "ope/fqe_normalized_score")
         title = (f"{args.run_dir}: FQE estimates (not measured returns) from {result['data']}, gamma {config.gamma}, "
                  f"{config.num_updates:,} updates")
+    elif args.ope == "model":
+        from offrl.model_based.ope import ModelOPEConfig, model_estimates
+
+        config = ModelOPEConfig(gamma=args.gamma, horizon=args.horizon)
+        result = model_estimates(args.run_dir, args.data, config, args.checkpoint, args.dynamics)
+        keys = ("ope/model_value", "ope/model_uncertainty", "ope/model_normalized_score")
+        title = (f"{args.run_dir}: estimates (not measured returns) in a dynamics ensemble learned from "
+                 f"{result['data']}, gamma {config.gamma}, {config.horizon} steps; uncertainty: the spread of its "
+                 "members")
     else:
         from offrl.run.train import evaluate_run
 

@@ -1,0 +1,115 @@
+"""Model-based offline policy evaluation: a run's policies rolled out in a dynamics ensemble
+learned from data, the spread of the ensemble's members reported as the uncertainty.
+
+From every initial state of the data's episodes, each elite member of the ensemble rolls
+each policy out on its own for `horizon` steps with its mean prediction (no sampling), until
+the task's termination rule (or a classifier learned from the data's terminals) ends the
+rollout. A member's estimate is the mean discounted return over the initial states; the
+estimate is the mean over the elites, the uncertainty their standard deviation: where the
+members disagree the model has not seen the policy's states. The ensemble is offrl's own
+(offrl.model_based.dynamics), trained once per data and settings and shared through the
+dynamics cache, as RAVL and MOREC share theirs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from offrl.data import normalized_score
+from offrl.model_based.dynamics import (
+    DynamicsConfig,
+    DynamicsModel,
+    known_termination,
+    load_dynamics,
+    never_terminal,
+    train_termination_classifier,
+)
+from offrl.model_based.ensembles import shared_dynamics
+
+
+@dataclass(frozen=True)
+class ModelOPEConfig:
+    gamma: float = 0.99
+    horizon: int = 1000  # imagined steps per rollout at most
+    dynamics_max_epochs: int = 1000
+    dynamics_seed: int = 0
+
+    def validate(self) -> None:
+        if not 0 <= self.gamma <= 1:
+            raise ValueError(f"model OPE gamma {self.gamma}: it must be in [0, 1].")
+        if self.horizon < 1 or self.dynamics_max_epochs < 1:
+            raise ValueError("model OPE horizon and dynamics_max_epochs must be at least 1.")
+
+
+def member_returns(model: DynamicsModel, act, policies, normalize, terminal, starts, horizon: int, gamma: float):
+    """[policies, elites] mean discounted returns of each policy under each elite's mean
+    dynamics from `starts` (raw observations); `normalize` maps them to what the policies see."""
+
+    def one(policy, member):
+        def step(carry, t):
+            obs, alive, total = carry
+            action = act(policy, normalize(obs), jax.random.PRNGKey(0), True)
+            mean, _ = model.predict(obs, action)
+            next_obs, reward = obs + mean[member, :, :-1], mean[member, :, -1]
+            total = total + alive * gamma**t * reward
+            return (next_obs, alive * (1.0 - terminal(next_obs).astype(jnp.float32)), total), None
+
+        carry = (starts, jnp.ones(starts.shape[0]), jnp.zeros(starts.shape[0]))
+        (_, _, total), _ = jax.lax.scan(step, carry, jnp.arange(horizon, dtype=jnp.float32))
+        return total.mean()
+
+    over_members = jax.vmap(one, in_axes=(None, 0))
+    return jax.jit(jax.vmap(over_members, in_axes=(0, None)))(policies, model.elites)
+
+
+def model_estimates(run_dir: str | Path, data_id: str | None = None, config: ModelOPEConfig = ModelOPEConfig(),
+                    checkpoint_path: str | Path | None = None, dynamics: str | Path | None = None) -> dict[str, Any]:
+    """Model-based estimates of every policy of a run (its seeds, times its packed points):
+    `ope/model_value` (mean discounted return over the elites), `ope/model_uncertainty`
+    (their standard deviation) and, with gamma 1 and reference scores, `ope/model_normalized_score`."""
+    from offrl.run.directory import read_run
+    from offrl.run.ope import evaluation_data
+    from offrl.run.train import restore_run, run_members
+
+    config.validate()
+    run_dir = Path(run_dir)
+    run = read_run(run_dir)
+    if "dataset" not in run:
+        raise ValueError(f"{run_dir} is an online run (trained in {run.get('env')}): evaluate it in its env with "
+                         "`offrl evaluate RUN_DIR` instead of offline.")
+    algorithm, policies, preprocessing, run_config = restore_run(run_dir, checkpoint_path)
+    dataset = evaluation_data(run, data_id)
+    # the model learns raw observations and rewards, and actions as the policies give them ([-1, 1])
+    plain = replace(preprocessing, obs_mean=None, obs_std=None, reward_transform="none", reward_scale=1.0,
+                    reward_bias=0.0).apply(dataset)
+    arrays = {key: plain[key] for key in ("observations", "actions", "next_observations", "rewards", "terminals")}
+    if dynamics:
+        model = load_dynamics(dynamics)
+    else:
+        dynamics_config = DynamicsConfig(max_epochs=config.dynamics_max_epochs, seed=config.dynamics_seed)
+        model = load_dynamics(shared_dynamics(dataset.metadata.dataset_id,
+                                              {key: arrays[key] for key in ("observations", "actions",
+                                                                            "next_observations", "rewards")},
+                                              dynamics_config, run_config.root))
+    env = dataset.metadata.eval_env_spec
+    terminal = known_termination(env.id if env else None)
+    if terminal is None:
+        terminal = (train_termination_classifier(arrays, seed=config.dynamics_seed) if arrays["terminals"].sum()
+                    else never_terminal)
+    returns = np.asarray(member_returns(model, algorithm.act, policies, preprocessing.normalize_observations,
+                                        terminal, jnp.asarray(arrays["observations"][dataset.episode_starts]),
+                                        config.horizon, config.gamma))
+    seeds, points = run_members(run_config)
+    result = {"seeds": seeds, "points": points, "ope/model_value": returns.mean(axis=1),
+              "ope/model_uncertainty": returns.std(axis=1), "data": dataset.metadata.dataset_id,
+              "settings": asdict(config)}
+    reference = run.get("ref_min_score"), run.get("ref_max_score")
+    if config.gamma == 1 and None not in reference:  # an undiscounted return: on the scores' scale
+        result["ope/model_normalized_score"] = normalized_score(result["ope/model_value"], *reference)
+    return result
