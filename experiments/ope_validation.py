@@ -6,8 +6,9 @@ quality on a suite dataset, against their returns measured in the environment.
 
 Policies: each algorithm trains one run of all seeds, checkpointed `--checkpoints` times
 (every seed of every checkpoint is a policy). Truth: each policy's mean return and normalized
-score over `--episodes` episodes in the dataset's env. Estimate: FQE from the dataset itself
-(the suite has no held-out split). Metrics after Fu et al. 2021 ("Benchmarks for Deep
+score over `--episodes` episodes in the dataset's env. Estimates from the dataset itself (the
+suite has no held-out split): FQE, and with `--model-epochs N` the model-based estimate
+(undiscounted, over the env's 1,000-step horizon, in an ensemble trained for at most N epochs). Metrics after Fu et al. 2021 ("Benchmarks for Deep
 Off-Policy Evaluation"): the Spearman rank correlation of estimates and true scores, regret@1
 (the true score of the best policy minus that of the policy the estimates rank first) and
 the mean absolute error of the normalized estimate, in normalized points. A rerun reuses
@@ -25,6 +26,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from offrl.core.fqe import FQEConfig
+from offrl.model_based.ope import ModelOPEConfig, model_estimates
 from offrl.run import checkpoint
 from offrl.run.algorithms import algorithm_module
 from offrl.run.directory import resume_flag, run_status
@@ -67,9 +69,21 @@ def measure(run_dir: Path, path: Path, args: argparse.Namespace) -> list[dict]:
             for index, seed in enumerate(truth["seeds"])]
 
 
-def metrics(policies: list[dict]) -> dict[str, float]:
+def measure_model(run_dir: Path, path: Path, args: argparse.Namespace) -> dict[int, tuple[float, float, float]]:
+    """Per seed: the model-based normalized estimate, its uncertainty and the seconds taken."""
+    began = time.perf_counter()
+    config = ModelOPEConfig(gamma=1.0, horizon=1000, dynamics_max_epochs=args.model_epochs)
+    estimate = model_estimates(run_dir, config=config, checkpoint_path=path)
+    seconds = time.perf_counter() - began
+    return {seed: (float(estimate["ope/model_normalized_score"][index]),
+                   float(estimate["ope/model_uncertainty"][index]), seconds)
+            for index, seed in enumerate(estimate["seeds"])}
+
+
+def metrics(policies: list[dict], key: str) -> dict[str, float]:
+    policies = [policy for policy in policies if key in policy]
     true = np.array([policy["true_score"] for policy in policies])
-    estimated = np.array([policy["fqe_score"] for policy in policies])
+    estimated = np.array([policy[key] for policy in policies])
     return {"policies": len(policies), "spearman": float(spearmanr(estimated, true).statistic),
             "regret_at_1": float(true.max() - true[np.argmax(estimated)]),
             "mean_absolute_error": float(np.mean(np.abs(estimated - true))),
@@ -85,6 +99,8 @@ def main_experiment() -> None:
     parser.add_argument("--checkpoints", type=int, default=3)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--fqe-updates", type=int, default=50_000)
+    parser.add_argument("--model-epochs", type=int, default=0, help="model-based OPE too, its ensemble trained "
+                                                                      "for at most this many epochs (0: none)")
     parser.add_argument("--out", default="ope_validation")
     args = parser.parse_args()
     out = RESULTS / f"{args.out}.json"
@@ -93,13 +109,21 @@ def main_experiment() -> None:
     for algo in args.algos.split(","):
         run_dir = trained_run(algo, args)
         for path in sorted((run_dir / checkpoint.CHECKPOINT_DIR).glob("step_*.msgpack")):
-            if (algo, int(path.stem.split("_")[1])) in measured:
-                continue
-            done["policies"] += measure(run_dir, path, args)
+            step = int(path.stem.split("_")[1])
+            if (algo, step) not in measured:
+                done["policies"] += measure(run_dir, path, args)
+            these = [policy for policy in done["policies"] if (policy["algorithm"], policy["step"]) == (algo, step)]
+            if args.model_epochs and any("model_score" not in policy for policy in these):
+                by_seed = measure_model(run_dir, path, args)
+                for policy in these:
+                    policy["model_score"], policy["model_uncertainty"], policy["model_seconds"] = by_seed[policy["seed"]]
             done["settings"] = vars(args)
-            done["fqe"] = metrics(done["policies"])
+            done["fqe"] = metrics(done["policies"], "fqe_score")
+            if args.model_epochs:
+                done["model"] = metrics(done["policies"], "model_score")
             out.write_text(json.dumps(done, indent=1))
-            print(f"{algo} {path.name}: {len(done['policies'])} policies measured; {done['fqe']}", flush=True)
+            print(f"{algo} {path.name}: {len(done['policies'])} policies; FQE {done['fqe']}; model "
+                  f"{done.get('model')}", flush=True)
 
 
 if __name__ == "__main__":
