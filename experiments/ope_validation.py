@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -90,6 +91,33 @@ def metrics(policies: list[dict], key: str) -> dict[str, float]:
             "true_score_range": [float(true.min()), float(true.max())]}
 
 
+def write_table(done: dict, path: Path, command: str) -> None:
+    """The validation as markdown: the metrics per estimator, then every policy."""
+    model = any("model_score" in policy for policy in done["policies"])
+    lines = [f"# Offline policy evaluation against true returns: {done['settings']['dataset']}", "",
+             f"Made by `{command}`. Estimates from the dataset itself; truth: the mean normalized score over "
+             f"{done['settings']['episodes']} episodes in the env. Spearman: rank correlation of estimates and true "
+             "scores; regret@1: the true score of the best policy minus that of the policy ranked first; MAE: mean "
+             "absolute error of the normalized estimate, in normalized points.", "",
+             "| estimator | policies | Spearman | regret@1 | MAE | true scores |", "|---|---|---|---|---|---|"]
+    for name in ("fqe", "model") if model else ("fqe",):
+        m = done[name]
+        low, high = m["true_score_range"]
+        lines.append(f"| {name} | {m['policies']} | {m['spearman']:.2f} | {m['regret_at_1']:.1f} | "
+                     f"{m['mean_absolute_error']:.1f} | {low:.1f} to {high:.1f} |")
+    lines += ["", "| algorithm | step | seed | true score | FQE estimate |" + (" model estimate ± spread |" if model
+                                                                              else ""),
+              "|---|---|---|---|---|" + ("---|" if model else "")]
+    for policy in sorted(done["policies"], key=lambda p: (p["algorithm"], p["step"], p["seed"])):
+        row = (f"| {policy['algorithm']} | {policy['step']:,} | {policy['seed']} | {policy['true_score']:.1f} | "
+               f"{policy['fqe_score']:.1f} |")
+        if model:
+            row += (f" {policy['model_score']:.1f} ± {policy['model_uncertainty']:.1f} |" if "model_score" in policy
+                    else " – |")
+        lines.append(row)
+    path.write_text("\n".join(lines) + "\n")
+
+
 def main_experiment() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="offrl/hopper/medium-replay-v0")
@@ -124,6 +152,7 @@ def main_experiment() -> None:
             out.write_text(json.dumps(done, indent=1))
             print(f"{algo} {path.name}: {len(done['policies'])} policies; FQE {done['fqe']}; model "
                   f"{done.get('model')}", flush=True)
+    write_table(done, out.with_suffix(".md"), "python experiments/ope_validation.py " + " ".join(sys.argv[1:]))
 
 
 if __name__ == "__main__":
