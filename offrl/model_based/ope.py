@@ -73,18 +73,11 @@ def model_estimates(run_dir: str | Path, data_id: str | None = None, config: Mod
     """Model-based estimates of every policy of a run (its seeds, times its packed points):
     `ope/model_value` (mean discounted return over the elites), `ope/model_uncertainty`
     (their standard deviation) and, with gamma 1 and reference scores, `ope/model_normalized_score`."""
-    from offrl.run.directory import read_run
-    from offrl.run.ope import evaluation_data
-    from offrl.run.train import restore_run, run_members
+    from offrl.run.ope import offline_policies
+    from offrl.run.train import run_members
 
     config.validate()
-    run_dir = Path(run_dir)
-    run = read_run(run_dir)
-    if "dataset" not in run:
-        raise ValueError(f"{run_dir} is an online run (trained in {run.get('env')}): evaluate it in its env with "
-                         "`offrl evaluate RUN_DIR` instead of offline.")
-    algorithm, policies, preprocessing, run_config = restore_run(run_dir, checkpoint_path)
-    dataset = evaluation_data(run, data_id)
+    run, algorithm, policies, preprocessing, run_config, dataset = offline_policies(run_dir, data_id, checkpoint_path)
     # the model learns raw observations and rewards, and actions as the policies give them ([-1, 1])
     plain = replace(preprocessing, obs_mean=None, obs_std=None, reward_transform="none", reward_scale=1.0,
                     reward_bias=0.0).apply(dataset)

@@ -49,6 +49,20 @@ def evaluation_data(run: dict, data_id: str | None) -> OfflineDataset:
     return dataset
 
 
+def offline_policies(run_dir: str | Path, data_id: str | None, checkpoint_path: str | Path | None):
+    """What an offline estimate of a run needs: (run.json, algorithm, stacked policy states,
+    preprocessing, config, evaluation data)."""
+    from offrl.run.train import restore_run  # train imports this module for its in-run estimates
+
+    run_dir = Path(run_dir)
+    run = read_run(run_dir)
+    if "dataset" not in run:
+        raise ValueError(f"{run_dir} is an online run (trained in {run.get('env')}): evaluate it in its env with "
+                         "`offrl evaluate RUN_DIR` instead of offline.")
+    algorithm, policies, preprocessing, run_config = restore_run(run_dir, checkpoint_path)
+    return run, algorithm, policies, preprocessing, run_config, evaluation_data(run, data_id)
+
+
 class FQEvaluator:
     """FQE of policies that act with `act`, learned from `dataset` as preprocessed for them;
     built once (one compilation) and called for each set of policies, e.g. at every
@@ -93,16 +107,10 @@ def fqe_estimates(run_dir: str | Path, data_id: str | None = None, config: FQECo
                   checkpoint_path: str | Path | None = None, seed: int = 0, log=print) -> dict[str, Any]:
     """FQE estimates of every policy of a run (its seeds, times its packed points), from its
     latest checkpoint or the one given."""
-    from offrl.run.train import restore_run, run_members  # train imports this module for its in-run estimates
+    from offrl.run.train import run_members  # train imports this module for its in-run estimates
 
     config.validate()
-    run_dir = Path(run_dir)
-    run = read_run(run_dir)
-    if "dataset" not in run:
-        raise ValueError(f"{run_dir} is an online run (trained in {run.get('env')}): evaluate it in its env with "
-                         "`offrl evaluate RUN_DIR` instead of offline.")
-    algorithm, policies, preprocessing, run_config = restore_run(run_dir, checkpoint_path)
-    dataset = evaluation_data(run, data_id)
+    run, algorithm, policies, preprocessing, run_config, dataset = offline_policies(run_dir, data_id, checkpoint_path)
     evaluator = FQEvaluator(algorithm.act, dataset, preprocessing, config,
                             (run.get("ref_min_score"), run.get("ref_max_score")))
     seeds, points = run_members(run_config)
