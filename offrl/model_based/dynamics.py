@@ -118,8 +118,14 @@ class DynamicsModel(flax.struct.PyTreeNode):
 
     def predict(self, obs, action):
         """Every member's Gaussian over (next_obs - obs, reward) in env units: (mean, std), each (N, batch, out)."""
+        return self.predict_each(jnp.broadcast_to(obs, (self.num_members, *obs.shape)),
+                                 jnp.broadcast_to(action, (self.num_members, *action.shape)))
+
+    def predict_each(self, obs, action):
+        """As `predict`, member i from its own rows obs[i], action[i] (each (N, batch, ...)):
+        one rollout per member at the cost of one prediction."""
         inputs = (jnp.concatenate([obs, action], axis=-1) - self.input_mean) / self.input_std
-        mean, logvar = self.network.apply(self.params, jnp.broadcast_to(inputs, (self.num_members, *inputs.shape)))
+        mean, logvar = self.network.apply(self.params, inputs)
         return mean * self.target_std + self.target_mean, jnp.exp(0.5 * logvar) * self.target_std
 
     def step(self, obs, action, rng):

@@ -49,23 +49,24 @@ class ModelOPEConfig:
 
 def member_returns(model: DynamicsModel, act, policies, normalize, terminal, starts, horizon: int, gamma: float):
     """[policies, elites] mean discounted returns of each policy under each elite's mean
-    dynamics from `starts` (raw observations); `normalize` maps them to what the policies see."""
+    dynamics from `starts` (raw observations); `normalize` maps them to what the policies see.
+    Every member rolls out at once (one ensemble prediction per step); the elites' are kept."""
 
-    def one(policy, member):
+    def one(policy):
         def step(carry, t):
-            obs, alive, total = carry
-            action = act(policy, normalize(obs), jax.random.PRNGKey(0), True)
-            mean, _ = model.predict(obs, action)
-            next_obs, reward = obs + mean[member, :, :-1], mean[member, :, -1]
-            total = total + alive * gamma**t * reward
-            return (next_obs, alive * (1.0 - terminal(next_obs).astype(jnp.float32)), total), None
+            obs, alive, total = carry  # (members, starts, ...): one rollout per member
+            action = jax.vmap(lambda rows: act(policy, normalize(rows), jax.random.PRNGKey(0), True))(obs)
+            mean, _ = model.predict_each(obs, action)
+            next_obs = obs + mean[..., :-1]
+            total = total + alive * gamma**t * mean[..., -1]
+            return (next_obs, alive * (1.0 - jax.vmap(terminal)(next_obs).astype(jnp.float32)), total), None
 
-        carry = (starts, jnp.ones(starts.shape[0]), jnp.zeros(starts.shape[0]))
+        shape = (model.num_members, starts.shape[0])
+        carry = (jnp.broadcast_to(starts, (*shape, starts.shape[1])), jnp.ones(shape), jnp.zeros(shape))
         (_, _, total), _ = jax.lax.scan(step, carry, jnp.arange(horizon, dtype=jnp.float32))
-        return total.mean()
+        return total[model.elites].mean(axis=1)
 
-    over_members = jax.vmap(one, in_axes=(None, 0))
-    return jax.jit(jax.vmap(over_members, in_axes=(0, None)))(policies, model.elites)
+    return jax.jit(jax.vmap(one))(policies)
 
 
 def model_estimates(run_dir: str | Path, data_id: str | None = None, config: ModelOPEConfig = ModelOPEConfig(),
