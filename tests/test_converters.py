@@ -65,7 +65,9 @@ def test_neorl2_synthetic_round_trip_and_reference_scores(tmp_path):
     data = load_dataset(result.dataset_id)
     _assert_same_transitions(data, arrays)
     assert (data.metadata.ref_min_score, data.metadata.ref_max_score) == (30.60, 849.51)
+    # DMSD's rebuilt simulator has 6-dim observations, this file 3: a policy could not act in it
     assert data.metadata.eval_env_spec is None
+    assert any("offrl/DMSD-v0 has 6-dim observations" in note for note in result.notes)
 
 
 @pytest.mark.skipif(not (SHARED_NEORL2 / "DMSD-train.npz").exists(),
@@ -78,6 +80,7 @@ def test_real_neorl2_dmsd_matches_the_published_data_score():
     np.testing.assert_array_equal(data.timeouts, raw["truncated"])
     np.testing.assert_array_equal(data.next_observations, raw["next_obs"])
     assert data.summary()["normalized_return_mean"] == pytest.approx(56.6, abs=0.05)
+    assert data.metadata.eval_env_spec.id == "offrl/DMSD-v0"
 
 
 @pytest.mark.skipif(not (SHARED_NEORL2 / "Simglucose-val.npz").exists(),

@@ -74,15 +74,20 @@ def test_a_d4rl_conversion_recovers_its_eval_env_with_its_requirements(minari_st
     np.testing.assert_allclose(minari.get_normalized_score(dataset, np.array([-20.272305, 3234.3])), [0.0, 1.0])
 
 
-def test_a_neorl2_conversion_is_env_free(minari_store, tmp_path):
+def test_a_neorl2_conversion_recovers_offrls_simulator_or_none(minari_store, tmp_path):
     arrays = synthetic_flat([100, 100], ["timeout", "timeout"], obs_dim=6, act_dim=2)
     result = convert("neorl2", write_neorl2_npz(tmp_path / "DMSD-train.npz", arrays))
     dataset = minari.load_dataset(result.dataset_id)
-    assert dataset.spec.env_spec is None and dataset.storage.metadata["requirements"] == []
-    _check_metadata(dataset, "NeoRL-2, Polixir (2025)", "https://github.com/polixir/NeoRL2", ())
+    # DMSD's rebuilt simulator, which another Minari tool makes from the recorded spec
+    assert dataset.recover_environment(eval_env=True).spec.id == "offrl/DMSD-v0"
+    _check_metadata(dataset, "NeoRL-2, Polixir (2025)", "https://github.com/polixir/NeoRL2", ("gymnasium", "offrl"))
     np.testing.assert_allclose(minari.get_normalized_score(dataset, np.array([30.60, 849.51])), [0.0, 1.0],
                                atol=1e-6)
-    with pytest.raises(ValueError, match="env_spec is None"):  # no simulator ships with NeoRL-2's data (docs/data.md)
+    # a task offrl has not rebuilt ships no simulator (docs/data.md)
+    result = convert("neorl2", write_neorl2_npz(tmp_path / "Simglucose-train.npz", arrays))
+    dataset = minari.load_dataset(result.dataset_id)
+    assert dataset.spec.env_spec is None and dataset.storage.metadata["requirements"] == []
+    with pytest.raises(ValueError, match="env_spec is None"):
         dataset.recover_environment()
 
 

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASET = "offrl/pendulum/test-v0"
 
 # Layers from the bottom up: a module may import its own layer and those below it.
-LAYERS = [("offrl.locks", "offrl.resources"), ("offrl.data",), ("offrl.core",), ("offrl.run",), ("offrl.model_based",),
+LAYERS = [("offrl.locks", "offrl.resources", "offrl.envs"), ("offrl.data",), ("offrl.core",), ("offrl.run",), ("offrl.model_based",),
           ("offrl.algorithms",), ("offrl.tools",)]
 
 

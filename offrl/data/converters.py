@@ -13,13 +13,17 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from offrl.data.envs import route_mujoco_warnings
 from offrl.data.episodes import FlatTransitions, check_arrays, split_episodes
 from offrl.data.errors import DatasetFormatError
 from offrl.data.reference import FORMATS, known_reference
+from offrl.data.spaces import flat_dim
 from offrl.data.store import write_dataset
+from offrl.envs import register_envs
 
 # who made the data of each format, and where their code is (Minari's author and code_permalink)
 ORIGINS = {
@@ -190,6 +194,24 @@ def default_dataset_id(fmt: str, path: Path) -> str:
     )
 
 
+def fitting_env(env_id: str | None, data_dims: tuple[int, int], notes: list[str]) -> str | None:
+    """The task's eval env if it acts on the data's observation and action sizes. A file named
+    after a task but holding other data (a user's own, a test's) gets none, and a note: a
+    policy trained on it could not act in that env."""
+    if env_id is None:
+        return None
+    register_envs()
+    route_mujoco_warnings()
+    env = gym.make(env_id)
+    env_dims = (flat_dim(env.observation_space), flat_dim(env.action_space))
+    env.close()
+    if env_dims == data_dims:
+        return env_id
+    notes.append(f"the task's eval env {env_id} has {env_dims[0]}-dim observations and {env_dims[1]}-dim actions, "
+                 f"the data {data_dims[0]} and {data_dims[1]}: no eval env recorded (pass --eval-env ENV that fits)")
+    return None
+
+
 def convert(
     fmt: str,
     path: str | Path,
@@ -220,6 +242,7 @@ def convert(
     if ref_min is None or ref_max is None:
         notes.append("no reference scores: pass --ref-min-score and --ref-max-score to normalize")
     obs_dim, act_dim = flat.observations.shape[1], flat.actions.shape[1]
+    eval_env = eval_env or fitting_env(known.eval_env_id, (obs_dim, act_dim), notes)
     observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
     low, high = float(flat.actions.min()), float(flat.actions.max())
     bound = 1.0 if low >= -1.0 and high <= 1.0 else max(abs(low), abs(high))
@@ -234,7 +257,7 @@ def convert(
     author, upstream = ORIGINS[fmt]
     target = write_dataset(
         dataset_id, episodes, observation_space, action_space,
-        eval_env=eval_env or known.eval_env_id,
+        eval_env=eval_env,
         ref_min_score=ref_min, ref_max_score=ref_max,
         description=f"Converted by offrl from {fmt} file {path.name}.",
         author=author, code_permalink=upstream,

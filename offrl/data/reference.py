@@ -73,18 +73,18 @@ D4RL_TASKS: dict[str, TaskReference] = {
 }
 
 # NeoRL-2 (Polixir, 2025) reference returns, as the NeoRL-2 data release publishes them.
-# NeoRL-2 tasks run in the neorl2 package's simulators, not in Gymnasium's registry.
+# The neorl2 package's simulators cannot be installed beside offrl; the tasks offrl has
+# rebuilt and checked against the released data are their eval envs (registered by offrl.envs).
 NEORL2_TASKS: dict[str, TaskReference] = {
-    name.lower(): TaskReference(lo, hi, None, "NeoRL-2")
-    for name, lo, hi in [
-        ("DMSD", 30.60, 849.51),
+    "dmsd": TaskReference(30.60, 849.51, "offrl/DMSD-v0", "NeoRL-2"),
+    **{name.lower(): TaskReference(lo, hi, None, "NeoRL-2") for name, lo, hi in [
         ("SafetyHalfCheetah", -283.0, 2507.0),
         ("Simglucose", 9.75, 475.0),
         ("Fusion", -107.601, 98.05),
         ("RandomFrictionHopper", -3.0, 503.0),
         ("RocketRecovery", -176.0, 208.0),
         ("Salespromotion", 357.62, 602.21),
-    ]
+    ]},
 }
 
 

@@ -47,6 +47,7 @@ from offrl.data.errors import (
     DatasetNotFoundError,
 )
 from offrl.data.spaces import flat_dim, flatten_batch
+from offrl.envs import register_envs
 from offrl.locks import exclusive
 
 OFFRL_KEY = "offrl"  # our own entries in a Minari dataset's metadata.json
@@ -323,6 +324,7 @@ def write_dataset(
 
 
 def _spec(env: str | EnvSpec | None) -> EnvSpec | None:
+    register_envs()  # the ids of offrl's own simulators, which the task tables name
     return gym.spec(env) if isinstance(env, str) else env
 
 
@@ -333,7 +335,9 @@ def env_requirements(spec: EnvSpec | None) -> list[str]:
         return []
     entry_point = spec.entry_point if isinstance(spec.entry_point, str) else spec.entry_point.__module__
     packages = ["gymnasium"]
-    if entry_point.startswith("gymnasium_robotics"):
+    if entry_point.startswith("offrl."):
+        packages.append("offrl")
+    elif entry_point.startswith("gymnasium_robotics"):
         packages += ["gymnasium-robotics", "mujoco"]
     elif "mujoco" in entry_point:
         packages.append("mujoco")

@@ -16,6 +16,7 @@ from gymnasium.envs.registration import EnvSpec
 from offrl.core.learner import seed_slice
 from offrl.data.envs import route_mujoco_warnings
 from offrl.data.preprocess import Preprocessing
+from offrl.envs import register_envs
 
 
 def make_policy(act: Callable, state, preprocessing: Preprocessing) -> Callable[[np.ndarray], np.ndarray]:
@@ -53,10 +54,12 @@ def flat_observations(env: gym.Env) -> gym.Env:
 
 
 def registered(env: str | EnvSpec) -> str | EnvSpec:
-    """The env, its id registered if gymnasium-robotics holds it (AntMaze, Adroit, PointMaze:
-    the envs of Minari's D4RL datasets), since Gymnasium registers only its own envs; a spec
-    (as datasets record it) names its entry point and needs no registration."""
+    """The env, its id registered if offrl's simulators (offrl.envs) or gymnasium-robotics hold
+    it (AntMaze, Adroit, PointMaze: the envs of Minari's D4RL datasets), since Gymnasium
+    registers only its own envs; a spec (as datasets record it) names its entry point and
+    needs no registration."""
     route_mujoco_warnings()  # every env offrl evaluates in, or fine-tunes in, is made from what this returns
+    register_envs()
     if isinstance(env, str) and env not in gym.registry:
         notice = io.StringIO()
         with contextlib.redirect_stderr(notice):  # its import prints a notice on Adroit's rewards
