@@ -1,18 +1,20 @@
-"""Offline policy evaluation against the truth: FQE estimates of many policies of different
-quality on a suite dataset, against their returns measured in the environment.
+"""Offline policy evaluation against the truth: FQE and model-based estimates of many policies
+of different quality on a dataset with an env, against their returns measured in the env.
 
     python experiments/ope_validation.py --dataset offrl/hopper/medium-replay-v0 \
         --algos bc,td3_bc,iql --seeds 0,1 --num_updates 30000 --checkpoints 3 --out ope_hopper_mr
 
 Policies: each algorithm trains one run of all seeds, checkpointed `--checkpoints` times
 (every seed of every checkpoint is a policy). Truth: each policy's mean return and normalized
-score over `--episodes` episodes in the dataset's env. Estimates from the dataset itself (the
-suite has no held-out split): FQE, and with `--model-epochs N` the model-based estimate
-(undiscounted, over the env's 1,000-step horizon, in an ensemble trained for at most N epochs). Metrics after Fu et al. 2021 ("Benchmarks for Deep
-Off-Policy Evaluation"): the Spearman rank correlation of estimates and true scores, regret@1
-(the true score of the best policy minus that of the policy the estimates rank first) and
-the mean absolute error of the normalized estimate, in normalized points. A rerun reuses
-finished runs and measured policies (experiments/results/<out>.json).
+score over `--episodes` episodes in the dataset's env. Estimates from the dataset's held-out
+split where one is local (neorl2/dmsd/val-v0 for neorl2/dmsd/train-v0; the suite has none),
+else from the dataset itself: FQE, and with `--model-epochs N` the model-based estimate
+(undiscounted, over the env's episode length, in an ensemble trained for at most N epochs).
+Metrics after Fu et al. 2021 ("Benchmarks for Deep Off-Policy Evaluation"): the Spearman
+rank correlation of estimates and true scores, regret@1 (the true score of the best policy
+minus that of the policy the estimates rank first) and the mean absolute error of the
+normalized estimate, in normalized points. A rerun reuses finished runs and measured
+policies (experiments/results/<out>.json).
 """
 
 from __future__ import annotations
@@ -27,12 +29,11 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from offrl.core.fqe import FQEConfig
+from offrl.data import read_metadata
 from offrl.model_based.ope import ModelOPEConfig, model_estimates
 from offrl.run import checkpoint
-from offrl.run.algorithms import algorithm_module
-from offrl.run.directory import resume_flag, run_status
-from offrl.run.ope import fqe_estimates
-from offrl.run.train import evaluate_run, main
+from offrl.run.ope import fqe_estimates, held_out_id
+from offrl.run.train import evaluate_run, finished_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "experiments" / "results"
@@ -40,17 +41,12 @@ RESULTS = REPO_ROOT / "experiments" / "results"
 
 def trained_run(algo: str, args: argparse.Namespace) -> Path:
     """The algorithm's run of all seeds with its checkpoints, trained or resumed as needed."""
-    run_dir = REPO_ROOT / "runs" / "ope_validation" / args.dataset / algo
     every = args.num_updates // args.checkpoints
     argv = ["--dataset", args.dataset, "--seeds", args.seeds, "--num_updates", str(args.num_updates),
             "--log_every", str(min(1000, every)), "--eval_every", str(args.num_updates),
             "--checkpoint_every", str(every), "--keep_checkpoints", "0", "--wandb", "disabled"]
-    status = run_status(run_dir, args.num_updates, args.seeds)
-    if status != "finished":
-        module = algorithm_module(algo)
-        resume = resume_flag(run_dir, status)
-        main(module.make, module.Config, algo, resume + ([] if resume else [*argv, "--run_dir", str(run_dir)]))
-    return run_dir
+    return finished_run(algo, REPO_ROOT / "runs" / "ope_validation" / args.dataset / algo, args.num_updates,
+                        args.seeds, argv)
 
 
 def measure(run_dir: Path, path: Path, args: argparse.Namespace) -> list[dict]:
@@ -71,9 +67,11 @@ def measure(run_dir: Path, path: Path, args: argparse.Namespace) -> list[dict]:
 
 
 def measure_model(run_dir: Path, path: Path, args: argparse.Namespace) -> dict[int, tuple[float, float, float]]:
-    """Per seed: the model-based normalized estimate, its uncertainty and the seconds taken."""
+    """Per seed: the model-based normalized estimate (undiscounted, over the env's episode
+    length, as the true score is), its uncertainty and the seconds taken."""
     began = time.perf_counter()
-    config = ModelOPEConfig(gamma=1.0, horizon=1000, dynamics_max_epochs=args.model_epochs)
+    horizon = read_metadata(args.dataset).eval_env_spec.max_episode_steps
+    config = ModelOPEConfig(gamma=1.0, horizon=horizon, dynamics_max_epochs=args.model_epochs)
     estimate = model_estimates(run_dir, config=config, checkpoint_path=path)
     seconds = time.perf_counter() - began
     return {seed: (float(estimate["ope/model_normalized_score"][index]),
@@ -91,11 +89,17 @@ def metrics(policies: list[dict], key: str) -> dict[str, float]:
             "true_score_range": [float(true.min()), float(true.max())]}
 
 
+def estimated_on(dataset_id: str) -> str:
+    held_out = held_out_id(dataset_id)
+    return f"the held-out split {held_out}" if held_out else "the training data itself"
+
+
 def write_table(done: dict, path: Path, command: str) -> None:
     """The validation as markdown: the metrics per estimator, then every policy."""
     model = any("model_score" in policy for policy in done["policies"])
     lines = [f"# Offline policy evaluation against true returns: {done['settings']['dataset']}", "",
-             f"Made by `{command}`. Estimates from the dataset itself; truth: the mean normalized score over "
+             f"Made by `{command}`. Estimates from {estimated_on(done['settings']['dataset'])}; truth: the mean "
+             "normalized score over "
              f"{done['settings']['episodes']} episodes in the env. Spearman: rank correlation of estimates and true "
              "scores; regret@1: the true score of the best policy minus that of the policy ranked first; MAE: mean "
              "absolute error of the normalized estimate, in normalized points.", "",

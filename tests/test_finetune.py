@@ -161,8 +161,9 @@ def test_cal_ql_online_transitions_carry_the_returns_of_their_own_episode(pendul
 
 
 def test_fine_tuning_without_an_env_is_refused_before_the_offline_phase(tmp_path):
-    convert("neorl2", write_neorl2_npz(tmp_path / "DMSD-train.npz", synthetic_flat([60, 60], ["timeout", "timeout"])))
-    config = _tiny_finetune_config("iql", tmp_path, "--dataset", "neorl2/dmsd/train-v0")
+    convert("neorl2", write_neorl2_npz(tmp_path / "Simglucose-train.npz", synthetic_flat([60, 60],
+                                                                                      ["timeout", "timeout"])))
+    config = _tiny_finetune_config("iql", tmp_path, "--dataset", "neorl2/simglucose/train-v0")
     with pytest.raises(DatasetError, match="names no Gymnasium env to fine-tune in; pass --online_env"):
         train(algorithm_module("iql").make, config, "iql", show_progress=False)
     assert not (tmp_path / "iql").exists()  # refused before any offline update, not after them

@@ -97,13 +97,13 @@ def test_the_held_out_split_is_found_by_name(minari_store, tmp_path):
 
 
 def test_a_run_on_data_without_an_env_says_so_and_estimates_with_fqe(minari_store, tmp_path, capsys):
-    train_file = write_neorl2_npz(tmp_path / "DMSD-train.npz", synthetic_flat([100] * 6, ["timeout"] * 6, obs_dim=6,
+    train_file = write_neorl2_npz(tmp_path / "Simglucose-train.npz", synthetic_flat([100] * 6, ["timeout"] * 6, obs_dim=6,
                                                                                act_dim=2))
     convert("neorl2", train_file)
-    convert("neorl2", write_neorl2_npz(tmp_path / "DMSD-val.npz", synthetic_flat([100] * 2, ["timeout"] * 2,
+    convert("neorl2", write_neorl2_npz(tmp_path / "Simglucose-val.npz", synthetic_flat([100] * 2, ["timeout"] * 2,
                                                                                   obs_dim=6, act_dim=2, seed=1)))
     bc = algorithm_module("bc")
-    common = ["--dataset", "neorl2/dmsd/train-v0", "--num_updates", "200", "--log_every", "100", "--eval_every", "100",
+    common = ["--dataset", "neorl2/simglucose/train-v0", "--num_updates", "200", "--log_every", "100", "--eval_every", "100",
               "--checkpoint_every", "200", "--wandb", "disabled", "--hidden_dims", "16"]
     from offrl.run.config import parse_config
     from offrl.run.logging import read_metrics
@@ -115,7 +115,7 @@ def test_a_run_on_data_without_an_env_says_so_and_estimates_with_fqe(minari_stor
     config = parse_config(bc.Config, "bc", [*common, "--run_dir", str(tmp_path / "fqe"), "--ope", "fqe",
                                             "--ope_updates", "1000", "--seeds", "0,1"])
     result = train(bc.make, config, "bc", show_progress=False)
-    assert "FQE estimates the policies from neorl2/dmsd/val-v0 every 100 updates" in capsys.readouterr().out
+    assert "FQE estimates the policies from neorl2/simglucose/val-v0 every 100 updates" in capsys.readouterr().out
     rows = [row for row in read_metrics(result.run_dir) if "ope/fqe_normalized_score" in row]
     assert [(row["step"], row["seed"]) for row in rows] == [(100, 0), (100, 1), (200, 0), (200, 1)]
     assert result.final_eval["ope/fqe_value"].shape == (2,)
@@ -123,7 +123,15 @@ def test_a_run_on_data_without_an_env_says_so_and_estimates_with_fqe(minari_stor
     assert cli_main(["report", str(tmp_path / "fqe"), "--out", str(tmp_path / "report")]) == 0
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## Offline estimates (FQE, not measured returns)" in report
-    assert f"Ranked first by FQE on neorl2/dmsd/train-v0: bc ({tmp_path / 'fqe'})." in report
-    row = next(line for line in report.splitlines() if line.startswith("| neorl2/dmsd/train-v0 | bc |"))
+    assert f"Ranked first by FQE on neorl2/simglucose/train-v0: bc ({tmp_path / 'fqe'})." in report
+    row = next(line for line in report.splitlines() if line.startswith("| neorl2/simglucose/train-v0 | bc |"))
     assert row.endswith("| – | 100 |") or row.endswith("| – | 200 |")  # no measured score; a selected step
 
+
+
+def test_with_an_env_fqe_estimates_beside_the_measured_scores(pendulum, tmp_path):
+    td3_bc = algorithm_module("td3_bc")
+    config = td3_bc_config(tmp_path, "--num_updates", "200", "--log_every", "100", "--eval_every", "200",
+                           "--checkpoint_every", "200", "--ope", "fqe", "--ope_updates", "1000")
+    final = train(td3_bc.make, config, "td3_bc", show_progress=False).final_eval
+    assert final["eval/normalized_score"].shape == final["ope/fqe_normalized_score"].shape == (1,)

@@ -51,8 +51,10 @@ from offrl.run.directory import (
     read_run,
     record_run,
     recorded_fingerprint,
+    resume_flag,
     resume_step,
     run_directory,
+    run_status,
     stop_if_requested,
     stop_requested,
 )
@@ -207,25 +209,31 @@ def checked_envs(config: TrainConfig, dataset: OfflineDataset) -> tuple[Any, Any
 
 def policy_evaluation(config: TrainConfig, algorithm: Algorithm, preprocessing: Preprocessing, seeds: list[int],
                       eval_env, score_of, dataset: OfflineDataset) -> Callable | None:
-    """What scores the policies every eval_every updates: episodes in the eval env; where the
-    dataset has none, FQE estimates with --ope fqe (said when the run starts), else nothing."""
+    """What scores the policies every eval_every updates: episodes in the eval env, and with
+    --ope fqe FQE estimates beside them (where the dataset has no env, in their place); said
+    when the run starts where the dataset has no env."""
+    evaluators = []
     if eval_env is not None:
-        return lambda states: evaluate_seeds(algorithm, states, seeds, preprocessing, eval_env, config.eval_episodes,
-                                             score_of)
-    if not config.ope:
+        evaluators.append(lambda states: evaluate_seeds(algorithm, states, seeds, preprocessing, eval_env,
+                                                        config.eval_episodes, score_of))
+    if config.ope:
+        record = {"dataset": config.dataset, "observation_dim": dataset.observations.shape[1],
+                  "action_dim": dataset.actions.shape[1]}
+        evaluator = FQEvaluator(algorithm.act, evaluation_data(record, config.ope_data or None), preprocessing,
+                                FQEConfig(num_updates=config.ope_updates),
+                                (dataset.metadata.ref_min_score, dataset.metadata.ref_max_score))
+        evaluators.append(evaluator)
+        if eval_env is None:
+            print(f"{config.dataset} names no Gymnasium env: FQE estimates the policies from {evaluator.data_id} "
+                  f"every {config.eval_every:,} updates ({config.ope_updates:,} critic updates each); they are "
+                  "estimates, not measured returns.")
+    elif eval_env is None:
         print(f"{config.dataset} names no Gymnasium env, so this run is not evaluated while it trains: pass --ope "
               "fqe to estimate its policies from data every --eval_every updates, or estimate them afterwards "
               "with `offrl evaluate RUN_DIR --ope fqe`.")
+    if not evaluators:
         return None
-    record = {"dataset": config.dataset, "observation_dim": dataset.observations.shape[1],
-              "action_dim": dataset.actions.shape[1]}
-    evaluator = FQEvaluator(algorithm.act, evaluation_data(record, config.ope_data or None), preprocessing,
-                            FQEConfig(num_updates=config.ope_updates),
-                            (dataset.metadata.ref_min_score, dataset.metadata.ref_max_score))
-    print(f"{config.dataset} names no Gymnasium env: FQE estimates the policies from {evaluator.data_id} every "
-          f"{config.eval_every:,} updates ({config.ope_updates:,} critic updates each); they are estimates, not "
-          "measured returns.")
-    return evaluator
+    return lambda states: {key: value for evaluate in evaluators for key, value in evaluate(states).items()}
 
 
 def _on_the_run_grid(config: TrainConfig, start: int) -> TrainConfig:
@@ -353,6 +361,18 @@ def train_by_name(algo: str, argv: list[str] | None = None, show_summary: bool =
         return module.main(argv)
     return main(module.make, module.Config, algo, argv, make_program=getattr(module, "program", offline_program),
                 show_summary=show_summary)
+
+
+def finished_run(algo: str, run_dir: str | Path, total_steps: int, seeds: str, argv: list[str]) -> Path:
+    """For experiments that reuse their runs: `run_dir` holding a finished run of `algo` over
+    `total_steps` steps with `seeds`, trained with `argv` where there is none, resumed where one
+    was cut off (see run_status)."""
+    run_dir = Path(run_dir)
+    status = run_status(run_dir, total_steps, seeds)
+    if status != "finished":
+        resume = resume_flag(run_dir, status)
+        train_by_name(algo, resume or [*argv, "--run_dir", str(run_dir)], show_summary=False)
+    return run_dir
 
 
 def restore_run(run_dir: str | Path, checkpoint_path: str | Path | None = None):

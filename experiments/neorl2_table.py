@@ -1,0 +1,104 @@
+"""The NeoRL-2 table: offrl's algorithms on a NeoRL-2 task that offrl has a rebuilt simulator
+for, scored in that simulator, beside the published NeoRL-2 rows.
+
+    offrl datasets convert neorl2 DMSD-train.npz      # the released file: neorl2/dmsd/train-v0
+    python experiments/neorl2_table.py --task DMSD --algos bc,td3_bc,iql,rebrac,cql,ravl,morec \\
+        --seeds 7,42,210 --episodes 1000 --out neorl2_dmsd
+
+Each algorithm trains one run of all seeds (NeoRL-2's 7, 42, 210) with its per-domain defaults
+for `--updates` updates (per algorithm; NeoRL-2's protocol is 1M, which the CPU does not
+allow), then each seed's final policy plays `--episodes` episodes in the simulator (NeoRL-2
+evaluates 1,000). Reported per algorithm: the mean over seeds of the seeds' mean normalized
+scores, their standard error over seeds, and the largest standard error of one seed's mean
+over its episodes (the evaluation's own noise). A rerun reuses finished runs and measured
+rows (experiments/results/<out>.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from offrl.run.train import evaluate_run, finished_run
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "experiments" / "results"
+PUBLISHED = REPO_ROOT / "experiments" / "published_neorl2.yaml"
+# CPU-sized budgets (NeoRL-2's protocol: 1M): at most about 20 minutes of 2 cores per algorithm
+DEFAULT_UPDATES = {"bc": 50_000, "td3_bc": 50_000, "iql": 50_000, "rebrac": 10_000, "cql": 5_000,
+                   "ravl": 5_000, "morec": 5_000}
+NAMES = {"bc": "BC", "td3_bc": "TD3+BC", "iql": "IQL", "rebrac": "ReBRAC", "cql": "CQL", "ravl": "RAVL",
+         "morec": "MOREC", "edac": "EDAC", "mcq": "MCQ", "mopo": "MOPO", "combo": "COMBO", "rambo": "RAMBO",
+         "mobile": "MOBILE"}
+
+
+def measure(algo: str, updates: int, args: argparse.Namespace) -> dict:
+    dataset = f"neorl2/{args.task.lower()}/train-v0"
+    argv = ["--dataset", dataset, "--seeds", args.seeds, "--num_updates", str(updates),
+            "--log_every", str(min(1000, updates)), "--eval_every", str(updates), "--eval_episodes", "10",
+            "--checkpoint_every", str(updates), "--wandb", "disabled"]
+    began = time.perf_counter()
+    run_dir = finished_run(algo, REPO_ROOT / "runs" / "neorl2_table" / dataset / algo, updates, args.seeds, argv)
+    trained = time.perf_counter() - began
+    result = evaluate_run(run_dir, args.episodes)
+    per_episode = np.asarray(result["eval/episode_normalized_scores"])  # [seeds, episodes]
+    seed_means = per_episode.mean(axis=1)
+    return {"algorithm": algo, "updates": updates, "seeds": args.seeds, "episodes": args.episodes,
+            "seed_scores": seed_means.tolist(),
+            "mean": float(seed_means.mean()), "se_over_seeds": float(seed_means.std(ddof=1) / np.sqrt(len(seed_means))),
+            "largest_episode_se": float((per_episode.std(axis=1, ddof=1) / np.sqrt(per_episode.shape[1])).max()),
+            "train_seconds": trained}
+
+
+def write_table(done: dict, path: Path, command: str) -> None:
+    task, settings = done["settings"]["task"], done["settings"]
+    published = yaml.safe_load(PUBLISHED.read_text()).get(task, {})
+    lines = [f"# NeoRL-2 {task}: offrl in its rebuilt simulator, beside the published table", "",
+             f"Made by `{command}`. offrl rows: mean normalized score over seeds {settings['seeds']} ± its standard "
+             f"error over seeds, each seed's final policy over {settings['episodes']} episodes in offrl's rebuilt "
+             "simulator; `episode SE` is the largest standard error of one seed's mean over its episodes. "
+             "Published rows: NeoRL-2's table at 1M updates (MOPO 3M, RAMBO 2M), each algorithm's best of a "
+             "grid chosen by this score, ± as published. offrl's rows use one setting each (per-domain defaults, "
+             "not tuned on the simulator) and far fewer updates. Data (the released train file): "
+             f"{published.get('data', '–')}.", "",
+             "| algorithm | source | updates | score | episode SE |", "|---|---|---|---|---|"]
+    for row in done["rows"]:
+        lines.append(f"| {NAMES[row['algorithm']]} | offrl | {row['updates']:,} | {row['mean']:.1f} ± "
+                     f"{row['se_over_seeds']:.1f} | {row['largest_episode_se']:.2f} |")
+    for algo, value in published.items():
+        if algo != "data":
+            lines.append(f"| {NAMES[algo]} | NeoRL-2 | 1M | {value[0]:.1f} ± {value[1]:.1f} | – |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="DMSD")
+    parser.add_argument("--algos", default=",".join(DEFAULT_UPDATES))
+    parser.add_argument("--seeds", default="7,42,210")
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--updates", default="", help="per-algorithm budgets, e.g. cql=10000,ravl=5000 "
+                                                      f"(defaults: {DEFAULT_UPDATES})")
+    parser.add_argument("--out", default="neorl2_dmsd")
+    args = parser.parse_args()
+    budgets = DEFAULT_UPDATES | {algo: int(n) for algo, n in (item.split("=") for item in args.updates.split(",") if item)}
+    out = RESULTS / f"{args.out}.json"
+    done = json.loads(out.read_text()) if out.is_file() else {"rows": []}
+    done["settings"] = {key: getattr(args, key) for key in ("task", "seeds", "episodes")}
+    for algo in args.algos.split(","):
+        wanted = (algo, budgets[algo], args.seeds, args.episodes)
+        if not any((row["algorithm"], row["updates"], row["seeds"], row["episodes"]) == wanted for row in done["rows"]):
+            done["rows"] = [row for row in done["rows"] if row["algorithm"] != algo] + [measure(algo, budgets[algo], args)]
+            out.write_text(json.dumps(done, indent=1))
+            print(f"{algo}: {done['rows'][-1]}", flush=True)
+    write_table(done, out.with_suffix(".md"), "python experiments/neorl2_table.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
