@@ -1,5 +1,6 @@
 """offrl's rebuilt NeoRL-2 simulators: the released data replayed step by step, the physics
-against closed-form answers, and a NeoRL-2 run scored in its env."""
+against closed-form answers, and a NeoRL-2 run scored in its env. The replays skip where the
+NeoRL-2 files are absent (they live outside the repository)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,20 @@ from offrl.run.logging import read_metrics
 from offrl.run.train import train
 
 DMSD = "offrl/DMSD-v0"
+SAFETY_HALF_CHEETAH = "offrl/SafetyHalfCheetah-v0"
 register_envs()
 
 
-def replay_differences(path) -> tuple[float, float, int]:
-    """The largest differences between the simulator's next observations and rewards and a
-    NeoRL-2 file's, each episode started from its first state with its target schedule."""
-    data = dict(np.load(path))  # loaded once: an npz reads an array from disk at every access
+def released(name: str) -> dict[str, np.ndarray]:
+    path = SHARED_NEORL2 / f"{name}.npz"
+    if not path.exists():
+        pytest.skip("the real NeoRL-2 files live outside the repo, in ../shared/data/neorl2")
+    return dict(np.load(path))  # loaded once: an npz reads an array from disk at every access
+
+
+def replay_differences(data: dict[str, np.ndarray]) -> tuple[float, float, int]:
+    """The largest differences between the DMSD simulator's next observations and rewards and
+    a NeoRL-2 file's, each episode started from its first state with its target schedule."""
     ends = np.flatnonzero(data["done"] + data["truncated"])
     env = gym.make(DMSD)
     worst_obs = worst_reward = 0.0
@@ -42,10 +50,7 @@ def replay_differences(path) -> tuple[float, float, int]:
 
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_dmsd_reproduces_every_released_transition(split):
-    path = SHARED_NEORL2 / f"DMSD-{split}.npz"
-    if not path.exists():
-        pytest.skip("the real NeoRL-2 files live outside the repo, in ../shared/data/neorl2")
-    worst_obs, worst_reward, episodes = replay_differences(path)
+    worst_obs, worst_reward, episodes = replay_differences(released(f"DMSD-{split}"))
     assert episodes == {"train": 1000, "val": 200}[split]
     # float32 rounding: next observations within 2 ulp of values up to ~2.6; rewards (up to
     # ~9, slope up to 100 near a target) within what a 1-ulp difference in position gives
@@ -54,11 +59,9 @@ def test_dmsd_reproduces_every_released_transition(split):
 
 def test_a_changed_simulator_fails_the_replay(tmp_path, monkeypatch):
     """The replay check can fail: with a heavier mass (NeoRL-2's val mode) it is far off."""
-    path = SHARED_NEORL2 / "DMSD-val.npz"
-    if not path.exists():
-        pytest.skip("the real NeoRL-2 files live outside the repo, in ../shared/data/neorl2")
+    data = released("DMSD-val")
     monkeypatch.setattr("offrl.envs.dmsd.MASS", 30.0)
-    worst_obs, worst_reward, _ = replay_differences(path)
+    worst_obs, worst_reward, _ = replay_differences(data)
     assert worst_obs > 0.1 and worst_reward > 1.0
 
 
@@ -97,6 +100,68 @@ def test_dmsd_draws_episodes_as_neorl2_does():
     first, _ = env.reset(seed=7)
     again, _ = env.reset(seed=7)
     assert np.array_equal(first, again)
+
+
+def one_step_differences(env, data: dict[str, np.ndarray], rounding: np.random.Generator | None = None):
+    """Per transition: the largest difference between the next observation the simulator
+    reaches in one step from the released observation and the released one, and the reward's.
+    With `rounding`, the simulator is compared with itself instead, started once from the
+    observation and once from it moved within its float32 rounding (half a unit in the last
+    place): the differences rounding alone explains."""
+    obs_errors, reward_errors = [], []
+    for obs, action, next_obs, reward in zip(data["obs"], data["action"], data["next_obs"], data["reward"]):
+        state = obs.astype(np.float64)
+        env.set_state(state[:9], state[9:])
+        reached, reached_reward, *_ = env.step(action)
+        if rounding is not None:
+            state = state + rounding.uniform(-0.5, 0.5, state.shape) * np.spacing(np.abs(obs)).astype(np.float64)
+            env.set_state(state[:9], state[9:])
+            next_obs, reward, *_ = env.step(action)
+        obs_errors.append(np.abs(reached.astype(np.float32) - np.float32(next_obs)).max())
+        reward_errors.append(abs(reached_reward - float(reward)))
+    return np.array(obs_errors), np.array(reward_errors)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_safety_half_cheetah_reproduces_every_released_transition_within_rounding(split):
+    data = released(f"SafetyHalfCheetah-{split}")
+    env = gym.make(SAFETY_HALF_CHEETAH).unwrapped
+    env.reset(seed=0)
+    obs_errors, reward_errors = one_step_differences(env, data)
+    by_rounding, _ = one_step_differences(env, data, np.random.default_rng(0))
+    # contacts amplify the float32 rounding of a state in one step: most transitions agree to a
+    # few ulp, a few by up to ~1e-3, as the simulator disagrees with itself when only that
+    # rounding differs (the largest few of either are single draws of a heavy tail: bounded)
+    assert np.median(obs_errors) <= 2e-6
+    for quantile in (0.9, 0.99):
+        assert np.quantile(obs_errors, quantile) <= 2 * np.quantile(by_rounding, quantile) + 1e-6, quantile
+    assert obs_errors.max() <= 2e-3
+    assert reward_errors.max() <= 5e-5  # rewards from float64 positions, as NeoRL-2 computed them
+    assert np.all(data["done"] == 0) and np.flatnonzero(data["truncated"]).tolist() == \
+        list(range(999, len(data["obs"]), 1000))
+
+
+def test_safety_half_cheetah_replay_tells_another_model_apart():
+    data = released("SafetyHalfCheetah-val")
+    env = gym.make(SAFETY_HALF_CHEETAH, frame_skip=4).unwrapped  # 0.04 s steps instead of 0.05
+    env.reset(seed=0)
+    obs_errors, _ = one_step_differences(env, data)
+    assert np.median(obs_errors) > 1e-2
+
+
+def test_safety_half_cheetah_penalizes_running_over_the_speed_limit():
+    env = gym.make(SAFETY_HALF_CHEETAH)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (18,) and env.spec.max_episode_steps == 1000
+    qpos, qvel = env.unwrapped.data.qpos.copy(), env.unwrapped.data.qvel.copy()
+    for speed, penalized in ((1.0, False), (8.0, True)):
+        qvel[0] = speed
+        env.unwrapped.set_state(qpos, qvel)
+        _, reward, terminated, _, info = env.step(np.zeros(6))
+        assert info["over_velocity_limit"] == penalized and not terminated
+        assert (reward == -100.0) == penalized
+        if not penalized:
+            assert reward == pytest.approx(info["x_velocity"])
 
 
 def test_every_eval_env_the_task_tables_name_can_be_made():

@@ -77,8 +77,8 @@ D4RL_TASKS: dict[str, TaskReference] = {
 # rebuilt and checked against the released data are their eval envs (registered by offrl.envs).
 NEORL2_TASKS: dict[str, TaskReference] = {
     "dmsd": TaskReference(30.60, 849.51, "offrl/DMSD-v0", "NeoRL-2"),
+    "safetyhalfcheetah": TaskReference(-283.0, 2507.0, "offrl/SafetyHalfCheetah-v0", "NeoRL-2"),
     **{name.lower(): TaskReference(lo, hi, None, "NeoRL-2") for name, lo, hi in [
-        ("SafetyHalfCheetah", -283.0, 2507.0),
         ("Simglucose", 9.75, 475.0),
         ("Fusion", -107.601, 98.05),
         ("RandomFrictionHopper", -3.0, 503.0),
