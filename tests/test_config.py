@@ -21,6 +21,9 @@ def test_config_layers_defaults_then_dataset_yaml_then_command_line():
                                                     "--critic_bc_coef", "0.2"])
     assert (config.actor_bc_coef, config.critic_bc_coef) == (0.05, 0.2)
     assert parse_config(rebrac.Config, "rebrac", ["--dataset", "neorl2/dmsd/train-v0"]).actor_bc_coef == 0.01
+    # per domain: IQL's rewards on DMSD's 100-step episodes at the locomotion rule's per-step scale
+    assert parse_config(algorithm_module("iql").Config, "iql", ["--dataset", "neorl2/dmsd/train-v0"]).reward_scale \
+        == pytest.approx(0.289)
     # per environment: IQL's AntMaze settings for every maze, from D4RL's files or Minari's
     iql = algorithm_module("iql")
     for dataset in ("d4rl-hdf5/antmaze/umaze-diverse-v2", "D4RL/antmaze/large-play-v1"):
