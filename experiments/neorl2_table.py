@@ -1,5 +1,6 @@
-"""The NeoRL-2 table: offrl's algorithms on a NeoRL-2 task that offrl has a rebuilt simulator
-for, scored in that simulator, beside the published NeoRL-2 rows.
+"""The NeoRL-2 table: offrl's algorithms on a NeoRL-2 task, scored in offrl's rebuilt
+simulator where it has one (DMSD, SafetyHalfCheetah) and else estimated by FQE on the task's
+held-out val split, beside the published NeoRL-2 rows.
 
     offrl datasets convert neorl2 DMSD-train.npz      # the released file: neorl2/dmsd/train-v0
     python experiments/neorl2_table.py --task DMSD --algos bc,td3_bc,iql,rebrac,cql,ravl,morec \\
@@ -10,8 +11,10 @@ for `--updates` updates (per algorithm; NeoRL-2's protocol is 1M, which the CPU 
 allow), then each seed's final policy plays `--episodes` episodes in the simulator (NeoRL-2
 evaluates 1,000). Reported per algorithm: the mean over seeds of the seeds' mean normalized
 scores, their standard error over seeds, and the largest standard error of one seed's mean
-over its episodes (the evaluation's own noise). A rerun reuses finished runs and measured
-rows (experiments/results/<out>.json).
+over its episodes (the evaluation's own noise). On a task without a simulator (Simglucose)
+each seed's score is its FQE estimate from neorl2/<task>/val-v0 (`--fqe-updates` critic
+updates), labelled as an estimate. A rerun reuses finished runs and measured rows
+(experiments/results/<out>.json).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from offrl.core.fqe import FQEConfig
+from offrl.data import read_metadata
+from offrl.run.ope import fqe_estimates
 from offrl.run.train import evaluate_run, finished_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -46,31 +52,38 @@ def measure(algo: str, updates: int, args: argparse.Namespace) -> dict:
     began = time.perf_counter()
     run_dir = finished_run(algo, REPO_ROOT / "runs" / "neorl2_table" / dataset / algo, updates, args.seeds, argv)
     trained = time.perf_counter() - began
-    result = evaluate_run(run_dir, args.episodes)
-    per_episode = np.asarray(result["eval/episode_normalized_scores"])  # [seeds, episodes]
-    seed_means = per_episode.mean(axis=1)
+    if read_metadata(dataset).eval_env_spec is None:
+        estimate = fqe_estimates(run_dir, config=FQEConfig(num_updates=args.fqe_updates), log=None)
+        seed_means, episode_se, scored_by = np.asarray(estimate["ope/fqe_normalized_score"]), None, estimate["data"]
+    else:
+        per_episode = np.asarray(evaluate_run(run_dir, args.episodes)["eval/episode_normalized_scores"])
+        seed_means, scored_by = per_episode.mean(axis=1), "simulator"  # per_episode: [seeds, episodes]
+        episode_se = float((per_episode.std(axis=1, ddof=1) / np.sqrt(per_episode.shape[1])).max())
     return {"algorithm": algo, "updates": updates, "seeds": args.seeds, "episodes": args.episodes,
-            "seed_scores": seed_means.tolist(),
-            "mean": float(seed_means.mean()), "se_over_seeds": float(seed_means.std(ddof=1) / np.sqrt(len(seed_means))),
-            "largest_episode_se": float((per_episode.std(axis=1, ddof=1) / np.sqrt(per_episode.shape[1])).max()),
-            "train_seconds": trained}
+            "scored_by": scored_by, "seed_scores": seed_means.tolist(), "mean": float(seed_means.mean()),
+            "se_over_seeds": float(seed_means.std(ddof=1) / np.sqrt(len(seed_means))),
+            "largest_episode_se": episode_se, "train_seconds": trained}
 
 
 def write_table(done: dict, path: Path, command: str) -> None:
     task, settings = done["settings"]["task"], done["settings"]
     published = yaml.safe_load(PUBLISHED.read_text()).get(task, {})
     lines = [f"# NeoRL-2 {task}: offrl in its rebuilt simulator, beside the published table", "",
-             f"Made by `{command}`. offrl rows: mean normalized score over seeds {settings['seeds']} ± its standard "
-             f"error over seeds, each seed's final policy over {settings['episodes']} episodes in offrl's rebuilt "
-             "simulator; `episode SE` is the largest standard error of one seed's mean over its episodes. "
-             "Published rows: NeoRL-2's table at 1M updates (MOPO 3M, RAMBO 2M), each algorithm's best of a "
-             "grid chosen by this score, ± as published. offrl's rows use one setting each (per-domain defaults, "
-             "not tuned on the simulator) and far fewer updates. Data (the released train file): "
+             f"Made by `{command}`. offrl rows: the mean over seeds {settings['seeds']} ± its standard error of "
+             f"each seed's final policy's normalized score, over {settings['episodes']} episodes in offrl's rebuilt "
+             "simulator, or, where the source says so, its FQE estimate on the held-out val split (an estimate, not "
+             "a measured score); `episode SE` is the largest standard error of one seed's mean over its episodes. "
+             "Published rows: NeoRL-2's table at 1M updates (MOPO 3M, RAMBO 2M), each algorithm's best of a grid "
+             "chosen by its score in the simulator, ± as published. offrl's rows use one setting each (per-domain "
+             "defaults, not tuned on the simulator) and far fewer updates. Data (the released train file): "
              f"{published.get('data', '–')}.", "",
              "| algorithm | source | updates | score | episode SE |", "|---|---|---|---|---|"]
     for row in done["rows"]:
-        lines.append(f"| {NAMES[row['algorithm']]} | offrl | {row['updates']:,} | {row['mean']:.1f} ± "
-                     f"{row['se_over_seeds']:.1f} | {row['largest_episode_se']:.2f} |")
+        estimated = row.get("scored_by", "simulator") != "simulator"
+        source = f"offrl, FQE estimate on {row['scored_by']}" if estimated else "offrl"
+        episode_se = "–" if estimated else f"{row['largest_episode_se']:.2f}"
+        lines.append(f"| {NAMES[row['algorithm']]} | {source} | {row['updates']:,} | {row['mean']:.1f} ± "
+                     f"{row['se_over_seeds']:.1f} | {episode_se} |")
     for algo, value in published.items():
         if algo != "data":
             lines.append(f"| {NAMES[algo]} | NeoRL-2 | 1M | {value[0]:.1f} ± {value[1]:.1f} | – |")
@@ -85,6 +98,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--updates", default="", help="per-algorithm budgets, e.g. cql=10000,ravl=5000 "
                                                       f"(defaults: {DEFAULT_UPDATES})")
+    parser.add_argument("--fqe-updates", type=int, default=50_000, help="FQE critic updates where the task has "
+                                                                         "no simulator")
     parser.add_argument("--out", default="neorl2_dmsd")
     args = parser.parse_args()
     budgets = DEFAULT_UPDATES | {algo: int(n) for algo, n in (item.split("=") for item in args.updates.split(",") if item)}
