@@ -102,21 +102,27 @@ def write_table(done: dict, path: Path, command: str) -> None:
              "normalized score over "
              f"{done['settings']['episodes']} episodes in the env. Spearman: rank correlation of estimates and true "
              "scores; regret@1: the true score of the best policy minus that of the policy ranked first; MAE: mean "
-             "absolute error of the normalized estimate, in normalized points.", "",
+             "absolute error of the normalized estimate, in normalized points." + (
+                 f" Model-based: an ensemble trained for at most {done['settings']['model_epochs']} epochs, each "
+                 "policy rolled out undiscounted over the env's episode length; ± is the spread of its elites' "
+                 "estimates (standard deviation), in normalized points." if model else ""), "",
              "| estimator | policies | Spearman | regret@1 | MAE | true scores |", "|---|---|---|---|---|---|"]
     for name in ("fqe", "model") if model else ("fqe",):
         m = done[name]
         low, high = m["true_score_range"]
         lines.append(f"| {name} | {m['policies']} | {m['spearman']:.2f} | {m['regret_at_1']:.1f} | "
                      f"{m['mean_absolute_error']:.1f} | {low:.1f} to {high:.1f} |")
-    lines += ["", "| algorithm | step | seed | true score | FQE estimate |" + (" model estimate ± spread |" if model
+    metadata = read_metadata(done["settings"]["dataset"])
+    points_per_return = 100.0 / (metadata.ref_max_score - metadata.ref_min_score)  # the spread is kept as a return
+    lines += ["", "| algorithm | step | seed | true score | FQE estimate |" + (" model estimate ± elites' std |" if model
                                                                               else ""),
               "|---|---|---|---|---|" + ("---|" if model else "")]
     for policy in sorted(done["policies"], key=lambda p: (p["algorithm"], p["step"], p["seed"])):
         row = (f"| {policy['algorithm']} | {policy['step']:,} | {policy['seed']} | {policy['true_score']:.1f} | "
                f"{policy['fqe_score']:.1f} |")
         if model:
-            row += (f" {policy['model_score']:.1f} ± {policy['model_uncertainty']:.1f} |" if "model_score" in policy
+            row += (f" {policy['model_score']:.1f} ± {policy['model_uncertainty'] * points_per_return:.1f} |"
+                    if "model_score" in policy
                     else " – |")
         lines.append(row)
     path.write_text("\n".join(lines) + "\n")
