@@ -40,9 +40,9 @@ PACKABLE = ("expectile", "beta", "gamma")
 class Config(TrainConfig):
     """Defaults are the paper's D4RL locomotion settings, which also serve NeoRL-2's
     SafetyHalfCheetah (locomotion with 1,000-step episodes); its AntMaze ones (expectile 0.9,
-    beta 10, reward_transform antmaze) are algorithms/configs/iql/antmaze.yaml; NeoRL-2's
-    DMSD rescales its 100-step episodes' rewards to the same per-step scale
-    (algorithms/configs/iql/dmsd.yaml, which says why)."""
+    beta 10, reward_transform antmaze) are algorithms/configs/iql/antmaze.yaml. On NeoRL-2's
+    shorter episodes the locomotion reward rule is applied per episode length
+    (algorithms/configs/iql/dmsd.yaml and simglucose.yaml say why)."""
 
     expectile: float = 0.7
     beta: float = 3.0  # inverse temperature of the advantage weights
