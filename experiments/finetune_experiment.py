@@ -26,11 +26,9 @@ from matplotlib.figure import Figure  # no pyplot: nothing here needs a display 
 
 from offrl.data import load_dataset
 from offrl.data.generate import ensure_dataset
-from offrl.run.algorithms import algorithm_module
-from offrl.run.directory import resume_flag, run_status
 from offrl.run.errors import user_errors_as_messages
 from offrl.run.logging import read_metrics, seed_curves
-from offrl.run.train import main
+from offrl.run.train import finished_run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # runs of experiments go under its runs/
 
@@ -40,14 +38,10 @@ AGENTS = {"iql": ("iql", []), "rebrac": ("rebrac", []), "cql": ("cql", []), "cql
 
 def sac_from_scratch(dataset_id: str, args, runs: Path) -> dict:
     """SAC trained online from nothing for the same env-step budget."""
-    sac = algorithm_module("sac")
     env_id = load_dataset(dataset_id).metadata.eval_env_spec.id
-    status = run_status(runs / "sac", args.online_steps, args.seeds)
-    if status != "finished":
-        sac.main(["--env", env_id, "--env_steps", str(args.online_steps), "--seeds", args.seeds,
-                  "--eval_every", str(args.eval_every), "--checkpoint_every", str(args.checkpoint_every),
-                  "--wandb", "disabled", "--run_dir", str(runs / "sac"),
-                  *resume_flag(runs / "sac", status)])
+    finished_run("sac", runs / "sac", args.online_steps, args.seeds, [
+        "--env", env_id, "--env_steps", str(args.online_steps), "--seeds", args.seeds, "--eval_every",
+        str(args.eval_every), "--checkpoint_every", str(args.checkpoint_every), "--wandb", "disabled"])
     normalize = load_dataset(dataset_id).normalized_score
     sac_curves = {seed: [(step, float(normalize(value))) for step, value in curve]
                   for seed, curve in seed_curves(read_metrics(runs / "sac"), "eval/return").items()}
@@ -87,15 +81,11 @@ def main_cli() -> None:
     for name, (algo, extra) in AGENTS.items():
         if name not in chosen:
             continue
-        module = algorithm_module(algo)
-        status = run_status(runs / name, args.offline_updates + args.online_steps, args.seeds)
-        if status != "finished":
-            main(module.make, module.Config, algo, [
-                "--dataset", dataset_id, "--num_updates", str(args.offline_updates), "--seeds", args.seeds,
-                "--eval_every", str(args.offline_updates), "--checkpoint_every", str(args.checkpoint_every),
-                "--online_steps", str(args.online_steps), "--online_eval_every", str(args.eval_every),
-                "--wandb", "disabled", "--run_dir", str(runs / name), *extra, *overrides.get(algo, []),
-                *resume_flag(runs / name, status)])
+        finished_run(algo, runs / name, args.offline_updates + args.online_steps, args.seeds, [
+            "--dataset", dataset_id, "--num_updates", str(args.offline_updates), "--seeds", args.seeds,
+            "--eval_every", str(args.offline_updates), "--checkpoint_every", str(args.checkpoint_every),
+            "--online_steps", str(args.online_steps), "--online_eval_every", str(args.eval_every),
+            "--wandb", "disabled", *extra, *overrides.get(algo, [])])
         curves = seed_curves(read_metrics(runs / name), "eval/normalized_score")
         offline = [dict(curve)[args.offline_updates] for curve in curves.values()]
         final = [curve[-1][1] for curve in curves.values()]
