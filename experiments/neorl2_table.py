@@ -79,7 +79,7 @@ def write_table(done: dict, path: Path, command: str) -> None:
              f"{published.get('data', '–')}.", "",
              "| algorithm | source | updates | score | episode SE |", "|---|---|---|---|---|"]
     for row in done["rows"]:
-        estimated = row.get("scored_by", "simulator") != "simulator"
+        estimated = row["scored_by"] != "simulator"
         source = f"offrl, FQE estimate on {row['scored_by']}" if estimated else "offrl"
         episode_se = "–" if estimated else f"{row['largest_episode_se']:.2f}"
         lines.append(f"| {NAMES[row['algorithm']]} | {source} | {row['updates']:,} | {row['mean']:.1f} ± "

@@ -2,8 +2,9 @@
 (NeoRL-2's package pins other Gymnasium and torch versions and ships no reward files).
 
 `register_envs()` registers their Gymnasium ids (`offrl/DMSD-v0`, `offrl/SafetyHalfCheetah-v0`),
-after which `gymnasium.make` makes them; offrl calls it wherever it looks an env id up. Datasets record the env's spec,
-entry point included, so a dataset's eval env is made without it too.
+after which `gymnasium.make` makes them; offrl calls it wherever it looks an env id up.
+Datasets record the env's spec, entry point included, so a dataset's eval env is made
+without it too.
 """
 
 from __future__ import annotations

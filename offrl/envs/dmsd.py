@@ -15,8 +15,8 @@ observation: up to about 9.2 when both masses sit on their targets. Episodes nev
 terminate; the registration's time limit truncates them at 100 steps.
 
 Given an episode's start state and target schedule (`reset(options=...)`), the simulator
-reproduces the released files step by step (tests/test_neorl2_sim.py; docs/datasets.md
-states the largest differences).
+reproduces the released files step by step (tests/test_neorl2_sim.py; docs/data.md states
+the largest differences).
 """
 
 from __future__ import annotations
