@@ -7,6 +7,7 @@ offline into <run_dir>/wandb; `wandb sync <run_dir>/wandb/offline-run-*` uploads
 
 from __future__ import annotations
 
+import contextlib
 import json
 import netrc
 import os
@@ -14,12 +15,29 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 METRICS_FILE = "metrics.jsonl"
+
+
+EvaluationListener = Callable[[int, dict[str, np.ndarray]], None]
+_evaluation_listeners: list[EvaluationListener] = []
+
+
+@contextlib.contextmanager
+def listening_to_evaluations(listener: EvaluationListener) -> Iterator[None]:
+    """While the block runs, `listener(step, metrics)` is called after every evaluation that a
+    run of this process logs (metrics: name -> per-member values, with the evaluation's eval/
+    and ope/ keys). Ray Tune's schedulers read a run's evaluations through it; an exception
+    it raises (a scheduler stopping the trial) ends the run there, after its rows are written."""
+    _evaluation_listeners.append(listener)
+    try:
+        yield
+    finally:
+        _evaluation_listeners.remove(listener)
 
 
 def new_run_id() -> str:
@@ -111,6 +129,9 @@ class RunLogger:
                 handle.write(json.dumps(row) + "\n")
                 if self.wandb_runs:
                     self.wandb_runs[index].log(row, step=step)
+        if any(key.startswith(("eval/", "ope/")) for key in metrics):
+            for listener in list(_evaluation_listeners):
+                listener(step, metrics)
         fields = {"speed": f"{updates_per_s:,.0f} upd/s"}
         if "eval/normalized_score" in metrics:
             fields["last_eval"] = f"score {np.mean(metrics['eval/normalized_score']):.1f}"

@@ -158,6 +158,7 @@ def _run_state(run_dir: Path, finished: bool, stale: bool, dataset_missing: bool
 def sweep(args: argparse.Namespace) -> int:
     import yaml
 
+    from offrl.tools import ray_sweep
     from offrl.tools import sweep as sweeps
 
     spec = sweeps.restrict(sweeps.load_spec(args.spec), args.algorithms, args.datasets)
@@ -196,16 +197,21 @@ def sweep(args: argparse.Namespace) -> int:
         return 1
     if args.dry_run or not todo:
         return 0
-    if args.ray:
-        results = sweeps.run_ray(todo, root, args.ray, args.cpus_per_run, args.gpus_per_run)
+    if args.scheduler:
+        budgets = [sweeps.run_budget(run, root) for run in todo]
+        grace = args.grace_updates or max(eval_every for _, eval_every in budgets)
+        results = ray_sweep.run_tune(todo, root, args.ray, args.scheduler, grace, max(n for n, _ in budgets),
+                                     args.cpus_per_run, args.gpus_per_run)
+    elif args.ray:
+        results = ray_sweep.run_ray(todo, root, args.ray, args.cpus_per_run, args.gpus_per_run)
     else:
         results = sweeps.run_local(todo, root, args.workers)
-    diverged = [result for result in results if result["diverged"]]
-    for result in diverged:
-        console.print(f"{result['run']}: {result['diverged']}")
-    console.print(f"Finished {len(results)} runs under {root / spec.name} ({len(diverged)} diverged); summarize with "
-                  f"`offrl report {root / spec.name}`")
-    return 0
+    for line in ray_sweep.summary_lines(results):
+        console.print(line)
+    failed = [result for result in results if result.get("failed")]
+    console.print(f"{len(results) - len(failed)} of {len(results)} runs done under {root / spec.name}"
+                  + (f", {len(failed)} failed" if failed else "") + f"; summarize with `offrl report {root / spec.name}`")
+    return 1 if failed else 0
 
 
 def report(args: argparse.Namespace) -> int:
@@ -305,9 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   "short names, e.g. walker2d-medium)")
     sweep_parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                               help="local programs at a time (default: one per core)")
-    sweep_parser.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (e.g. auto, or ray://host:10001)")
-    sweep_parser.add_argument("--cpus-per-run", type=float, default=1.0)
-    sweep_parser.add_argument("--gpus-per-run", type=float, default=0.0)
+    sweep_parser.add_argument("--ray", metavar="ADDRESS",
+                              help="run on a Ray cluster (its head's HOST:PORT, auto, or local for one started here); "
+                                   "--root and the Minari store must be on storage every node mounts (docs/sweeps.md)")
+    sweep_parser.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs each run declares on Ray")
+    sweep_parser.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs each run declares on Ray")
+    sweep_parser.add_argument("--scheduler", choices=["asha", "median"],
+                              help="run the sweep's runs as Ray Tune trials whose evaluations this scheduler reads, "
+                                   "stopping the weaker runs early (with --ray; without, on a Ray of this machine)")
+    sweep_parser.add_argument("--grace-updates", type=positive_int,
+                              help="updates before --scheduler may stop a run (default: the runs' --eval_every)")
     sweep_parser.add_argument("--no-pack", action="store_true",
                               help="one program per hyperparameter point (default: pack PACKABLE ones)")
     sweep_parser.add_argument("--seed-per-run", action="store_true",

@@ -26,7 +26,7 @@ algorithm declares PACKABLE (e.g. ReBRAC's BC coefficients) are packed into one 
 program too, their values passed as traced values (`--no-pack` keeps them apart;
 `--seed-per-run` splits each run into one run per seed, for CPUs). Runs are independent
 processes: up to `--workers` at a time locally (each pinned to its own share of the CPUs),
-or one Ray task each (CPUs and GPUs declared, retried if a worker dies).
+or on a Ray cluster (offrl.tools.ray_sweep).
 A finished or diverged run writes result.json; re-running the sweep skips it, and resumes
 a run that was cut off from its last checkpoint. A sweep whose runs began on other data
 than the local datasets now hold (made again since) stops before training and names them.
@@ -232,6 +232,14 @@ def check_settings(runs: list[SweepRun], root: Path) -> None:
         parse_config(module.Config, run.algorithm, run.argv(root))
 
 
+def run_budget(run: SweepRun, root: Path) -> tuple[int, int]:
+    """(num_updates, eval_every) of a run's resolved config."""
+    from offrl.run.config import parse_config
+
+    config = parse_config(algorithm_module(run.algorithm).Config, run.algorithm, run.argv(root))
+    return config.num_updates, config.eval_every
+
+
 def missing_datasets(spec: SweepSpec) -> list[str]:
     from offrl.data import local_dataset_ids
 
@@ -250,14 +258,16 @@ def on_other_data(runs: list[SweepRun], root: Path) -> list[SweepRun]:
 
 
 def run_one(run: SweepRun, root: Path) -> dict:
-    """Train one run (resuming it if it was cut off) and write its result.json. A run that
+    """Train one run (resuming it if it was cut off: `resumed_from` says from which update)
+    and write its result.json. A run that
     diverges is a result too (its `diverged` says what diverged), so the sweep goes on and a
     rerun does not resume it into the same divergence."""
     from offrl.run import checkpoint
     from offrl.run.train import train_by_name
 
     run_dir = run.run_dir(root)
-    if checkpoint.latest(run_dir) is not None:
+    resumed_from = checkpoint.latest_step(run_dir)
+    if resumed_from is not None:
         argv = ["--resume", str(run_dir)]
     else:
         clear_unresumable(run_dir)
@@ -268,7 +278,7 @@ def run_one(run: SweepRun, root: Path) -> dict:
         final_eval = {}
     summary = {"run": run.name, "algorithm": run.algorithm, "dataset": run.dataset, "seeds": list(run.seeds),
                "overrides": run.overrides, "final_eval": {k: np.asarray(v).tolist() for k, v in final_eval.items()},
-               "diverged": divergence(run_dir)}
+               "diverged": divergence(run_dir), "resumed_from": resumed_from}
     (run_dir / RESULT).write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -343,23 +353,6 @@ def forwarding_sigterm(pool: ProcessPoolExecutor):
         yield forwarded
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def run_ray(runs: list[SweepRun], root: Path, address: str, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,
-            max_retries: int = 3, run_fn: Callable[[SweepRun, Path], dict] = run_one) -> list[dict]:
-    """One Ray task per run, with the resources it needs; a task whose worker dies is retried
-    (and resumes from the run's last checkpoint). Results come back to the driver."""
-    import ray
-
-    if not ray.is_initialized():
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        except ConnectionError as error:
-            raise ConnectionError(f"--ray {address}: no Ray cluster answers there ({error}). Start one (`ray start "
-                                  "--head` on its head node) and pass its address, or use `--ray local` for a "
-                                  "cluster of this machine, or leave --ray out for local workers.") from None
-    task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=max_retries)(run_fn)
-    return ray.get([task.remote(run, root) for run in runs])
 
 
 def wandb_sweep_yaml(spec: SweepSpec, algorithm: str) -> dict:
