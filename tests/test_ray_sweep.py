@@ -110,7 +110,7 @@ def test_a_sweep_on_a_multi_node_cluster_survives_a_killed_worker_and_a_failing_
     # the nodes ran the offrl the sweep shipped, algorithms included, not the checkout's
     repository = Path(__file__).resolve().parents[1]
     assert not Path(killed["offrl"]).is_relative_to(repository) and "runtime_resources" in killed["offrl"]
-    assert any(line.startswith("resumed") for line in ray_sweep.summary_lines([killed, raised, healthy]))
+    assert any(line.startswith("resumed") for line in sweep.summary_lines([killed, raised, healthy]))
 
     # a node that lacks a dataset of the sweep is named before any run starts
     with ray_sweep.connected(cluster.address, root):

@@ -182,6 +182,31 @@ def test_a_run_cut_off_before_its_first_checkpoint_starts_over(pendulum, tmp_pat
     assert [row["step"] for row in rows] == [100, 200] and "left_by" not in rows[0]
 
 
+def test_a_failing_run_is_reported_while_the_others_finish(pendulum, tmp_path, capsys):
+    path = spec_file(tmp_path, seeds=[0], grid={"eval_env": ["Pendulum-v1", "CartPole-v1"]})  # CartPole cannot fit
+    root = tmp_path / "runs"
+    assert cli_main(["sweep", str(path), "--root", str(root), "--workers", "1"]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "failed bc_offrl-pendulum-sweep-v0_eval_env=CartPole-v1_s0:" in out and "1 of 2 runs done under" in out
+    assert "/tiny, 1 failed; summarize" in out
+    assert [p.parent.name for p in root.glob("tiny/*/result.json")] == ["bc_offrl-pendulum-sweep-v0_eval_env=Pendulum-v1_s0"]
+
+
+def test_the_ray_options_reach_the_ray_runners(pendulum, tmp_path, monkeypatch):
+    from offrl.tools import ray_sweep
+
+    calls = {}
+    monkeypatch.setattr(ray_sweep, "run_ray", lambda runs, root, address, cpus, gpus: calls.setdefault(
+        "ray", (len(runs), address, cpus, gpus)) and [])
+    monkeypatch.setattr(ray_sweep, "run_tune", lambda runs, root, address, scheduler, grace, budget, cpus, gpus:
+                        calls.setdefault("tune", (address, scheduler, grace, budget, cpus, gpus)) and [])
+    path = spec_file(tmp_path, grid={"actor_lr": [1e-3, 3e-4]})
+    assert cli_main(["sweep", str(path), "--root", str(tmp_path), "--ray", "head:6379", "--gpus-per-run", "0.5"]) == 0
+    assert calls["ray"] == (2, "head:6379", 1.0, 0.5)
+    assert cli_main(["sweep", str(path), "--root", str(tmp_path), "--scheduler", "median", "--cpus-per-run", "2"]) == 0
+    assert calls["tune"] == (None, "median", TINY["eval_every"], TINY["num_updates"], 2.0, 0.0)
+
+
 def test_a_diverging_run_is_a_result_the_sweep_and_its_report_show(pendulum, tmp_path, capsys):
     path = spec_file(tmp_path, algorithms=["td3_bc"], seeds=[0], base={**TINY, "divergence_threshold": 1e6},
                      grid={"critic_lr": [3e-4, 1e30]})

@@ -206,7 +206,7 @@ def sweep(args: argparse.Namespace) -> int:
         results = ray_sweep.run_ray(todo, root, args.ray, args.cpus_per_run, args.gpus_per_run)
     else:
         results = sweeps.run_local(todo, root, args.workers)
-    for line in ray_sweep.summary_lines(results):
+    for line in sweeps.summary_lines(results):
         console.print(line)
     failed = [result for result in results if result.get("failed")]
     console.print(f"{len(results) - len(failed)} of {len(results)} runs done under {root / spec.name}"

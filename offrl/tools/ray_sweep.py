@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from offrl.tools.sweep import RESULT, SweepRun, run_budget, run_one
+from offrl.tools.sweep import RESULT, SweepRun, failure, run_budget, run_one
 
 # the driver's settings that runs read, shipped to every node where the driver has them set
 # (with every OFFRL_ variable)
@@ -201,14 +201,12 @@ def _logged_run(run: SweepRun, root: Path, run_fn: Callable[[SweepRun, Path], di
         return run_fn(run, root)
 
 
-def failure(run: SweepRun, root: Path, error: BaseException) -> dict:
-    """The record of a run that ended in an error: its name, the error in one line, its log."""
+def ray_failure(run: SweepRun, root: Path, error: BaseException) -> dict:
+    """A run's failure record from Ray's error: the run's own exception where it raised one."""
     import ray
 
     cause = error.cause if isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None else error
-    message = str(cause).strip().splitlines()
-    return {"run": run.name, "failed": f"{type(cause).__name__}: {message[0] if message else ''}",
-            "log": str(run_log(run, root))}
+    return failure(run, cause, run_log(run, root))
 
 
 def run_ray(runs: list[SweepRun], root: Path, address: str | None, cpus_per_run: float = 1.0,
@@ -238,7 +236,7 @@ def run_ray(runs: list[SweepRun], root: Path, address: str | None, cpus_per_run:
                     try:
                         results[index] = ray.get(done[0])
                     except ray.exceptions.RayError as error:  # the run raised, or its retries ran out
-                        results[index] = failure(runs[index], root, error)
+                        results[index] = ray_failure(runs[index], root, error)
                     progress.advance(bar)
             except KeyboardInterrupt:  # the runs checkpoint their current chunk and stop, as on Ctrl-C
                 for ref in pending:
@@ -327,7 +325,7 @@ def tune_outcome(run: SweepRun, root: Path, result, scheduler: str) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
     if result is None or result.error is not None:
-        return failure(run, root, result.error if result is not None else RuntimeError("the trial never ran"))
+        return ray_failure(run, root, result.error if result is not None else RuntimeError("the trial never ran"))
     from offrl.run.directory import divergence
 
     step = (result.metrics or {}).get("step")
@@ -337,19 +335,3 @@ def tune_outcome(run: SweepRun, root: Path, result, scheduler: str) -> dict:
                "score": (result.metrics or {}).get("score")}
     path.write_text(json.dumps(summary, indent=1))
     return summary
-
-
-def summary_lines(results: list[dict]) -> list[str]:
-    """What the end of a sweep prints: the runs resumed, stopped early, diverged and failed."""
-    lines = []
-    for result in results:
-        if result.get("failed"):
-            lines.append(f"[red]failed[/] {result['run']}: {result['failed']} (log: {result['log']})")
-        elif result.get("stopped_early"):
-            lines.append(f"stopped early {result['run']}: {result['stopped_early']}")
-        elif result.get("diverged"):
-            lines.append(f"diverged {result['run']}: {result['diverged']}")
-        if result.get("resumed_from"):
-            lines.append(f"resumed {result['run']} from update {result['resumed_from']:,}")
-    return lines
-

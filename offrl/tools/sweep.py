@@ -42,6 +42,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import traceback
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -303,17 +304,35 @@ def _pin_worker(shares: multiprocessing.Queue) -> None:
     os.sched_setaffinity(0, shares.get())
 
 
+def _run_or_failure(run: SweepRun, root: Path, run_fn: Callable[[SweepRun, Path], dict]) -> dict:
+    try:
+        return run_fn(run, root)
+    except Exception as error:  # a stop (KeyboardInterrupt, StopRequested) is no run's failure: it ends the sweep
+        traceback.print_exc()
+        return failure(run, error)
+
+
 def _run_in_worker(run: SweepRun, root: str, run_fn: Callable[[SweepRun, Path], dict]) -> dict:
-    return run_fn(run, Path(root))
+    return _run_or_failure(run, Path(root), run_fn)
+
+
+def failure(run: SweepRun, error: BaseException, log: Path | None = None) -> dict:
+    """The record of a run that ended in an error, in place of its result: its name, the
+    error in one line and, where there is one, the log that holds its traceback."""
+    message = str(error).strip().splitlines()
+    return {"run": run.name, "failed": f"{type(error).__name__}: {message[0] if message else ''}",
+            "log": str(log) if log else None}
 
 
 def run_local(runs: list[SweepRun], root: Path, workers: int,
               run_fn: Callable[[SweepRun, Path], dict] = run_one) -> list[dict]:
     """Independent runs in up to `workers` processes (spawned: jax does not survive fork),
-    each pinned to its own share of the CPUs where it can be."""
+    each pinned to its own share of the CPUs where it can be. A run that raises gives a
+    `failure` record (its traceback printed) while the others go on; a stop (Ctrl-C,
+    SIGTERM) stops them all. Returns one dict per run, in order."""
     workers = min(workers, len(runs))
     if workers <= 1:
-        return [run_fn(run, root) for run in runs]
+        return [_run_or_failure(run, root, run_fn) for run in runs]
     context = multiprocessing.get_context("spawn")
     shares = cpu_shares(workers)
     pinning = {}
@@ -353,6 +372,22 @@ def forwarding_sigterm(pool: ProcessPoolExecutor):
         yield forwarded
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def summary_lines(results: list[dict]) -> list[str]:
+    """What the end of a sweep prints: the runs resumed, stopped early, diverged and failed."""
+    lines = []
+    for result in results:
+        if result.get("failed"):
+            lines.append(f"[red]failed[/] {result['run']}: {result['failed']}"
+                         + (f" (log: {result['log']})" if result["log"] else ""))
+        elif result.get("stopped_early"):
+            lines.append(f"stopped early {result['run']}: {result['stopped_early']}")
+        elif result.get("diverged"):
+            lines.append(f"diverged {result['run']}: {result['diverged']}")
+        if result.get("resumed_from"):
+            lines.append(f"resumed {result['run']} from update {result['resumed_from']:,}")
+    return lines
 
 
 def wandb_sweep_yaml(spec: SweepSpec, algorithm: str) -> dict:
