@@ -8,7 +8,7 @@
     offrl datasets split-labels ID [--labelled 0.1] [--from lowest-return-50%] [--seed S]
     offrl datasets proxy-label --labelled ID1 --unlabelled ID2 --out ID3 [--ensemble N]
     offrl datasets remove ID
-    offrl sweep SPEC [--dry-run] [--workers N] [--ray ADDRESS] [--export-wandb] [--seed-per-run]
+    offrl sweep SPEC [--dry-run] [--workers N] [--ray ADDRESS] [--scheduler asha|median] [--export-wandb] [--seed-per-run]
     offrl report RUNS_OR_SWEEP [...] [--out DIR] [--by-run] [--reference YAML]
     offrl evaluate RUN_DIR [--episodes 100] [--env ENV] [--checkpoint FILE] [--out FILE.json]
     offrl evaluate RUN_DIR --ope {fqe,model} [--data ID] [--gamma 0.99] [--fqe-updates N] [--horizon H]

@@ -1,6 +1,6 @@
 """Config-driven sweeps: algorithms x datasets x hyperparameters x seeds, run locally or on Ray.
 
-    offrl sweep experiments/sweeps/SPEC.yaml [--dry-run] [--workers N] [--ray ADDRESS] [--export-wandb]
+    offrl sweep experiments/sweeps/SPEC.yaml [--dry-run] [--workers N] [--ray ADDRESS] [--scheduler asha|median] [--export-wandb]
                 [--algorithms A,B] [--datasets D,E] [--no-pack] [--seed-per-run]
 
 A spec (YAML):
