@@ -5,7 +5,8 @@ What a node needs is Python with offrl's pinned dependencies; the rest travels w
   the package), shipped in the job's `runtime_env` as a py_module, so a node imports the
   driver's offrl, not whatever it may hold;
 - the settings: `XLA_PYTHON_CLIENT_PREALLOCATE=false` (runs share a GPU's memory), the
-  driver's Minari store as `MINARI_DATASETS_PATH`, and the driver's wandb and XLA variables.
+  driver's Minari store as `MINARI_DATASETS_PATH`, the model-based runs' dynamics ensembles
+  under `--root`, and the driver's wandb, XLA and OFFRL_ variables.
 
 Run directories, checkpoints and the Minari store must be on storage every node mounts at
 the same path (NFS, a cluster file system): `--root` and the store are absolute paths, and
@@ -49,8 +50,8 @@ SCHEDULERS = ("asha", "median")
 PROBE_TIMEOUT_S = 600  # a node's first task installs the runtime_env (unpacks offrl) before it answers
 
 
-class SharedStorageError(RuntimeError):
-    """A node of the cluster does not see the sweep's --root or datasets."""
+class SharedStorageError(FileNotFoundError):
+    """A node of the cluster does not see the sweep's --root or datasets (a user error: one line, exit status 2)."""
 
 
 def offrl_package(staging: Path) -> Path:
@@ -107,7 +108,6 @@ def connected(address: str | None, root: Path) -> Iterator[None]:
 
 def _probe(marker: str, token: str, datasets: list[str]) -> dict[str, Any]:
     """What one node sees: the driver's marker under --root, and which datasets it lacks."""
-    import offrl
     from offrl.data import local_dataset_ids
 
     try:
@@ -115,7 +115,7 @@ def _probe(marker: str, token: str, datasets: list[str]) -> dict[str, Any]:
     except OSError:
         sees_root = False
     local = set(local_dataset_ids())
-    return {"host": socket.gethostname(), "sees_root": sees_root, "offrl": offrl.__file__,
+    return {"host": socket.gethostname(), "sees_root": sees_root,
             "missing": [dataset for dataset in datasets if dataset not in local]}
 
 
