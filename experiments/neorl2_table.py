@@ -73,10 +73,13 @@ def measure(algo: str, updates: int, args: argparse.Namespace) -> dict:
 def write_table(done: dict, path: Path, command: str) -> None:
     task, settings = done["settings"]["task"], done["settings"]
     published = yaml.safe_load(PUBLISHED.read_text()).get(task, {})
-    lines = [f"# NeoRL-2 {task}: offrl in its rebuilt simulator, beside the published table", "",
+    simulated = any(row["scored_by"] == "simulator" for row in done["rows"])
+    scored = (f"over {settings['episodes']} episodes in offrl's rebuilt simulator, or, where the source says so, its "
+              "FQE estimate" if simulated else "its FQE estimate")
+    lines = [f"# NeoRL-2 {task}: offrl {'in its rebuilt simulator' if simulated else 'estimated by FQE'}, beside "
+             "the published table", "",
              f"Made by `{command}`. offrl rows: the mean over seeds {settings['seeds']} ± its standard error of "
-             f"each seed's final policy's normalized score, over {settings['episodes']} episodes in offrl's rebuilt "
-             "simulator, or, where the source says so, its FQE estimate on the held-out val split (an estimate, not "
+             f"each seed's final policy's normalized score, {scored} on the held-out val split (an estimate, not "
              "a measured score); `episode SE` is the largest standard error of one seed's mean over its episodes. "
              "Published rows: NeoRL-2's table at 1M updates (MOPO 3M, RAMBO 2M), each algorithm's best of a grid "
              "chosen by its score in the simulator, ± as published. offrl's rows use one setting each (per-domain "
