@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from offrl.tools.sweep import RESULT, SweepRun, failure, run_budget, run_one
+from offrl.tools.sweep import RESULT, SweepRun, failure, run_budget, run_one, write_result
 
 # the driver's settings that runs read, shipped to every node where the driver has them set
 # (with every OFFRL_ variable)
@@ -326,12 +326,6 @@ def tune_outcome(run: SweepRun, root: Path, result, scheduler: str) -> dict:
         return json.loads(path.read_text())
     if result is None or result.error is not None:
         return ray_failure(run, root, result.error if result is not None else RuntimeError("the trial never ran"))
-    from offrl.run.directory import divergence
-
     step = (result.metrics or {}).get("step")
-    summary = {"run": run.name, "algorithm": run.algorithm, "dataset": run.dataset, "seeds": list(run.seeds),
-               "overrides": run.overrides, "final_eval": {}, "diverged": divergence(run.run_dir(root)),
-               "stopped_early": f"{scheduler} at update {step:,}" if step else scheduler,
-               "score": (result.metrics or {}).get("score")}
-    path.write_text(json.dumps(summary, indent=1))
-    return summary
+    return write_result(run, root, {}, stopped_early=f"{scheduler} at update {step:,}" if step else scheduler,
+                        score=(result.metrics or {}).get("score"))

@@ -277,9 +277,16 @@ def run_one(run: SweepRun, root: Path) -> dict:
         final_eval = train_by_name(run.algorithm, argv).final_eval
     except TrainingDiverged:
         final_eval = {}
+    return write_result(run, root, final_eval, resumed_from=resumed_from)
+
+
+def write_result(run: SweepRun, root: Path, final_eval: dict, **outcome) -> dict:
+    """A run's result.json (what marks it finished for the sweep): the run, its last
+    evaluation, its divergence if any, and how it ended (`outcome`)."""
+    run_dir = run.run_dir(root)
     summary = {"run": run.name, "algorithm": run.algorithm, "dataset": run.dataset, "seeds": list(run.seeds),
                "overrides": run.overrides, "final_eval": {k: np.asarray(v).tolist() for k, v in final_eval.items()},
-               "diverged": divergence(run_dir), "resumed_from": resumed_from}
+               "diverged": divergence(run_dir), **outcome}
     (run_dir / RESULT).write_text(json.dumps(summary, indent=1))
     return summary
 
